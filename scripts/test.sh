@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up .venv and runs the test suite (the README's test command).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -z "${TGNN_DATA_MIRROR:-}" ] && [ -d ../shared/data ]; then
+    export TGNN_DATA_MIRROR="$(cd ../shared/data && pwd)"
+fi
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: failing" >&2
+    exit 1
+fi
+exit "$status"

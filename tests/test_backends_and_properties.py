@@ -1,0 +1,109 @@
+"""Sparse and dense paths agree; attention is permutation equivariant;
+graphs of a batch do not interact."""
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from tgnn_transformers import MultiHeadAttentionConv
+from tgnn_transformers.functional import edge_attention
+from tgnn_transformers.transforms import SequenceToGraph
+
+
+def token_batch(pattern, lengths, dim=16):
+    t = SequenceToGraph(pattern)
+    return Batch.from_data_list([t(Data(x=torch.randn(n, dim)))
+                                 for n in lengths])
+
+
+@pytest.mark.parametrize("pattern", ["full", "causal"])
+@pytest.mark.parametrize("lengths", [[5, 5, 5], [1, 9, 3, 0, 4]])
+def test_dense_equals_sparse_outputs_and_gradients(pattern, lengths):
+    lengths = [n for n in lengths]
+    batch = token_batch(pattern, lengths)
+    q = torch.randn(batch.num_nodes, 2, 8, dtype=torch.float64,
+                    requires_grad=True)
+    k = torch.randn_like(q, requires_grad=True)
+    v = torch.randn_like(q, requires_grad=True)
+    results = {}
+    for backend in ["sparse", "dense"]:
+        out = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                             backend=backend).out
+        grads = torch.autograd.grad((out * out).sum(), (q, k, v))
+        results[backend] = (out, grads)
+    torch.testing.assert_close(results["dense"][0], results["sparse"][0])
+    for a, b in zip(results["dense"][1], results["sparse"][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_dense_backend_refuses_what_it_cannot_do():
+    batch = token_batch("window", [6, 6])
+    q = torch.randn(12, 2, 4)
+    with pytest.raises(ValueError, match="not a batch of complete"):
+        edge_attention(q, q, q, batch.edge_index, batch=batch.batch,
+                       backend="dense")
+    full = token_batch("full", [6, 6])
+    with pytest.raises(ValueError, match="need_weights"):
+        edge_attention(q, q, q, full.edge_index, batch=full.batch,
+                       backend="dense", need_weights=True)
+
+
+def test_auto_returns_weights_when_asked():
+    conv = MultiHeadAttentionConv(16, 4, heads=2)
+    batch = token_batch("full", [3, 4])
+    out, (ei, alpha) = conv(batch.x, batch.edge_index,
+                            return_attention_weights=True, batch=batch.batch)
+    assert alpha.shape == (25, 2)
+    torch.testing.assert_close(out, conv(batch.x, batch.edge_index,
+                                         batch=batch.batch))
+
+
+def test_permutation_equivariance():
+    conv = MultiHeadAttentionConv(8, 4, heads=2, edge_dim=3, beta=True).eval()
+    x = torch.randn(10, 8)
+    edge_index = torch.randint(0, 10, (2, 40))
+    edge_attr = torch.randn(40, 3)
+    perm = torch.randperm(10)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(10)
+    out = conv(x, edge_index, edge_attr)
+    edge_perm = torch.randperm(40)
+    out_p = conv(x[perm], inv[edge_index][:, edge_perm], edge_attr[edge_perm])
+    torch.testing.assert_close(out_p, out[perm], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["full", "causal", "window"])
+def test_graphs_in_a_batch_do_not_interact(pattern):
+    conv = MultiHeadAttentionConv(16, 4, heads=2, out_proj=True,
+                                  root_weight=False).eval()
+    batch = token_batch(pattern, [4, 7, 2])
+    out = conv(batch.x, batch.edge_index, batch=batch.batch)
+    x2 = batch.x.clone()
+    x2[batch.batch == 1] += 10.0  # change only the second graph
+    out2 = conv(x2, batch.edge_index, batch=batch.batch)
+    same = batch.batch != 1
+    torch.testing.assert_close(out[same], out2[same])
+    assert not torch.allclose(out[~same], out2[~same])
+
+
+def test_attention_dropout_only_in_training():
+    conv = MultiHeadAttentionConv(8, 4, heads=2, dropout=0.5)
+    x, edge_index = torch.randn(6, 8), torch.randint(0, 6, (2, 20))
+    conv.eval()
+    torch.testing.assert_close(conv(x, edge_index), conv(x, edge_index))
+    conv.train()
+    assert not torch.allclose(conv(x, edge_index), conv(x, edge_index))
+
+
+def test_gradcheck_sparse_kernel_with_edge_terms():
+    torch.manual_seed(3)
+    edge_index = torch.randint(0, 5, (2, 14))
+    args = [torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+            for _ in range(3)]
+    edge_key = torch.randn(14, 2, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(14, 2, dtype=torch.float64, requires_grad=True)
+
+    def f(q, k, v, ek, b):
+        return edge_attention(q, k, v, edge_index, edge_key=ek,
+                              edge_value=ek, bias=b, backend="sparse").out
+
+    torch.autograd.gradcheck(f, (*args, edge_key, bias))

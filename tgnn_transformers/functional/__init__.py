@@ -1,0 +1,35 @@
+r"""The functional core: attention on graphs, with no parameters.
+
+Like :mod:`torch.nn.functional`, everything here is a plain function of
+tensors; the layers in :mod:`tgnn_transformers.nn` hold the projections and
+call into these.
+
+.. autosummary::
+    edge_softmax
+    edge_attention
+    attention_aggregate
+    sparsify_attention
+    sequence_edge_index
+    complete_edge_index
+    recognize_sequence_pattern
+"""
+from .aggregate import REDUCTIONS, attention_aggregate
+from .attention import (BACKENDS, EdgeAttention, edge_attention,
+                        sparsify_attention)
+from .patterns import (PATTERNS, complete_edge_index,
+                       recognize_sequence_pattern, sequence_edge_index)
+from .softmax import edge_softmax
+
+__all__ = [
+    "edge_softmax",
+    "edge_attention",
+    "EdgeAttention",
+    "attention_aggregate",
+    "sparsify_attention",
+    "sequence_edge_index",
+    "complete_edge_index",
+    "recognize_sequence_pattern",
+    "BACKENDS",
+    "PATTERNS",
+    "REDUCTIONS",
+]

@@ -1,0 +1,71 @@
+"""Input validation shared by the functional core and the layers.
+
+Every check raises a ``ValueError`` or ``TypeError`` that names the argument
+and what was wrong with it.  Checks that need a value from the tensor (index
+ranges) are skipped while ``torch.compile`` traces, where they would force a
+graph break on every call.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_scripting()
+
+
+def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
+                     num_dst: Optional[int] = None) -> None:
+    """Checks that ``edge_index`` is an integer ``[2, E]`` tensor whose
+    sources lie in ``[0, num_src)`` and targets in ``[0, num_dst)``."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor of shape [2, E], "
+                        f"got {type(edge_index).__name__}")
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"edge_index must have shape [2, E], "
+                         f"got {list(edge_index.shape)}")
+    if edge_index.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"edge_index must hold integers (torch.long or "
+                        f"torch.int32), got {edge_index.dtype}")
+    if tracing() or edge_index.numel() == 0:
+        return
+    lo = int(edge_index.min())
+    if lo < 0:
+        raise ValueError(f"edge_index contains the negative index {lo}")
+    for row, bound, name in ((0, num_src, "source"), (1, num_dst, "target")):
+        if bound is None:
+            continue
+        hi = int(edge_index[row].max())
+        if hi >= bound:
+            raise ValueError(
+                f"edge_index has {name} index {hi} but there are only "
+                f"{bound} {name} nodes (valid indices are 0..{bound - 1})")
+
+
+def check_per_edge(tensor: Optional[Tensor], name: str, num_edges: int,
+                   trailing: tuple) -> None:
+    """Checks that a per-edge tensor has shape ``[E, *trailing]``."""
+    if tensor is None:
+        return
+    expected = (num_edges, ) + tuple(trailing)
+    if tuple(tensor.shape) != expected:
+        raise ValueError(f"{name} must have shape {list(expected)} "
+                         f"(one row per edge), got {list(tensor.shape)}")
+
+
+def check_batch(batch: Optional[Tensor], num_nodes: int) -> None:
+    if batch is None:
+        return
+    if batch.dim() != 1 or batch.numel() != num_nodes:
+        raise ValueError(f"batch must have shape [{num_nodes}] (one graph "
+                         f"id per node), got {list(batch.shape)}")
+    if batch.dtype not in (torch.long, torch.int32):
+        raise TypeError(f"batch must hold integers, got {batch.dtype}")
+    if tracing() or batch.numel() < 2:
+        return
+    if bool((batch[1:] < batch[:-1]).any()):
+        raise ValueError("batch must be sorted (nodes of each graph stored "
+                         "contiguously, as PyG's Batch does)")

@@ -1,0 +1,292 @@
+"""The scaled dot-product edge-attention kernel shared by every layer.
+
+One function, :func:`edge_attention`, computes attention on the edges of a
+graph and aggregates the values.  It has two implementations with the same
+results:
+
+* ``sparse``: scores on the edges, :func:`edge_softmax` per target,
+  :func:`attention_aggregate` over the incoming edges.  Works for any graph,
+  cost linear in the number of edges.
+* ``dense``: for batches of complete or causal token graphs, the attention
+  runs as :func:`torch.nn.functional.scaled_dot_product_attention` on the
+  padded ``[B, H, L, C]`` layout (fused kernels, no per-edge tensors).
+
+``backend="auto"`` takes the dense path whenever it gives the same answer.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_batch, check_edge_index, check_per_edge
+from .aggregate import attention_aggregate
+from .patterns import recognize_sequence_pattern
+from .softmax import edge_softmax
+
+BACKENDS = ("auto", "sparse", "dense")
+SCORE_NORMALIZATIONS = ("softmax", "relu")
+
+
+class EdgeAttention(NamedTuple):
+    """Result of :func:`edge_attention`."""
+    out: Tensor
+    """``[N_dst, H, C]`` (or ``[N_dst, H, R, C]`` for several reductions)."""
+    alpha: Optional[Tensor]
+    """``[E', H]`` attention weights before dropout, or ``None`` when the
+    dense path ran and ``need_weights`` was not set."""
+    edge_index: Tensor
+    """``[2, E']`` the edges that carried attention: the input edges, or the
+    kept subgraph after ``threshold`` / ``top_k`` sparsification."""
+
+
+def _top_k_mask(alpha: Tensor, index: Tensor, k: int) -> Tensor:
+    """``[E, H]`` mask of the ``k`` largest weights of each target and head."""
+    num_edges, heads = alpha.shape
+    flat = alpha.t().reshape(-1)  # head-major: [H * E]
+    segment = (torch.arange(heads, device=alpha.device).repeat_interleave(
+        num_edges) * (int(index.max()) + 1 if num_edges else 1) +
+               index.repeat(heads))
+    order = torch.argsort(flat, descending=True, stable=True)
+    order = order[torch.argsort(segment[order], stable=True)]
+    sorted_segment = segment[order]
+    start = torch.ones_like(sorted_segment, dtype=torch.bool)
+    start[1:] = sorted_segment[1:] != sorted_segment[:-1]
+    position = torch.arange(order.numel(), device=alpha.device)
+    run_start = torch.cummax(torch.where(start, position, 0), 0).values
+    rank = torch.empty_like(position)
+    rank[order] = position - run_start
+    return (rank < k).view(heads, num_edges).t()
+
+
+def sparsify_attention(alpha: Tensor, edge_index: Tensor, *,
+                       threshold: Optional[float] = None,
+                       top_k: Optional[int] = None):
+    """Drops weak attention edges, returning ``(alpha, edge_index, kept)``.
+
+    Per head, weights below ``threshold`` and weights outside the ``top_k``
+    largest of their target are set to 0; edges left with no weight in any
+    head are removed, so the result is a real subgraph (``kept`` is the
+    boolean mask of the surviving input edges).
+    """
+    keep = torch.ones_like(alpha, dtype=torch.bool)
+    if threshold is not None:
+        keep &= alpha >= threshold
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        keep &= _top_k_mask(alpha.detach(), edge_index[1], top_k)
+    alpha = alpha * keep
+    kept = keep.any(dim=1)
+    return alpha[kept], edge_index[:, kept], kept
+
+
+def _scale_value(scale: Union[float, Tensor, None], head_dim: int):
+    return head_dim**-0.5 if scale is None else scale
+
+
+def _dense_supported(reduce, dropout_active: bool) -> bool:
+    if not isinstance(reduce, str):
+        return False
+    return reduce == "sum" or (reduce == "mean" and not dropout_active)
+
+
+class _PaddedLayout:
+    """Index map between a node tensor and its padded ``[B, L]`` layout."""
+
+    def __init__(self, lengths: Tensor, num_nodes: int):
+        self.batch_size = lengths.numel()
+        self.max_len = int(lengths.max()) if lengths.numel() else 0
+        ptr = torch.zeros_like(lengths)
+        ptr[1:] = torch.cumsum(lengths, 0)[:-1]
+        graph = torch.repeat_interleave(
+            torch.arange(self.batch_size, device=lengths.device), lengths)
+        position = torch.arange(num_nodes, device=lengths.device) - ptr[graph]
+        self.flat_index = graph * self.max_len + position
+        self.ragged = bool((lengths != self.max_len).any())
+        self.lengths = lengths
+
+    def pad(self, x: Tensor) -> Tensor:
+        """``[N, H, C]`` -> ``[B, H, L, C]``."""
+        out = x.new_zeros((self.batch_size * self.max_len, ) + x.shape[1:])
+        out = out.index_copy(0, self.flat_index, x)
+        return out.view(self.batch_size, self.max_len,
+                        *x.shape[1:]).transpose(1, 2)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """``[B, H, L, C]`` -> ``[N, H, C]``."""
+        x = x.transpose(1, 2).reshape(self.batch_size * self.max_len,
+                                      *x.shape[1:2], x.size(-1))
+        return x.index_select(0, self.flat_index)
+
+    def key_mask(self) -> Tensor:
+        """``[B, 1, 1, L]`` boolean mask of the real (non-padding) keys."""
+        position = torch.arange(self.max_len, device=self.lengths.device)
+        mask = position.view(1, -1) < self.lengths.view(-1, 1)
+        # An empty sequence would leave its padded query rows with no key at
+        # all (NaN); those rows are discarded, but let them see key 0.
+        mask[:, 0] = True
+        return mask.view(self.batch_size, 1, 1, self.max_len)
+
+
+def _dense_attention(query: Tensor, key: Tensor, value: Tensor,
+                     lengths: Tensor, causal: bool, scale, dropout_p: float,
+                     reduce: str) -> Tensor:
+    layout = _PaddedLayout(lengths, query.size(0))
+    q, k, v = layout.pad(query), layout.pad(key), layout.pad(value)
+    if isinstance(scale, Tensor):  # SDPA takes a Python float scale only.
+        q, scale = q * scale, 1.0
+    # Causal graphs put padding after the last real token, so the causal
+    # mask alone already hides it; full graphs need a key padding mask.
+    mask = layout.key_mask() if (layout.ragged and not causal) else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         dropout_p=dropout_p,
+                                         is_causal=causal, scale=scale)
+    return layout.unpad(out)
+
+
+def edge_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    edge_index: Tensor,
+    *,
+    edge_key: Optional[Tensor] = None,
+    edge_value: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    scale: Union[float, Tensor, None] = None,
+    normalization: str = "softmax",
+    dropout_p: float = 0.0,
+    training: bool = True,
+    reduce: Union[str, Sequence[str]] = "sum",
+    threshold: Optional[float] = None,
+    top_k: Optional[int] = None,
+    need_weights: bool = False,
+    batch: Optional[Tensor] = None,
+    backend: str = "auto",
+) -> EdgeAttention:
+    r"""Scaled dot-product attention on the edges of a graph.
+
+    For every edge :math:`j \to i` (``edge_index[:, e] = (j, i)``) and head
+    :math:`h`:
+
+    .. math::
+        s_{ij}^h = \mathrm{scale} \cdot \langle q_i^h,\ k_j^h + e^{K,h}_{ij}
+        \rangle + b_{ij}^h, \qquad
+        \alpha_{ij}^h = \mathrm{softmax}_{j \in \mathcal{N}(i)}(s_{ij}^h)
+
+    then the values :math:`v_j^h + e^{V,h}_{ij}` are aggregated over the
+    incoming edges with weights :math:`\mathrm{dropout}(\alpha)` by
+    :func:`attention_aggregate` (``reduce="sum"`` gives
+    :math:`\sum_j \alpha_{ij} v_j`, the transformer's attention).
+
+    Args:
+        query: ``[N_dst, H, C]`` queries of the target nodes.
+        key: ``[N_src, H, C]`` keys of the source nodes.
+        value: ``[N_src, H, C_v]`` values of the source nodes.
+        edge_index: ``[2, E]`` integer tensor, row 0 sources, row 1 targets.
+        edge_key: optional ``[E, H, C]`` per-edge term added to the keys.
+        edge_value: optional ``[E, H, C_v]`` per-edge term added to values.
+        bias: optional ``[E, H]`` additive score bias (relative positions,
+            masks as ``-inf``).
+        scale: score scale, a float or a 0-d tensor (a trainable sharpening
+            factor); default :math:`1/\sqrt{C}`.
+        normalization: ``"softmax"`` over each target's incoming edges, or
+            ``"relu"`` (non-normalised, non-negative scores).
+        dropout_p: dropout probability on the attention weights.
+        training: apply dropout only when set (as in ``F.dropout``).
+        reduce: a reduction of :func:`attention_aggregate` or a sequence.
+        threshold, top_k: optional sparsification of the weights before
+            aggregation (see :func:`sparsify_attention`).
+        need_weights: return the ``[E, H]`` weights (forces the sparse path).
+        batch: optional ``[N]`` graph id of every node (PyG's batch vector);
+            lets the dense path recognise a batch of token graphs.
+        backend: ``"auto"`` (dense when the graph is a batch of complete or
+            causal token graphs and the options allow it, else sparse),
+            ``"sparse"`` or ``"dense"`` (an error if not applicable).
+
+    Returns:
+        :class:`EdgeAttention` ``(out, alpha, edge_index)``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of "
+                         f"{', '.join(BACKENDS)}")
+    if normalization not in SCORE_NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; expected "
+                         f"one of {', '.join(SCORE_NORMALIZATIONS)}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape [N, H, C], got "
+                             f"{list(t.shape)}")
+    if key.shape[1:] != query.shape[1:]:
+        raise ValueError(f"query and key must share [H, C], got "
+                         f"{list(query.shape)} and {list(key.shape)}")
+    if value.shape[:2] != key.shape[:2]:
+        raise ValueError(f"value must have one row per source node and the "
+                         f"heads of key: got {list(value.shape)} and "
+                         f"{list(key.shape)}")
+    num_dst, heads, channels = query.shape
+    check_edge_index(edge_index, key.size(0), num_dst)
+    num_edges = edge_index.size(1)
+    check_per_edge(edge_key, "edge_key", num_edges, (heads, channels))
+    check_per_edge(edge_value, "edge_value", num_edges,
+                   (heads, value.size(-1)))
+    check_per_edge(bias, "bias", num_edges, (heads, ))
+    check_batch(batch, num_dst)
+    scale = _scale_value(scale, channels)
+    dropout_p = dropout_p if training else 0.0
+
+    if backend != "sparse":
+        blockers = []
+        if need_weights:
+            blockers.append("need_weights=True")
+        if edge_key is not None or edge_value is not None or bias is not None:
+            blockers.append("per-edge terms (edge features or bias)")
+        if normalization != "softmax":
+            blockers.append(f"normalization={normalization!r}")
+        if threshold is not None or top_k is not None:
+            blockers.append("sparsification")
+        if not _dense_supported(reduce, dropout_p > 0):
+            blockers.append(f"reduce={reduce!r}")
+        if key.size(0) != num_dst:
+            blockers.append("bipartite input")
+        pattern, lengths = (None, None)
+        if not blockers:
+            pattern, lengths = recognize_sequence_pattern(
+                edge_index, batch, num_dst)
+            if pattern is None:
+                blockers.append("the graph is not a batch of complete or "
+                                "causal token graphs in canonical order")
+        if not blockers:
+            out = _dense_attention(query, key, value, lengths,
+                                   pattern == "causal", scale, dropout_p,
+                                   reduce)
+            return EdgeAttention(out, None, edge_index)
+        if backend == "dense":
+            raise ValueError("backend='dense' cannot be used here: " +
+                             "; ".join(blockers))
+
+    src, dst = edge_index[0], edge_index[1]
+    k = key.index_select(0, src)
+    if edge_key is not None:
+        k = k + edge_key
+    scores = (query.index_select(0, dst) * k).sum(dim=-1) * scale
+    if bias is not None:
+        scores = scores + bias
+    if normalization == "softmax":
+        alpha = edge_softmax(scores, dst, num_dst)
+    else:
+        alpha = F.relu(scores)
+    if threshold is not None or top_k is not None:
+        alpha, edge_index, kept = sparsify_attention(
+            alpha, edge_index, threshold=threshold, top_k=top_k)
+        if edge_value is not None:
+            edge_value = edge_value[kept]
+    weights = F.dropout(alpha, p=dropout_p, training=dropout_p > 0)
+    out = attention_aggregate(value, weights, edge_index, num_dst, reduce,
+                              edge_value=edge_value)
+    return EdgeAttention(out, alpha, edge_index)

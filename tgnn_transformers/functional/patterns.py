@@ -1,0 +1,190 @@
+"""Edge sets of token graphs: full, causal, window, dilated, global + random.
+
+All builders follow PyG's convention: ``edge_index[0]`` is the source ``j``,
+``edge_index[1]`` the target ``i`` and messages flow ``j -> i``.  Edges are
+returned sorted by target, then source (CSR order over targets), which is the
+order the attention kernels like best and the order
+:func:`recognize_sequence_pattern` checks for.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+PATTERNS = ("full", "causal", "window", "dilated", "global_random")
+
+
+def _lengths_to_ptr(lengths: Tensor) -> Tensor:
+    ptr = lengths.new_zeros(lengths.numel() + 1)
+    torch.cumsum(lengths, 0, out=ptr[1:])
+    return ptr
+
+
+def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
+    """Edges of a batch of complete (or causal) token graphs.
+
+    Args:
+        lengths: ``[B]`` number of tokens of each sequence; the nodes of
+            sequence ``b`` are ``ptr[b] .. ptr[b] + lengths[b] - 1``.
+        causal: if set, keep only ``j -> i`` with ``j <= i``.
+
+    Returns:
+        ``[2, E]`` with ``E = sum(L_b^2)`` (or ``sum(L_b (L_b + 1) / 2)``),
+        sorted by target then source.
+    """
+    lengths = lengths.long()
+    ptr = _lengths_to_ptr(lengths)
+    device = lengths.device
+    # Number of edges into each target node: L_b (full) or position + 1.
+    graph_of_node = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=device), lengths)
+    position = torch.arange(int(ptr[-1]), device=device) - ptr[graph_of_node]
+    in_degree = position + 1 if causal else lengths[graph_of_node]
+    target = torch.repeat_interleave(
+        torch.arange(position.numel(), device=device), in_degree)
+    # Source offset inside the target's run of edges: 0 .. in_degree - 1.
+    edge_ptr = _lengths_to_ptr(in_degree)
+    offset = torch.arange(target.numel(), device=device) - edge_ptr[target]
+    source = ptr[graph_of_node][target] + offset
+    return torch.stack([source, target])
+
+
+def _offsets_edge_index(length: int, offsets: Tensor) -> Tensor:
+    """Edges ``i + o -> i`` for every offset ``o`` that stays in range."""
+    target = torch.arange(length).repeat_interleave(offsets.numel())
+    source = target + offsets.repeat(length)
+    keep = (source >= 0) & (source < length)
+    return torch.stack([source[keep], target[keep]])
+
+
+def _sorted_unique(edge_index: Tensor, num_nodes: int) -> Tensor:
+    key = torch.unique(edge_index[1] * max(num_nodes, 1) + edge_index[0])
+    return torch.stack([key % max(num_nodes, 1), key // max(num_nodes, 1)])
+
+
+def sequence_edge_index(length: int, pattern: str = "full", *,
+                        window: int = 1, dilation: int = 1,
+                        num_global: int = 1, num_random: int = 2,
+                        seed: int = 0) -> Tensor:
+    """Edges of one token graph of ``length`` tokens.
+
+    Args:
+        length: number of tokens ``L`` (0 gives an empty ``[2, 0]`` tensor).
+        pattern: ``"full"`` (every ``j -> i``), ``"causal"`` (``j <= i``),
+            ``"window"`` (``|i - j| <= window``), ``"dilated"``
+            (``i - j = k * dilation`` with ``|k| <= window``) or
+            ``"global_random"`` (self-loops; the first ``num_global`` tokens
+            attend to and are attended by every token; each token receives
+            ``num_random`` further edges from uniformly drawn sources).
+        window: half width of the ``window`` and ``dilated`` patterns.
+        dilation: stride of the ``dilated`` pattern.
+        num_global: number of global tokens of ``global_random``.
+        num_random: random incoming edges per token of ``global_random``.
+        seed: seed of the random edges (the result is a function of its
+            arguments).
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; expected one of "
+                         f"{', '.join(PATTERNS)}")
+    length = int(length)
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    if num_global < 0 or num_random < 0:
+        raise ValueError("num_global and num_random must be >= 0, got "
+                         f"{num_global} and {num_random}")
+    if pattern in ("full", "causal"):
+        return complete_edge_index(torch.tensor([length]),
+                                   causal=pattern == "causal")
+    if pattern in ("window", "dilated"):
+        step = dilation if pattern == "dilated" else 1
+        offsets = torch.arange(-window, window + 1) * step
+        return _offsets_edge_index(length, offsets)
+    # global_random
+    tokens = torch.arange(length)
+    g = min(num_global, length)
+    parts = [torch.stack([tokens, tokens])]
+    glob = torch.arange(g)
+    parts.append(torch.stack([glob.repeat(length),
+                              tokens.repeat_interleave(g)]))  # global -> all
+    parts.append(torch.stack([tokens.repeat(g),
+                              glob.repeat_interleave(length)]))  # all -> global
+    if num_random > 0 and length > 0:
+        gen = torch.Generator().manual_seed(seed)
+        source = torch.randint(0, length, (length * num_random, ),
+                               generator=gen)
+        parts.append(torch.stack([source,
+                                  tokens.repeat_interleave(num_random)]))
+    return _sorted_unique(torch.cat(parts, dim=1), length)
+
+
+# --------------------------------------------------------------------------
+# Recognising complete and causal token graphs (for the dense attention path)
+# --------------------------------------------------------------------------
+
+# id(edge_index) -> (weakref, version, batch weakref, batch version,
+#                   num_nodes, result)
+_PATTERN_CACHE: Dict[int, tuple] = {}
+
+
+def _graph_lengths(batch: Optional[Tensor], num_nodes: int,
+                   device: torch.device) -> Tensor:
+    if batch is None:
+        return torch.tensor([num_nodes], device=device)
+    if batch.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    return torch.bincount(batch.long())
+
+
+def _recognize(edge_index: Tensor, batch: Optional[Tensor],
+               num_nodes: int) -> Tuple[Optional[str], Optional[Tensor]]:
+    lengths = _graph_lengths(batch, num_nodes, edge_index.device)
+    num_edges = edge_index.size(1)
+    n_full = int((lengths * lengths).sum())
+    n_causal = int((lengths * (lengths + 1) // 2).sum())
+    for name, expected_edges in (("full", n_full), ("causal", n_causal)):
+        if num_edges != expected_edges:
+            continue
+        expected = complete_edge_index(lengths, causal=name == "causal")
+        if torch.equal(expected, edge_index.to(expected.dtype)):
+            return name, lengths
+    return None, None
+
+
+def recognize_sequence_pattern(
+        edge_index: Tensor, batch: Optional[Tensor],
+        num_nodes: int) -> Tuple[Optional[str], Optional[Tensor]]:
+    """Tells whether ``edge_index`` is a batch of complete or causal token
+    graphs in canonical order (as :func:`complete_edge_index` builds them).
+
+    Returns ``(pattern, lengths)`` with ``pattern`` ``"full"``, ``"causal"``
+    or ``None``.  The check costs O(E) integer work; its result is cached per
+    ``edge_index`` tensor (keyed on identity and in-place version), so the
+    layers of one model and the epochs of a training run pay it once.
+    """
+    key = id(edge_index)
+    hit = _PATTERN_CACHE.get(key)
+    if hit is not None:
+        ref, version, batch_ref, batch_version, cached_n, result = hit
+        same_batch = (batch is None and batch_ref is None) or (
+            batch is not None and batch_ref is not None
+            and batch_ref() is batch and batch_version == batch._version)
+        if (ref() is edge_index and version == edge_index._version
+                and same_batch and cached_n == num_nodes):
+            return result
+    result = _recognize(edge_index, batch, num_nodes)
+
+    def _drop(_, key=key):
+        _PATTERN_CACHE.pop(key, None)
+
+    batch_ref = weakref.ref(batch) if batch is not None else None
+    batch_version = batch._version if batch is not None else None
+    _PATTERN_CACHE[key] = (weakref.ref(edge_index, _drop), edge_index._version,
+                           batch_ref, batch_version, num_nodes, result)
+    return result

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..functional import edge_attention
+from ._attention_conv import AttentionConvBase, ChannelSpec, NodeFeatures
+
+
+class MultiHeadAttentionConv(AttentionConvBase):
+    r"""Multi-head dot-product attention as a graph convolution.
+
+    A drop-in superset of PyG's
+    :class:`~torch_geometric.nn.conv.TransformerConv` (same arguments, same
+    parameter names, same results) that also covers the standard transformer
+    attention of :class:`torch.nn.MultiheadAttention`:
+
+    .. math::
+        \mathbf{x}'_i = \mathbf{O} \, \big\Vert_{h=1}^{H}
+        \sum_{j \in \mathcal{N}(i)} \alpha_{ij}^h \left(\mathbf{W}_V^h
+        \mathbf{x}_j + \mathbf{W}_E^h \mathbf{e}_{ij}\right)
+        + \mathbf{W}_{\mathrm{skip}} \mathbf{x}_i
+
+    .. math::
+        \alpha_{ij}^h = \mathrm{softmax}_{j \in \mathcal{N}(i)} \left(
+        \frac{(\mathbf{W}_Q^h \mathbf{x}_i)^{\top} (\mathbf{W}_K^h
+        \mathbf{x}_j + \mathbf{W}_E^h \mathbf{e}_{ij})}{\sqrt{C}} \right)
+
+    where :math:`\Vert` concatenates the heads (or averages them with
+    ``concat=False``), :math:`\mathbf{O}` is the optional output projection
+    (``out_proj=True``), and the skip term is present with
+    ``root_weight=True`` (optionally gated by
+    :math:`\beta_i = \sigma(\mathbf{w}^{\top}[\mathbf{x}_r, \mathbf{m}_i,
+    \mathbf{x}_r - \mathbf{m}_i])` with ``beta=True``, as in
+    ``TransformerConv``).  ``TransformerConv`` is ``out_proj=False``; the
+    transformer's attention is ``out_proj=True, root_weight=False`` on the
+    complete token graph (see :meth:`from_torch`).
+
+    The attention itself is :func:`tgnn_transformers.functional.edge_attention`:
+    on a batch of complete or causal token graphs (from
+    :class:`~tgnn_transformers.transforms.SequenceToGraph`) it runs PyTorch's
+    fused ``scaled_dot_product_attention``; on any other graph it runs on the
+    edges.
+
+    Args:
+        in_channels: size of each input sample, a ``(source, target)`` tuple
+            for bipartite graphs, or ``-1`` for lazy initialisation.
+        out_channels: size of each head's output :math:`C`.
+        heads: number of heads :math:`H`.
+        concat: concatenate the heads (``True``) or average them.
+        beta: gate the skip connection as in ``TransformerConv``.
+        dropout: dropout probability on the attention weights.
+        edge_dim: size of edge features, added to keys and values after a
+            linear projection.
+        bias: learn additive biases in the projections.
+        root_weight: add the projected target features
+            :math:`\mathbf{W}_{\mathrm{skip}} \mathbf{x}_i`.
+        out_proj: apply the output projection :math:`\mathbf{O}` to the
+            combined heads.
+        backend: ``"auto"``, ``"sparse"`` or ``"dense"`` (see
+            :func:`~tgnn_transformers.functional.edge_attention`).
+        **kwargs: further arguments of
+            :class:`~torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_s), (|\mathcal{V}_t|, F_t))`,
+          edge indices :math:`(2, |\mathcal{E}|)`, edge features
+          :math:`(|\mathcal{E}|, D)` *(optional)*, batch vector
+          :math:`(|\mathcal{V}|)` *(optional)*
+        - **output:** :math:`(|\mathcal{V}_t|, H \cdot C)` or
+          :math:`(|\mathcal{V}_t|, C)` with ``concat=False``; with
+          ``return_attention_weights=True`` also ``(edge_index, alpha)``,
+          ``alpha`` of shape :math:`(|\mathcal{E}|, H)`.
+    """
+
+    def __init__(
+        self,
+        in_channels: ChannelSpec,
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        beta: bool = False,
+        dropout: float = 0.0,
+        edge_dim: Optional[int] = None,
+        bias: bool = True,
+        root_weight: bool = True,
+        out_proj: bool = False,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(in_channels, out_channels, heads=heads,
+                         concat=concat, beta=beta, dropout=dropout,
+                         edge_dim=edge_dim, bias=bias,
+                         root_weight=root_weight, out_proj=out_proj,
+                         backend=backend, **kwargs)
+        self.reset_parameters()
+
+    def forward(
+        self,
+        x: NodeFeatures,
+        edge_index: Tensor,
+        edge_attr: Optional[Tensor] = None,
+        return_attention_weights: Optional[bool] = None,
+        *,
+        batch: Optional[Tensor] = None,
+    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+        r"""
+        Args:
+            x: node features, or a ``(x_src, x_dst)`` pair.
+            edge_index: ``[2, E]`` edges ``j -> i`` (row 0 the sources).
+            edge_attr: ``[E, edge_dim]`` edge features (with ``edge_dim``).
+            return_attention_weights: if ``True``, also return
+                ``(edge_index, alpha)`` with ``alpha`` of shape ``[E, H]``.
+            batch: PyG batch vector; lets the dense path recognise token
+                graphs of different lengths.
+        """
+        x_src, x_dst, bipartite, query, key, value, edge_term = self._project(
+            x, edge_index, edge_attr)
+        need_weights = self._wants_weights(return_attention_weights)
+        result = edge_attention(
+            query, key, value, edge_index, edge_key=edge_term,
+            edge_value=edge_term, dropout_p=self.dropout,
+            training=self.training, need_weights=need_weights,
+            batch=None if bipartite else batch, backend=self.backend)
+        out = self._combine_heads(result.out, x_dst)
+        if need_weights:
+            return out, (result.edge_index, result.alpha)
+        return out
+
+    @classmethod
+    def from_torch(cls, mha: torch.nn.MultiheadAttention,
+                   backend: str = "auto") -> "MultiHeadAttentionConv":
+        """Builds the layer that computes ``mha(x, x, x)`` on token graphs.
+
+        On the ``full`` graph of a sequence the result equals ``mha``'s
+        output for that sequence; on the ``causal`` graph it equals ``mha``
+        with a causal mask.  Requires ``kdim == vdim == embed_dim`` and no
+        ``add_bias_kv`` / ``add_zero_attn``.
+        """
+        if not isinstance(mha, torch.nn.MultiheadAttention):
+            raise TypeError(f"expected torch.nn.MultiheadAttention, got "
+                            f"{type(mha).__name__}")
+        if not mha._qkv_same_embed_dim:
+            raise ValueError("from_torch needs kdim == vdim == embed_dim "
+                             f"(got kdim={mha.kdim}, vdim={mha.vdim})")
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("from_torch does not support add_bias_kv or "
+                             "add_zero_attn (they add keys outside the graph)")
+        embed_dim, heads = mha.embed_dim, mha.num_heads
+        has_bias = mha.in_proj_bias is not None
+        conv = cls(embed_dim, embed_dim // heads, heads=heads, concat=True,
+                   dropout=mha.dropout, bias=has_bias, root_weight=False,
+                   out_proj=True, backend=backend)
+        conv.to(device=mha.in_proj_weight.device,
+                dtype=mha.in_proj_weight.dtype)
+        with torch.no_grad():
+            w_q, w_k, w_v = mha.in_proj_weight.chunk(3, dim=0)
+            conv.lin_query.weight.copy_(w_q)
+            conv.lin_key.weight.copy_(w_k)
+            conv.lin_value.weight.copy_(w_v)
+            conv.out_proj.weight.copy_(mha.out_proj.weight)
+            if has_bias:
+                b_q, b_k, b_v = mha.in_proj_bias.chunk(3, dim=0)
+                conv.lin_query.bias.copy_(b_q)
+                conv.lin_key.bias.copy_(b_k)
+                conv.lin_value.bias.copy_(b_v)
+                conv.out_proj.bias.copy_(mha.out_proj.bias)
+        conv.train(mha.training)
+        return conv
