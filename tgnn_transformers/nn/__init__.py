@@ -1,4 +1,22 @@
-"""PyG ``MessagePassing`` layers over the functional core."""
+"""PyG ``MessagePassing`` layers over the functional core, and the
+transformer block built from them."""
+from .gin_attention_conv import GINAttentionConv
+from .graph_transformer import (FeedForward, GraphTransformer,
+                                GraphTransformerLayer)
+from .headwise import HeadwiseLinear, HeadwiseMLP
 from .multi_head_attention_conv import MultiHeadAttentionConv
+from .pna_attention_conv import (PNAAttentionConv, average_log_degree,
+                                 degree_histogram)
 
-__all__ = ["MultiHeadAttentionConv"]
+__all__ = [
+    "MultiHeadAttentionConv",
+    "GINAttentionConv",
+    "PNAAttentionConv",
+    "GraphTransformerLayer",
+    "GraphTransformer",
+    "FeedForward",
+    "HeadwiseLinear",
+    "HeadwiseMLP",
+    "degree_histogram",
+    "average_log_degree",
+]

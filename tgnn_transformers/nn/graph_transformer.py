@@ -1,0 +1,266 @@
+"""The transformer block around any of the package's attention convs."""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn.norm import BatchNorm
+
+from .gin_attention_conv import GINAttentionConv
+from .multi_head_attention_conv import MultiHeadAttentionConv
+from .pna_attention_conv import PNAAttentionConv
+
+ATTENTIONS = {
+    "mha": MultiHeadAttentionConv,
+    "gin": GINAttentionConv,
+    "pna": PNAAttentionConv,
+}
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+
+
+def make_norm(kind: Optional[str], channels: int, eps: float = 1e-5,
+              bias: bool = True) -> Optional[torch.nn.Module]:
+    """``"layer"`` (LayerNorm), ``"rms"`` (RMSNorm), ``"batch"`` (PyG's
+    BatchNorm over nodes) or ``None``."""
+    if kind is None:
+        return None
+    if kind == "layer":
+        return torch.nn.LayerNorm(channels, eps=eps, bias=bias)
+    if kind == "rms":
+        return torch.nn.RMSNorm(channels, eps=eps)
+    if kind == "batch":
+        return BatchNorm(channels, eps=eps)
+    raise ValueError(f"unknown norm {kind!r}; expected 'layer', 'rms', "
+                     "'batch' or None")
+
+
+class FeedForward(torch.nn.Module):
+    """Position-wise feed-forward network ``Linear -> act -> dropout ->
+    Linear``."""
+
+    def __init__(self, channels: int, hidden_channels: int,
+                 activation: str = "gelu", dropout: float = 0.0,
+                 bias: bool = True):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected "
+                             f"one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+        self.lin1 = torch.nn.Linear(channels, hidden_channels, bias=bias)
+        self.lin2 = torch.nn.Linear(hidden_channels, channels, bias=bias)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        self.lin1.reset_parameters()
+        self.lin2.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin2(self.dropout(ACTIVATIONS[self.activation](
+            self.lin1(x))))
+
+
+class GraphTransformerLayer(torch.nn.Module):
+    r"""A transformer encoder layer whose attention is a graph convolution.
+
+    Post-norm (``norm_first=False``, the original transformer):
+
+    .. math::
+        \mathbf{h} = \mathrm{Norm}_1(\mathbf{x} + \mathrm{Drop}(
+        \mathrm{Attn}(\mathbf{x}, \mathcal{E}))), \qquad
+        \mathbf{x}' = \mathrm{Norm}_2(\mathbf{h} + \mathrm{Drop}(
+        \mathrm{FFN}(\mathbf{h})))
+
+    Pre-norm (``norm_first=True``):
+
+    .. math::
+        \mathbf{h} = \mathbf{x} + \mathrm{Drop}(\mathrm{Attn}(
+        \mathrm{Norm}_1(\mathbf{x}), \mathcal{E})), \qquad
+        \mathbf{x}' = \mathbf{h} + \mathrm{Drop}(\mathrm{FFN}(
+        \mathrm{Norm}_2(\mathbf{h})))
+
+    with :math:`\mathrm{FFN}(\mathbf{x}) = W_2\, \mathrm{Drop}(\mathrm{act}(
+    W_1 \mathbf{x}))` of width ``ffn_multiplier * channels``.  On the complete
+    token graph this is :class:`torch.nn.TransformerEncoderLayer` (see
+    :meth:`from_torch`).
+
+    Args:
+        channels: model width :math:`d`.
+        heads: attention heads; must divide ``channels``.
+        attention: ``"mha"``, ``"gin"``, ``"pna"`` or a ready attention conv
+            mapping ``channels`` to ``channels``.
+        attention_kwargs: extra arguments for the attention conv (e.g.
+            ``deg`` for PNA, ``mlp_multiplier`` for GIN).
+        ffn_multiplier: hidden width of the feed-forward network.
+        activation: ``"relu"``, ``"gelu"`` or ``"silu"``.
+        norm: ``"layer"``, ``"rms"``, ``"batch"`` or ``None``.
+        norm_first: pre-norm instead of post-norm.
+        dropout: dropout on both residual branches and inside the FFN.
+        attention_dropout: dropout on the attention weights.
+        edge_dim: edge feature size, passed to the attention conv.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int = 1,
+        attention: Union[str, torch.nn.Module] = "mha",
+        *,
+        attention_kwargs: Optional[dict] = None,
+        ffn_multiplier: float = 4.0,
+        activation: str = "gelu",
+        norm: Optional[str] = "layer",
+        norm_first: bool = True,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        edge_dim: Optional[int] = None,
+        norm_eps: float = 1e-5,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if channels % heads != 0:
+            raise ValueError(f"heads={heads} must divide channels={channels}")
+        self.channels, self.heads = channels, heads
+        self.norm_first = norm_first
+        if isinstance(attention, str):
+            if attention not in ATTENTIONS:
+                raise ValueError(f"unknown attention {attention!r}; expected "
+                                 f"one of {', '.join(ATTENTIONS)} or a module")
+            kwargs = dict(heads=heads, dropout=attention_dropout,
+                          edge_dim=edge_dim, bias=bias, root_weight=False,
+                          out_proj=True)
+            kwargs.update(attention_kwargs or {})
+            attention = ATTENTIONS[attention](channels, channels // heads,
+                                              **kwargs)
+        self.attention = attention
+        self.ffn = FeedForward(channels, max(1, round(ffn_multiplier *
+                                                      channels)),
+                               activation, dropout, bias)
+        self.norm1 = make_norm(norm, channels, norm_eps, bias)
+        self.norm2 = make_norm(norm, channels, norm_eps, bias)
+        self.dropout = torch.nn.Dropout(dropout)
+
+    def reset_parameters(self) -> None:
+        for module in (self.attention, self.ffn, self.norm1, self.norm2):
+            if module is not None and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def _norm(self, norm, x: Tensor) -> Tensor:
+        return x if norm is None else norm(x)
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None) -> Tensor:
+        if self.norm_first:
+            h = self._norm(self.norm1, x)
+            x = x + self.dropout(self.attention(h, edge_index, edge_attr,
+                                                batch=batch))
+            return x + self.dropout(self.ffn(self._norm(self.norm2, x)))
+        x = self._norm(self.norm1, x + self.dropout(
+            self.attention(x, edge_index, edge_attr, batch=batch)))
+        return self._norm(self.norm2, x + self.dropout(self.ffn(x)))
+
+    @classmethod
+    def from_torch(cls, layer: torch.nn.TransformerEncoderLayer,
+                   backend: str = "auto") -> "GraphTransformerLayer":
+        """Builds the layer that computes ``layer`` on complete token graphs
+        (ReLU or GELU activation, ``norm_first`` either way)."""
+        if not isinstance(layer, torch.nn.TransformerEncoderLayer):
+            raise TypeError(f"expected torch.nn.TransformerEncoderLayer, got "
+                            f"{type(layer).__name__}")
+        activation = {1: "relu", 2: "gelu"}.get(
+            layer.activation_relu_or_gelu)
+        if activation is None:
+            raise ValueError("from_torch supports ReLU and GELU activations "
+                             f"only, got {layer.activation}")
+        attention = MultiHeadAttentionConv.from_torch(layer.self_attn,
+                                                      backend=backend)
+        channels = layer.linear1.in_features
+        if not (layer.dropout.p == layer.dropout1.p == layer.dropout2.p):
+            raise ValueError("from_torch needs one dropout probability for "
+                             "the FFN and both residual branches")
+        has_bias = layer.linear1.bias is not None
+        out = cls(channels, layer.self_attn.num_heads, attention,
+                  ffn_multiplier=layer.linear1.out_features / channels,
+                  activation=activation, norm="layer",
+                  norm_first=layer.norm_first, dropout=layer.dropout.p,
+                  norm_eps=layer.norm1.eps, bias=has_bias)
+        out.to(device=layer.linear1.weight.device,
+               dtype=layer.linear1.weight.dtype)
+        out.ffn.lin1.load_state_dict(layer.linear1.state_dict())
+        out.ffn.lin2.load_state_dict(layer.linear2.state_dict())
+        out.norm1.load_state_dict(layer.norm1.state_dict())
+        out.norm2.load_state_dict(layer.norm2.state_dict())
+        out.train(layer.training)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.channels}, heads="
+                f"{self.heads}, attention={self.attention}, norm_first="
+                f"{self.norm_first})")
+
+
+class GraphTransformer(torch.nn.Module):
+    """A stack of :class:`GraphTransformerLayer` with an optional final
+    norm (usual for pre-norm stacks).
+
+    Args:
+        channels, heads, attention: as in :class:`GraphTransformerLayer`.
+        num_layers: number of layers.
+        final_norm: ``"layer"``, ``"rms"``, ``"batch"`` or ``None``
+            (default: the layers' norm if they are pre-norm, else ``None``).
+        **layer_kwargs: further arguments of :class:`GraphTransformerLayer`.
+    """
+
+    def __init__(self, channels: int, heads: int = 1, num_layers: int = 2,
+                 attention: Union[str, torch.nn.Module] = "mha", *,
+                 final_norm: Union[str, None, bool] = True, **layer_kwargs):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.layers = torch.nn.ModuleList([
+            GraphTransformerLayer(
+                channels, heads,
+                copy.deepcopy(attention) if isinstance(
+                    attention, torch.nn.Module) else attention,
+                **layer_kwargs) for _ in range(num_layers)
+        ])
+        if final_norm is True:
+            norm_first = layer_kwargs.get("norm_first", True)
+            final_norm = layer_kwargs.get("norm", "layer") if norm_first \
+                else None
+        self.final_norm = make_norm(final_norm or None, channels,
+                                    layer_kwargs.get("norm_eps", 1e-5),
+                                    layer_kwargs.get("bias", True))
+        if isinstance(attention, torch.nn.Module):
+            for layer in self.layers:
+                layer.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+        if self.final_norm is not None:
+            self.final_norm.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, edge_index, edge_attr, batch)
+        return x if self.final_norm is None else self.final_norm(x)
+
+    @classmethod
+    def from_torch(cls, encoder: torch.nn.TransformerEncoder,
+                   backend: str = "auto") -> "GraphTransformer":
+        """Builds the stack that computes ``encoder`` on complete token
+        graphs."""
+        layers = [GraphTransformerLayer.from_torch(layer, backend)
+                  for layer in encoder.layers]
+        out = cls(layers[0].channels, layers[0].heads, len(layers),
+                  final_norm=None)
+        out.layers = torch.nn.ModuleList(layers)
+        out.final_norm = copy.deepcopy(encoder.norm)
+        out.train(encoder.training)
+        return out

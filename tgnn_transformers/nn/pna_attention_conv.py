@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch_geometric.utils import degree
+
+from ..functional import REDUCTIONS, edge_attention
+from ._attention_conv import AttentionConvBase, ChannelSpec, NodeFeatures
+from .headwise import HeadwiseLinear, HeadwiseMLP
+
+SCALERS = ("identity", "amplification", "attenuation")
+
+
+def degree_histogram(edge_indices: Iterable[Tensor],
+                     num_nodes: Iterable[int]) -> Tensor:
+    """In-degree histogram over one or more graphs (``hist[d]`` = number of
+    nodes with in-degree ``d``), the statistic PNA's scalers need."""
+    hist = torch.zeros(1, dtype=torch.long)
+    for edge_index, n in zip(edge_indices, num_nodes):
+        d = degree(edge_index[1], int(n), dtype=torch.long)
+        counts = torch.bincount(d, minlength=hist.numel())
+        if counts.numel() > hist.numel():
+            hist = torch.cat([hist, hist.new_zeros(counts.numel() -
+                                                   hist.numel())])
+        hist += counts
+    return hist
+
+
+def average_log_degree(deg_histogram: Tensor) -> float:
+    r""":math:`\delta = \frac{1}{|V|} \sum_{i} \log(d_i + 1)` from an in-degree
+    histogram (as PyG's ``PNAConv`` computes it)."""
+    hist = deg_histogram.double()
+    if hist.dim() != 1 or hist.numel() == 0 or hist.sum() <= 0:
+        raise ValueError("deg must be a non-empty 1-D in-degree histogram "
+                         "with at least one node")
+    bins = torch.arange(hist.numel(), dtype=torch.double)
+    return float((torch.log(bins + 1) * hist).sum() / hist.sum())
+
+
+class PNAAttentionConv(AttentionConvBase):
+    r"""PNA-Attention: attention-weighted principal neighbourhood aggregation
+    per head.
+
+    For every head :math:`h` the values :math:`\mathbf{v}_j^h` of the
+    in-neighbours of :math:`i` are aggregated with the attention weights
+    :math:`\alpha_{ij}^h` (the softmax of :class:`MultiHeadAttentionConv`)
+    by each aggregator :math:`\oplus` of
+    :func:`~tgnn_transformers.functional.attention_aggregate` (weighted mean,
+    max and min over the neighbours with :math:`\alpha > 0`, weighted
+    standard deviation, weighted sum, ...), scaled by each degree scaler
+
+    .. math::
+        S_{\mathrm{identity}} = 1, \quad
+        S_{\mathrm{amplification}}(d) = \frac{\log(d + 1)}{\delta}, \quad
+        S_{\mathrm{attenuation}}(d) = \frac{\delta}{\log(d + 1)}
+
+    (:math:`d` the in-degree, clamped at 1; :math:`\delta` the mean
+    :math:`\log(d+1)` over the training graphs) and mixed per head:
+
+    .. math::
+        \mathbf{h}_i^h = U_h \Big[\, \mathbf{v}_i^h \,\Big\Vert\,
+        \big\Vert_{S, \oplus} S(d_i) \bigoplus_{j \in \mathcal{N}(i)}
+        (\alpha_{ij}^h, \mathbf{v}_j^h) \Big], \qquad
+        \mathbf{x}'_i = \mathbf{O} \big\Vert_h \mathbf{h}_i^h
+
+    with :math:`U_h` a linear map or an MLP (``mixer``) per head, batched
+    over heads; the target's own value is included with
+    ``include_self=True``.
+
+    Args:
+        in_channels, out_channels, heads: as in
+            :class:`MultiHeadAttentionConv`.
+        aggregators: reductions of ``attention_aggregate``
+            (default ``("mean", "max", "min", "std")``).
+        scalers: any of ``("identity", "amplification", "attenuation")``.
+        deg: in-degree histogram of the training graph(s) (see
+            :func:`degree_histogram`), or give ``delta`` directly.  Needed
+            only when a scaler other than ``identity`` is used.
+        delta: :math:`\delta` itself.
+        mixer: ``"linear"`` or ``"mlp"``.
+        include_self: include :math:`\mathbf{v}_i^h` in the mixer's input.
+        concat, beta, dropout, edge_dim, bias, root_weight, out_proj,
+        backend: as in :class:`GINAttentionConv`.
+    """
+
+    def __init__(
+        self,
+        in_channels: ChannelSpec,
+        out_channels: int,
+        heads: int = 1,
+        *,
+        aggregators: Sequence[str] = ("mean", "max", "min", "std"),
+        scalers: Sequence[str] = ("identity", "amplification",
+                                  "attenuation"),
+        deg: Optional[Tensor] = None,
+        delta: Optional[float] = None,
+        mixer: str = "linear",
+        include_self: bool = True,
+        concat: bool = True,
+        beta: bool = False,
+        dropout: float = 0.0,
+        edge_dim: Optional[int] = None,
+        bias: bool = True,
+        root_weight: bool = False,
+        out_proj: bool = True,
+        backend: str = "auto",
+        **kwargs,
+    ):
+        super().__init__(in_channels, out_channels, heads=heads,
+                         concat=concat, beta=beta, dropout=dropout,
+                         edge_dim=edge_dim, bias=bias,
+                         root_weight=root_weight, out_proj=out_proj,
+                         backend=backend, **kwargs)
+        aggregators, scalers = tuple(aggregators), tuple(scalers)
+        if not aggregators or not scalers:
+            raise ValueError("aggregators and scalers must not be empty")
+        for name in aggregators:
+            if name not in REDUCTIONS:
+                raise ValueError(f"unknown aggregator {name!r}; expected one "
+                                 f"of {', '.join(REDUCTIONS)}")
+        for name in scalers:
+            if name not in SCALERS:
+                raise ValueError(f"unknown scaler {name!r}; expected one of "
+                                 f"{', '.join(SCALERS)}")
+        if mixer not in ("linear", "mlp"):
+            raise ValueError(f"unknown mixer {mixer!r}; expected 'linear' or "
+                             "'mlp'")
+        if delta is None and deg is not None:
+            delta = average_log_degree(deg)
+        if delta is None and any(s != "identity" for s in scalers):
+            raise ValueError("degree scalers need the training graphs' "
+                             "in-degree histogram: pass deg="
+                             "degree_histogram(...) or delta=<mean log(d+1)>")
+        if delta is not None and delta <= 0:
+            raise ValueError(f"delta must be > 0, got {delta}")
+        self.aggregators = aggregators
+        self.scalers = scalers
+        self.delta = delta
+        self.mixer_kind = mixer
+        self.include_self = include_self
+        mix_in = out_channels * (len(aggregators) * len(scalers) +
+                                 int(include_self))
+        if mixer == "linear":
+            self.mixer = HeadwiseLinear(heads, mix_in, out_channels)
+        else:
+            self.mixer = HeadwiseMLP(heads, mix_in, out_channels,
+                                     out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "mixer"):
+            self.mixer.reset_parameters()
+
+    def _scale(self, aggregated: Tensor, in_degree: Tensor) -> Tensor:
+        """``[N, H, A, C]`` -> ``[N, H, S * A, C]``."""
+        log_deg = torch.log(in_degree.clamp(min=1).to(aggregated.dtype) +
+                            1).view(-1, 1, 1, 1)
+        factors = {
+            "identity": None,
+            "amplification": lambda: log_deg / self.delta,
+            "attenuation": lambda: self.delta / log_deg,
+        }
+        outs = [aggregated if factors[s] is None else aggregated * factors[s]()
+                for s in self.scalers]
+        return torch.cat(outs, dim=2)
+
+    def forward(
+        self,
+        x: NodeFeatures,
+        edge_index: Tensor,
+        edge_attr: Optional[Tensor] = None,
+        return_attention_weights: Optional[bool] = None,
+        *,
+        batch: Optional[Tensor] = None,
+    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+        """Same call as :meth:`MultiHeadAttentionConv.forward`."""
+        x_src, x_dst, bipartite, query, key, value, edge_term = self._project(
+            x, edge_index, edge_attr)
+        need_weights = self._wants_weights(return_attention_weights)
+        result = edge_attention(
+            query, key, value, edge_index, edge_key=edge_term,
+            edge_value=edge_term, dropout_p=self.dropout,
+            training=self.training, reduce=self.aggregators,
+            need_weights=need_weights, batch=None if bipartite else batch,
+            backend=self.backend)
+        num_dst = x_dst.size(0)
+        in_degree = degree(edge_index[1], num_dst, dtype=torch.long)
+        features = self._scale(result.out, in_degree)  # [N, H, S*A, C]
+        if self.include_self:
+            if bipartite and x_src.size(-1) != x_dst.size(-1):
+                raise ValueError("include_self needs equal source and target "
+                                 "feature sizes for bipartite inputs")
+            self_value = value if not bipartite else self.lin_value(
+                x_dst).view(-1, self.heads, self.out_channels)
+            features = torch.cat([self_value.unsqueeze(2), features], dim=2)
+        h = self.mixer(features.reshape(num_dst, self.heads, -1))
+        out = self._combine_heads(h, x_dst)
+        if need_weights:
+            return out, (result.edge_index, result.alpha)
+        return out
+
+    def _extra_repr_args(self) -> str:
+        return (f"aggregators={list(self.aggregators)}, "
+                f"scalers={list(self.scalers)}, mixer={self.mixer_kind!r}")
