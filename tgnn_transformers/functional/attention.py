@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_batch, check_edge_index, check_per_edge
+from ._checks import (check_batch, check_edge_index, check_per_edge,
+                      tracing)
 from .aggregate import attention_aggregate
 from .patterns import recognize_sequence_pattern
 from .softmax import edge_softmax
@@ -255,6 +256,10 @@ def edge_attention(
         if key.size(0) != num_dst:
             blockers.append("bipartite input")
         pattern, lengths = (None, None)
+        if not blockers and backend == "auto" and tracing():
+            # Recognising the pattern reads tensor values, which would break
+            # the compiled graph on every call; compiled "auto" stays sparse.
+            blockers.append("torch.compile tracing (use backend='dense')")
         if not blockers:
             pattern, lengths = recognize_sequence_pattern(
                 edge_index, batch, num_dst)
