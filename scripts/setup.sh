@@ -11,7 +11,7 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 $PIP install -q "torch==${TGNN_TORCH_VERSION:-2.13.0}"
-$PIP install -q -e ".[dev,plot]"
+$PIP install -q -e ".[dev,plot,ogb]"
 if [[ ",${TGNN_EXTRAS:-}," == *",scatter,"* ]]; then
     MAX_JOBS=${MAX_JOBS:-2} $PIP install -q --no-build-isolation \
         torch-scatter torch-sparse

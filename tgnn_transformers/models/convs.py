@@ -1,0 +1,67 @@
+"""Builds one graph convolution by CLI model name: the package's attention
+layers and PyG baselines, with one call signature."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch_geometric.nn import GATConv, GCNConv, SAGEConv, TransformerConv
+
+from ..nn import GINAttentionConv, MultiHeadAttentionConv, PNAAttentionConv
+
+ATTENTION_MODELS = ("mha", "gin-attention", "pna-attention",
+                    "graph-transformer")
+BASELINE_MODELS = ("gcn", "gat", "sage", "transformerconv")
+MODELS = ATTENTION_MODELS + BASELINE_MODELS
+
+
+def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
+               concat: bool, *, attn_dropout: float = 0.0,
+               delta: Optional[float] = None,
+               edge_dim: Optional[int] = None,
+               mlp_multiplier: float = 0.5) -> torch.nn.Module:
+    """One conv whose output width is ``heads * out_channels`` when
+    ``concat`` else ``out_channels`` (heads are averaged)."""
+    heads_used = heads if model not in ("gcn", "sage") else 1
+    if model in ("gcn", "sage"):
+        width = out_channels * (heads if concat else 1)
+        cls = GCNConv if model == "gcn" else SAGEConv
+        return cls(in_channels, width)
+    if model == "gat":
+        return GATConv(in_channels, out_channels, heads=heads_used,
+                       concat=concat, dropout=attn_dropout, edge_dim=edge_dim)
+    if model == "transformerconv":
+        return TransformerConv(in_channels, out_channels, heads=heads_used,
+                               concat=concat, dropout=attn_dropout,
+                               edge_dim=edge_dim)
+    if model in ("mha", "graph-transformer"):
+        return MultiHeadAttentionConv(in_channels, out_channels,
+                                      heads=heads_used, concat=concat,
+                                      dropout=attn_dropout, edge_dim=edge_dim)
+    if model == "gin-attention":
+        return GINAttentionConv(in_channels, out_channels, heads=heads_used,
+                                concat=concat, dropout=attn_dropout,
+                                edge_dim=edge_dim, root_weight=True,
+                                out_proj=False,
+                                mlp_multiplier=mlp_multiplier)
+    if model == "pna-attention":
+        return PNAAttentionConv(in_channels, out_channels, heads=heads_used,
+                                concat=concat, dropout=attn_dropout,
+                                edge_dim=edge_dim, root_weight=True,
+                                out_proj=False, delta=delta)
+    raise ValueError(f"unknown model {model!r}; expected one of "
+                     f"{', '.join(MODELS)}")
+
+
+def call_conv(conv: torch.nn.Module, x, edge_index, edge_attr=None,
+              batch=None):
+    """Calls a conv the way it accepts: the package's convs take ``batch``
+    (for the dense path), PyG's do not, and GCN/SAGE take no edge_attr."""
+    if isinstance(conv, (GCNConv, SAGEConv)):
+        return conv(x, edge_index)
+    if isinstance(conv, (MultiHeadAttentionConv, GINAttentionConv,
+                         PNAAttentionConv)):
+        return conv(x, edge_index, edge_attr, batch=batch)
+    if edge_attr is not None:
+        return conv(x, edge_index, edge_attr)
+    return conv(x, edge_index)

@@ -1,0 +1,140 @@
+"""The epoch loop every task shares: early stopping on validation,
+history, progress, atomic checkpoints and exact resume."""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .io import load_checkpoint, save_checkpoint
+
+log = logging.getLogger("tgnn_transformers.train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> Dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: Dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+@dataclass
+class Task:
+    """What a task hands to :func:`fit`."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train_epoch: Callable[[], float]
+    """one epoch of training, returns the training loss"""
+    evaluate: Callable[[], Dict[str, float]]
+    """returns ``val_loss`` and ``train``/``val``/``test`` metric values"""
+    metric: str = "accuracy"
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: float
+    test: float
+    history: List[Dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+
+
+class Progress:
+    """A tqdm bar on a terminal, a log line every ``every`` epochs
+    otherwise, nothing with ``quiet``."""
+
+    def __init__(self, total: int, desc: str, quiet: bool, every: int = 25,
+                 initial: int = 0):
+        self.quiet, self.every, self.desc = quiet, every, desc
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=desc, initial=initial,
+                            leave=False, dynamic_ncols=True)
+
+    def update(self, epoch: int, row: Dict[str, float]) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{row['train_loss']:.3f}",
+                                 val=f"{row['val']:.4f}")
+        elif epoch % self.every == 0:
+            log.info("%s epoch %d  loss %.4f  val %.4f  test %.4f",
+                     self.desc, epoch, row["train_loss"], row["val"],
+                     row["test"])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def fit(task: Task, *, epochs: int, patience: int,
+        checkpoint: Optional[Path] = None, resume: bool = False,
+        checkpoint_every: int = 1, desc: str = "", quiet: bool = False,
+        on_epoch_end: Optional[Callable[[int], None]] = None) -> FitResult:
+    """Trains until ``epochs`` or until the validation metric has not
+    improved for ``patience`` epochs; the test metric is the one at the best
+    validation epoch (ties go to the lower validation loss).
+
+    With ``checkpoint``, the full state (model, optimizer, RNG, history,
+    early-stopping state) is written atomically every ``checkpoint_every``
+    epochs; ``resume=True`` continues from it, ending exactly where an
+    uninterrupted run ends.
+    """
+    start, history = 1, []
+    best = {"val": -float("inf"), "val_loss": float("inf"), "epoch": 0,
+            "test": float("nan")}
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        task.model.load_state_dict(state["model"])
+        task.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        start, history, best = state["epoch"] + 1, state["history"], \
+            state["best"]
+        log.info("%s resumed after epoch %d", desc, state["epoch"])
+    progress = Progress(epochs, desc, quiet, initial=start - 1)
+    try:
+        for epoch in range(start, epochs + 1):
+            if best["epoch"] > 0 and epoch - best["epoch"] > patience:
+                break
+            loss = task.train_epoch()
+            scores = task.evaluate()
+            row = {"epoch": epoch, "train_loss": float(loss), **scores}
+            history.append(row)
+            better = scores["val"] > best["val"] or (
+                scores["val"] == best["val"]
+                and scores["val_loss"] < best["val_loss"])
+            if better:
+                best = {"val": scores["val"], "val_loss": scores["val_loss"],
+                        "epoch": epoch, "test": scores["test"]}
+            progress.update(epoch, row)
+            if checkpoint is not None and (epoch % checkpoint_every == 0
+                                           or epoch == epochs):
+                save_checkpoint({"model": task.model.state_dict(),
+                                 "optimizer": task.optimizer.state_dict(),
+                                 "rng": _rng_state(), "epoch": epoch,
+                                 "history": history, "best": best},
+                                checkpoint)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    finally:
+        progress.close()
+    return FitResult(best["epoch"], best["val"], best["test"], history,
+                     history[-1]["epoch"] if history else 0)

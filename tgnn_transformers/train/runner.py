@@ -1,0 +1,180 @@
+"""Runs a configured experiment over seeds (or folds) and writes its
+results: ``metrics.json``, ``history.csv``, ``curves.png``."""
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from ..data import load_dataset
+from .io import load_checkpoint, write_csv, write_json
+from .loop import fit, seed_everything
+from .tasks import graph_task, link_task, node_task
+
+log = logging.getLogger("tgnn_transformers.train")
+
+
+def environment() -> Dict[str, Any]:
+    import torch_geometric
+    import tgnn_transformers
+    extras = {}
+    for name in ("torch_scatter", "torch_sparse", "ogb"):
+        try:
+            extras[name] = __import__(name).__version__
+        except ImportError:
+            extras[name] = None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torch_geometric": torch_geometric.__version__,
+            "tgnn_transformers": tgnn_transformers.__version__,
+            "platform": platform.platform(), "cpus": torch.get_num_threads(),
+            **extras}
+
+
+def _runs(config: Dict[str, Any]) -> List[Dict[str, int]]:
+    seeds = config.get("seeds") or [0]
+    if config["task"] == "graph":
+        return [{"seed": seeds[0], "fold": f} for f in range(config["folds"])]
+    return [{"seed": s} for s in seeds]
+
+
+def _run_name(run: Dict[str, int]) -> str:
+    return "-".join(f"{k}{v}" for k, v in run.items())
+
+
+def _make_task(config, dataset, run):
+    task = config["task"]
+    if task == "node":
+        if config["dataset"].startswith("ogbn-"):
+            return _ogb_node_task(config, dataset)
+        data = dataset[0]
+        return node_task(data, dataset.num_classes, config,
+                         split=run["seed"])
+    if task == "graph":
+        return graph_task(dataset, config, run["fold"], run["seed"])
+    return link_task(dataset[0], config, run["seed"])
+
+
+def _ogb_node_task(config, loaded):
+    dataset, split, _ = loaded
+    data = dataset[0]
+    n = data.num_nodes
+    for name, key in (("train_mask", "train"), ("val_mask", "valid"),
+                      ("test_mask", "test")):
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[split[key]] = True
+        data[name] = mask
+    from torch_geometric.utils import to_undirected
+    data.edge_index = to_undirected(data.edge_index, num_nodes=n)
+    return node_task(data, dataset.num_classes, config)
+
+
+def summarize(values: List[float]) -> Dict[str, float]:
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def plot_curves(history: List[Dict[str, Any]], path: Path,
+                metric: str) -> bool:
+    """Loss and metric per epoch, one line per run; False without
+    matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: skipping %s", path.name)
+        return False
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    runs = sorted({row["run"] for row in history})
+    for run in runs:
+        rows = [r for r in history if r["run"] == run]
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], lw=0.8,
+                     label=f"{run} train")
+        ax_loss.plot(epochs, [r["val_loss"] for r in rows], lw=0.8, ls="--",
+                     label=f"{run} val")
+        ax_metric.plot(epochs, [r["val"] for r in rows], lw=0.8,
+                       label=f"{run} val")
+        ax_metric.plot(epochs, [r["test"] for r in rows], lw=0.8, ls=":",
+                       label=f"{run} test")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_metric.set(xlabel="epoch", ylabel=metric, title=metric)
+    if len(runs) <= 3:
+        ax_loss.legend(fontsize=7)
+        ax_metric.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
+                   quiet: bool = False, root: Optional[str] = None,
+                   mirror: Optional[str] = None,
+                   on_epoch_end: Optional[Callable[[str, int], None]] = None
+                   ) -> Dict[str, Any]:
+    """Trains every run (seed or fold) of ``config`` and writes the results
+    into ``out``.  With ``resume``, finished runs are read back and an
+    interrupted run continues from its checkpoint."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    started = time.time()
+    dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results, history = [], []
+    for run in _runs(config):
+        name = _run_name(run)
+        done = ckpt_dir / f"{name}.done.pt"
+        if resume and done.exists():
+            state = load_checkpoint(done)
+            log.info("%s already finished, reading its result", name)
+        else:
+            seed_everything(run["seed"] * 1000 + run.get("fold", 0))
+            task = _make_task(config, dataset, run)
+            callback = (None if on_epoch_end is None else
+                        (lambda epoch, name=name: on_epoch_end(name, epoch)))
+            t0 = time.time()
+            result = fit(task, epochs=config["epochs"],
+                         patience=config["patience"],
+                         checkpoint=ckpt_dir / f"{name}.pt", resume=resume,
+                         checkpoint_every=config.get("checkpoint_every", 1),
+                         desc=f"{config['dataset']}/{config['model']} {name}",
+                         quiet=quiet, on_epoch_end=callback)
+            state = {"run": run, "best_epoch": result.best_epoch,
+                     "val": result.best_val, "test": result.test,
+                     "epochs_run": result.epochs_run,
+                     "history": result.history,
+                     "metric": task.metric,
+                     "seconds": time.time() - t0}
+            from .io import save_checkpoint
+            save_checkpoint(state, done)
+            if not quiet:
+                log.info("%s: best epoch %d, val %.4f, test %.4f", name,
+                         state["best_epoch"], state["val"], state["test"])
+        results.append({k: v for k, v in state.items() if k != "history"})
+        history.extend({"run": name, **row} for row in state["history"])
+    metric = results[0]["metric"] if results else "accuracy"
+    metrics = {
+        "task": config["task"], "dataset": config["dataset"],
+        "model": config["model"], "metric": metric,
+        "test": summarize([r["test"] for r in results]),
+        "val": summarize([r["val"] for r in results]),
+        "runs": results, "config": config, "environment": environment(),
+        "wall_time_s": time.time() - started,
+    }
+    write_json(metrics, out / "metrics.json")
+    write_csv(history, out / "history.csv")
+    plot_curves(history, out / "curves.png", metric)
+    return metrics

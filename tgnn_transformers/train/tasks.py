@@ -1,0 +1,282 @@
+"""Node, graph and link tasks: data preparation, model, one training run."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import add_remaining_self_loops, negative_sampling
+
+from ..models import GraphClassifier, LinkPredictor, NodeClassifier
+from ..nn import average_log_degree, degree_histogram
+from .loop import Task
+
+MODEL_KEYS = ("hidden", "heads", "out_heads", "layers", "dropout",
+              "attn_dropout")
+
+
+def _model_kwargs(config: Dict[str, Any], delta: Optional[float]) -> Dict:
+    kwargs = {k: config[k] for k in MODEL_KEYS if k in config}
+    kwargs["num_layers"] = kwargs.pop("layers")
+    if config["model"] == "pna-attention" or config.get(
+            "attention") == "pna":
+        kwargs["delta"] = delta
+    if config["model"] == "graph-transformer":
+        kwargs["attention"] = config.get("attention", "mha")
+        if kwargs["attention"] == "pna":
+            kwargs["delta"] = delta
+    return kwargs
+
+
+def _delta(edge_indices, num_nodes) -> float:
+    return average_log_degree(degree_histogram(edge_indices, num_nodes))
+
+
+def _optimizer(model, config):
+    return torch.optim.Adam(model.parameters(), lr=config["lr"],
+                            weight_decay=config["weight_decay"])
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    if y.numel() == 0:
+        return float("nan")
+    return float((logits.argmax(-1) == y).float().mean())
+
+
+# --------------------------------------------------------------------------
+# Node classification
+# --------------------------------------------------------------------------
+
+def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
+    data = data.clone()
+    if config.get("self_loops", True):
+        data.edge_index, _ = add_remaining_self_loops(data.edge_index,
+                                                      num_nodes=data.num_nodes)
+    data.y = data.y.view(-1)
+    return data
+
+
+def node_splits(data: Data, split: int = 0) -> Tuple[torch.Tensor, ...]:
+    """Train/val/test masks; multi-split data sets (LINKX) have one column
+    per split."""
+    masks = []
+    for name in ("train_mask", "val_mask", "test_mask"):
+        mask = data[name]
+        if mask.dim() == 2:
+            mask = mask[:, split % mask.size(1)]
+        masks.append(mask)
+    labelled = data.y >= 0
+    return tuple(m & labelled for m in masks)
+
+
+def node_task(data: Data, num_classes: int, config: Dict[str, Any],
+              split: int = 0) -> Task:
+    data = prepare_node_data(data, config)
+    train, val, test = node_splits(data, split)
+    delta = _delta([data.edge_index], [data.num_nodes])
+    model = NodeClassifier(config["model"], data.num_features, num_classes,
+                           **_model_kwargs(config, delta))
+    optimizer = _optimizer(model, config)
+
+    def train_epoch() -> float:
+        model.train()
+        optimizer.zero_grad()
+        out = model(data.x, data.edge_index)
+        loss = F.cross_entropy(out[train], data.y[train])
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate() -> Dict[str, float]:
+        model.eval()
+        out = model(data.x, data.edge_index)
+        return {"val_loss": float(F.cross_entropy(out[val], data.y[val])),
+                "train": _accuracy(out[train], data.y[train]),
+                "val": _accuracy(out[val], data.y[val]),
+                "test": _accuracy(out[test], data.y[test])}
+
+    return Task(model, optimizer, train_epoch, evaluate)
+
+
+# --------------------------------------------------------------------------
+# Graph classification
+# --------------------------------------------------------------------------
+
+def stratified_folds(labels: torch.Tensor, folds: int,
+                     seed: int = 0) -> List[torch.Tensor]:
+    """Test indices of ``folds`` stratified folds (fixed by ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: List[List[torch.Tensor]] = [[] for _ in range(folds)]
+    for c in labels.unique():
+        idx = (labels == c).nonzero().view(-1)
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        for f, chunk in enumerate(idx.tensor_split(folds)):
+            parts[f].append(chunk)
+    return [torch.cat(p).sort().values for p in parts]
+
+
+def _with_features(dataset):
+    """Graphs with at least one node feature (constant 1 if none)."""
+    graphs = []
+    for g in dataset:
+        if g.x is None:
+            g.x = torch.ones(g.num_nodes, 1)
+        g.x = g.x.float()
+        graphs.append(g)
+    return graphs
+
+
+def graph_task(dataset, config: Dict[str, Any], fold: int,
+               seed: int) -> Task:
+    graphs = _with_features(dataset)
+    labels = torch.tensor([int(g.y) for g in graphs])
+    folds = stratified_folds(labels, config["folds"], seed=12345)
+    test_idx = folds[fold]
+    rest = torch.tensor(sorted(set(range(len(graphs))) -
+                               set(test_idx.tolist())))
+    gen = torch.Generator().manual_seed(seed)
+    rest = rest[torch.randperm(rest.numel(), generator=gen)]
+    n_val = max(1, rest.numel() // 9)  # ~10% of all graphs for validation
+    val_idx, train_idx = rest[:n_val], rest[n_val:]
+    if config.get("self_loops", True):
+        for g in graphs:
+            g.edge_index, _ = add_remaining_self_loops(g.edge_index,
+                                                       num_nodes=g.num_nodes)
+    delta = _delta([graphs[i].edge_index for i in train_idx],
+                   [graphs[i].num_nodes for i in train_idx])
+    subset = lambda idx: [graphs[i] for i in idx]  # noqa: E731
+    bs = config["batch_size"]
+    loaders = {
+        "train": DataLoader(subset(train_idx), batch_size=bs, shuffle=True),
+        "train_eval": DataLoader(subset(train_idx), batch_size=256),
+        "val": DataLoader(subset(val_idx), batch_size=256),
+        "test": DataLoader(subset(test_idx), batch_size=256),
+    }
+    kwargs = _model_kwargs(config, delta)
+    hidden = kwargs.pop("hidden")
+    dropout = kwargs.pop("dropout")
+    model = GraphClassifier(config["model"], graphs[0].num_features,
+                            int(labels.max()) + 1, hidden=hidden,
+                            dropout=dropout, pool=config.get("pool", "add"),
+                            **kwargs)
+    optimizer = _optimizer(model, config)
+
+    def train_epoch() -> float:
+        model.train()
+        total, count = 0.0, 0
+        for batch in loaders["train"]:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(batch.x, batch.edge_index,
+                                         batch.batch), batch.y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch.num_graphs
+            count += batch.num_graphs
+        return total / max(count, 1)
+
+    @torch.no_grad()
+    def run(loader) -> Tuple[float, float]:
+        model.eval()
+        correct, loss, count = 0, 0.0, 0
+        for batch in loader:
+            out = model(batch.x, batch.edge_index, batch.batch)
+            loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
+            correct += int((out.argmax(-1) == batch.y).sum())
+            count += batch.num_graphs
+        return correct / max(count, 1), loss / max(count, 1)
+
+    def evaluate() -> Dict[str, float]:
+        val_acc, val_loss = run(loaders["val"])
+        return {"val_loss": val_loss, "train": run(loaders["train_eval"])[0],
+                "val": val_acc, "test": run(loaders["test"])[0]}
+
+    return Task(model, optimizer, train_epoch, evaluate)
+
+
+# --------------------------------------------------------------------------
+# Link prediction
+# --------------------------------------------------------------------------
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve by the rank statistic (ties averaged)."""
+    scores, labels = scores.double(), labels.bool()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.double)
+    # average ranks over ties
+    uniq, inverse = torch.unique(scores, return_inverse=True)
+    sums = torch.zeros(uniq.numel(), dtype=torch.double).index_add_(
+        0, inverse, ranks)
+    counts = torch.bincount(inverse, minlength=uniq.numel()).double()
+    ranks = (sums / counts)[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) /
+                 (n_pos * n_neg))
+
+
+def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
+    from torch_geometric.transforms import RandomLinkSplit
+    torch.manual_seed(seed)
+    split = RandomLinkSplit(num_val=config["val_ratio"],
+                            num_test=config["test_ratio"], is_undirected=True,
+                            add_negative_train_samples=False)
+    train_data, val_data, test_data = split(Data(x=data.x,
+                                                 edge_index=data.edge_index,
+                                                 num_nodes=data.num_nodes))
+    message_edges = train_data.edge_index
+    if config.get("self_loops", True):
+        message_edges, _ = add_remaining_self_loops(
+            message_edges, num_nodes=data.num_nodes)
+    delta = _delta([message_edges], [data.num_nodes])
+    kwargs = _model_kwargs(config, delta)
+    hidden = kwargs.pop("hidden")
+    model = LinkPredictor(config["model"], data.num_features, hidden=hidden,
+                          decoder=config.get("decoder", "dot"), **kwargs)
+    optimizer = _optimizer(model, config)
+
+    def train_epoch() -> float:
+        model.train()
+        optimizer.zero_grad()
+        z = model.encode(train_data.x, message_edges)
+        pos = train_data.edge_label_index
+        neg = negative_sampling(train_data.edge_index, data.num_nodes,
+                                num_neg_samples=pos.size(1))
+        pairs = torch.cat([pos, neg], dim=1)
+        labels = torch.cat([torch.ones(pos.size(1)),
+                            torch.zeros(neg.size(1))])
+        loss = F.binary_cross_entropy_with_logits(model.decode(z, pairs),
+                                                  labels)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate() -> Dict[str, float]:
+        model.eval()
+        z = model.encode(train_data.x, message_edges)
+        result = {}
+        for name, part in (("train", train_data), ("val", val_data),
+                           ("test", test_data)):
+            if name == "train":
+                pairs = part.edge_label_index
+                neg = negative_sampling(part.edge_index, data.num_nodes,
+                                        num_neg_samples=pairs.size(1))
+                pairs = torch.cat([pairs, neg], 1)
+                labels = torch.cat([torch.ones(neg.size(1)),
+                                    torch.zeros(neg.size(1))])
+            else:
+                pairs, labels = part.edge_label_index, part.edge_label
+            logits = model.decode(z, pairs)
+            result[name] = roc_auc(logits, labels)
+            if name == "val":
+                result["val_loss"] = float(
+                    F.binary_cross_entropy_with_logits(logits, labels))
+        return result
+
+    return Task(model, optimizer, train_epoch, evaluate, metric="roc_auc")
