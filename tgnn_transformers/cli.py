@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     hp.add_argument("--dropout", type=float, help="feature dropout")
     hp.add_argument("--attn-dropout", type=float, dest="attn_dropout",
                     help="attention dropout")
+    hp.add_argument("--root-weight", dest="root_weight",
+                    action=argparse.BooleanOptionalAction,
+                    help="skip weight W_skip x_i in the attention convs")
+    hp.add_argument("--mlp-multiplier", type=float, dest="mlp_multiplier",
+                    help="GIN-Attention MLP width multiplier (gamma)")
     hp.add_argument("--batch-size", type=int, dest="batch_size",
                     help="graphs per batch (graph task)")
     hp.add_argument("--attention", choices=["mha", "gin", "pna"],
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 OVERRIDES = ("epochs", "patience", "hidden", "heads", "out_heads", "layers",
              "lr", "weight_decay", "dropout", "attn_dropout", "batch_size",
+             "root_weight", "mlp_multiplier",
              "attention", "decoder", "checkpoint_every", "folds", "seeds")
 
 

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 
 from .softmax import segment_max, segment_sum
+from .sparse_ops import (GraphIndex, edge_weighted_sum, graph_index,
+                         spmm)
 
 REDUCTIONS = ("sum", "mean", "max", "min", "var", "std")
 
@@ -39,7 +41,9 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
       \mathrm{mean}^2`, clamped at 0; ``"std"``: its square root
 
     Every reduction is 0 for a node without (positively weighted) incoming
-    edges.
+    edges.  Sums, means and variances run as sparse-dense products
+    (:func:`~tgnn_transformers.functional.sparse_ops.spmm`) that keep no
+    ``[E, H, C]`` tensor.
 
     Args:
         value: ``[N_src, H, C]`` source values.
@@ -54,11 +58,6 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
         ``[num_nodes, H, C]`` for one reduction, ``[num_nodes, H, R, C]``
         for a sequence of ``R`` reductions (in the order given).
     """
-    names = [reduce] if isinstance(reduce, str) else list(reduce)
-    for name in names:
-        if name not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {name!r}; expected one of "
-                             f"{', '.join(REDUCTIONS)}")
     if value.dim() != 3:
         raise ValueError(f"value must have shape [N, H, C], got "
                          f"{list(value.shape)}")
@@ -66,22 +65,49 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
         raise ValueError(f"alpha must have shape [E, H] = "
                          f"[{edge_index.size(1)}, {value.size(1)}], got "
                          f"{list(alpha.shape)}")
-    src, dst = edge_index[0], edge_index[1]
-    message = value.index_select(0, src)
-    if edge_value is not None:
-        message = message + edge_value
-    weight = alpha.unsqueeze(-1)
+    index = graph_index(edge_index, value.size(0), num_nodes)
+    return aggregate_csr(value, index.to_csr_order(alpha), index, reduce,
+                         edge_value=index.to_csr_order(edge_value))
 
+
+def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
+                  reduce: Union[str, Sequence[str]] = "sum", *,
+                  edge_value: Optional[Tensor] = None) -> Tensor:
+    """:func:`attention_aggregate` with ``alpha`` and ``edge_value`` already
+    in the CSR order of ``index`` (what the attention kernel hands over)."""
+    names = [reduce] if isinstance(reduce, str) else list(reduce)
+    for name in names:
+        if name not in REDUCTIONS:
+            raise ValueError(f"unknown reduce {name!r}; expected one of "
+                             f"{', '.join(REDUCTIONS)}")
+    num_nodes, dst = index.num_dst, index.dst
+    weight = alpha.unsqueeze(-1)
     cache = {}
+
+    def message() -> Tensor:
+        # Only max / min and edge-valued variances need per-edge messages.
+        if "message" not in cache:
+            m = value.index_select(0, index.src)
+            cache["message"] = m if edge_value is None else m + edge_value
+        return cache["message"]
+
+    def weighted(power: int) -> Tensor:
+        if edge_value is not None:
+            m = edge_value if power == 1 else message() * message()
+            out = edge_weighted_sum(alpha, m, index)
+            if power == 1:
+                out = out + spmm(alpha, value, index)
+            return out
+        return spmm(alpha, value if power == 1 else value * value, index)
 
     def weighted_sum() -> Tensor:
         if "sum" not in cache:
-            cache["sum"] = segment_sum(weight * message, dst, num_nodes)
+            cache["sum"] = weighted(1)
         return cache["sum"]
 
     def total_weight() -> Tensor:
         if "total" not in cache:
-            cache["total"] = segment_sum(weight, dst, num_nodes)
+            cache["total"] = segment_sum(alpha, dst, num_nodes).unsqueeze(-1)
         return cache["total"]
 
     def normalise(x: Tensor) -> Tensor:
@@ -96,13 +122,12 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
 
     def var() -> Tensor:
         if "var" not in cache:
-            second = normalise(segment_sum(weight * message * message, dst,
-                                           num_nodes))
+            second = normalise(weighted(2))
             cache["var"] = (second - mean() * mean()).clamp_min(0.0)
         return cache["var"]
 
     def extreme(sign: float) -> Tensor:
-        masked = (sign * message).masked_fill(weight <= 0, float("-inf"))
+        masked = (sign * message()).masked_fill(weight <= 0, float("-inf"))
         best = segment_max(masked, dst, num_nodes)
         return sign * best.masked_fill(torch.isinf(best), 0.0)
 

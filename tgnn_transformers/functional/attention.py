@@ -23,9 +23,11 @@ from torch import Tensor
 
 from ._checks import (check_batch, check_edge_index, check_per_edge,
                       tracing)
-from .aggregate import attention_aggregate
+from .aggregate import aggregate_csr
 from .patterns import recognize_sequence_pattern
 from .softmax import edge_softmax
+from .sparse_ops import (build_graph_index, edge_dot, graph_index,
+                         sddmm)
 
 BACKENDS = ("auto", "sparse", "dense")
 SCORE_NORMALIZATIONS = ("softmax", "relu")
@@ -275,23 +277,47 @@ def edge_attention(
             raise ValueError("backend='dense' cannot be used here: " +
                              "; ".join(blockers))
 
-    src, dst = edge_index[0], edge_index[1]
-    k = key.index_select(0, src)
+    return _sparse_attention(query, key, value, edge_index, edge_key,
+                             edge_value, bias, scale, normalization,
+                             dropout_p, reduce, threshold, top_k)
+
+
+# Sparse CSR tensors and data-dependent index building are not traceable by
+# Dynamo: inside a compiled model the kernel runs eagerly (one graph break)
+# and everything around it compiles.
+@torch.compiler.disable
+def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
+                      bias, scale, normalization, dropout_p, reduce,
+                      threshold, top_k) -> EdgeAttention:
+    """SDDMM scores, segment softmax, SpMM aggregation, all in the CSR
+    order of the cached :class:`GraphIndex`; only ``[E, H]`` edge tensors
+    are kept for backward."""
+    index = graph_index(edge_index, key.size(0), query.size(0))
+    edge_key = index.to_csr_order(edge_key)
+    edge_value = index.to_csr_order(edge_value)
+    scores = sddmm(query, key, index)
     if edge_key is not None:
-        k = k + edge_key
-    scores = (query.index_select(0, dst) * k).sum(dim=-1) * scale
+        scores = scores + edge_dot(query, edge_key, index)
+    scores = scores * scale
     if bias is not None:
-        scores = scores + bias
+        scores = scores + index.to_csr_order(bias)
     if normalization == "softmax":
-        alpha = edge_softmax(scores, dst, num_dst)
+        alpha = edge_softmax(scores, index.dst, index.num_dst)
     else:
         alpha = F.relu(scores)
     if threshold is not None or top_k is not None:
-        alpha, edge_index, kept = sparsify_attention(
-            alpha, edge_index, threshold=threshold, top_k=top_k)
+        csr_edges = torch.stack([index.src, index.dst])
+        alpha, kept_edges, kept = sparsify_attention(
+            alpha, csr_edges, threshold=threshold, top_k=top_k)
         if edge_value is not None:
             edge_value = edge_value[kept]
+        # The kept subgraph is new (and already sorted by target).
+        index = build_graph_index(kept_edges, index.num_src, index.num_dst)
+        alpha_out, edges_out = alpha, kept_edges
+    else:
+        alpha_out, edges_out = None, edge_index
     weights = F.dropout(alpha, p=dropout_p, training=dropout_p > 0)
-    out = attention_aggregate(value, weights, edge_index, num_dst, reduce,
-                              edge_value=edge_value)
-    return EdgeAttention(out, alpha, edge_index)
+    out = aggregate_csr(value, weights, index, reduce, edge_value=edge_value)
+    if alpha_out is None:
+        alpha_out = index.to_input_order(alpha)
+    return EdgeAttention(out, alpha_out, edges_out)

@@ -19,7 +19,8 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                concat: bool, *, attn_dropout: float = 0.0,
                delta: Optional[float] = None,
                edge_dim: Optional[int] = None,
-               mlp_multiplier: float = 0.5) -> torch.nn.Module:
+               mlp_multiplier: float = 0.5,
+               root_weight: bool = True) -> torch.nn.Module:
     """One conv whose output width is ``heads * out_channels`` when
     ``concat`` else ``out_channels`` (heads are averaged)."""
     heads_used = heads if model not in ("gcn", "sage") else 1
@@ -33,21 +34,22 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
     if model == "transformerconv":
         return TransformerConv(in_channels, out_channels, heads=heads_used,
                                concat=concat, dropout=attn_dropout,
-                               edge_dim=edge_dim)
+                               edge_dim=edge_dim, root_weight=root_weight)
     if model in ("mha", "graph-transformer"):
         return MultiHeadAttentionConv(in_channels, out_channels,
                                       heads=heads_used, concat=concat,
-                                      dropout=attn_dropout, edge_dim=edge_dim)
+                                      dropout=attn_dropout, edge_dim=edge_dim,
+                                      root_weight=root_weight)
     if model == "gin-attention":
         return GINAttentionConv(in_channels, out_channels, heads=heads_used,
                                 concat=concat, dropout=attn_dropout,
-                                edge_dim=edge_dim, root_weight=True,
+                                edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False,
                                 mlp_multiplier=mlp_multiplier)
     if model == "pna-attention":
         return PNAAttentionConv(in_channels, out_channels, heads=heads_used,
                                 concat=concat, dropout=attn_dropout,
-                                edge_dim=edge_dim, root_weight=True,
+                                edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False, delta=delta)
     raise ValueError(f"unknown model {model!r}; expected one of "
                      f"{', '.join(MODELS)}")

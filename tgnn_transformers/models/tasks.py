@@ -24,7 +24,8 @@ class ConvStack(torch.nn.Module):
                  out_channels: int, *, heads: int = 8, out_heads: int = 1,
                  num_layers: int = 2, dropout: float = 0.6,
                  attn_dropout: float = 0.6, delta: Optional[float] = None,
-                 edge_dim: Optional[int] = None):
+                 edge_dim: Optional[int] = None, root_weight: bool = True,
+                 mlp_multiplier: float = 0.5):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"heads={heads} must divide hidden={hidden}")
@@ -36,7 +37,9 @@ class ConvStack(torch.nn.Module):
             conv = build_conv(model, width, out_channels if last else
                               hidden // heads, out_heads if last else heads,
                               concat=not last, attn_dropout=attn_dropout,
-                              delta=delta, edge_dim=edge_dim)
+                              delta=delta, edge_dim=edge_dim,
+                              root_weight=root_weight,
+                              mlp_multiplier=mlp_multiplier)
             self.convs.append(conv)
             width = hidden
         self.out_channels = out_channels
@@ -86,7 +89,8 @@ def build_encoder(model: str, in_channels: int, out_channels: int,
     transformer block stack, the others a :class:`ConvStack`)."""
     hidden = kwargs.pop("hidden")
     if model == "graph-transformer":
-        kwargs.pop("out_heads", None)
+        for key in ("out_heads", "root_weight", "mlp_multiplier"):
+            kwargs.pop(key, None)
         delta = kwargs.pop("delta", None)
         attention = kwargs.pop("attention", "mha")
         attention_kwargs = {"delta": delta} if attention == "pna" else None
@@ -94,6 +98,7 @@ def build_encoder(model: str, in_channels: int, out_channels: int,
                                 attention=attention,
                                 attention_kwargs=attention_kwargs, **kwargs)
     kwargs.pop("attention", None)
+    kwargs.pop("ffn_multiplier", None)
     return ConvStack(model, in_channels, hidden, out_channels, **kwargs)
 
 

@@ -1,0 +1,292 @@
+"""Memory-lean sparse primitives for attention on edges.
+
+PyG's ``TransformerConv`` gathers per-edge query, key, value and message
+tensors of shape ``[E, H, C]`` and autograd keeps them for backward, so its
+memory grows as O(E·H·C).  Here attention is three sparse primitives with
+hand-written backward passes that keep only ``[E, H]`` edge weights and the
+node tensors:
+
+* :func:`sddmm` — sampled dense-dense product, ``s_e = <q_i, k_j>`` for
+  every edge ``e = j -> i`` (``torch.sparse.sampled_addmm`` per head);
+* :func:`spmm` — sparse-dense product, ``out_i = sum_e w_e v_j``
+  (CSR matrix product per head);
+* :func:`edge_dot` / :func:`edge_weighted_sum` — the same two with a
+  per-edge ``[E, H, C]`` operand (edge features), processed in chunks of
+  edges so no second ``[E, H, C]`` tensor is ever alive.
+
+All of them work on edges in **target-major (CSR) order**; the
+:class:`GraphIndex` of a graph holds that order, the CSR and CSC index
+arrays and the permutations, computed once per ``edge_index`` tensor and
+cached with it (across layers and epochs).
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in "
+                        "beta state")
+
+#: edges per chunk for the primitives that must gather ``[chunk, H, C]``
+EDGE_CHUNK = 1 << 16
+
+
+@dataclass
+class GraphIndex:
+    """CSR (by target) and CSC (by source) views of one ``edge_index``."""
+    num_src: int
+    num_dst: int
+    dst_ptr: Tensor  # [N_dst + 1] CSR row pointers over targets
+    src: Tensor  # [E] source of each edge, CSR order
+    dst: Tensor  # [E] target of each edge, CSR order
+    perm: Optional[Tensor]  # CSR position -> input edge id (None: sorted)
+    src_ptr: Tensor  # [N_src + 1] CSC pointers over sources
+    dst_by_src: Tensor  # [E] target of each edge, CSC order
+    to_csc: Tensor  # CSC position -> CSR position
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+    def csr(self, values: Tensor) -> Tensor:
+        """``[N_dst, N_src]`` CSR matrix with ``values`` in CSR order."""
+        return torch.sparse_csr_tensor(self.dst_ptr, self.src, values,
+                                       (self.num_dst, self.num_src),
+                                       check_invariants=False)
+
+    def csc_transposed(self, values: Tensor) -> Tensor:
+        """``[N_src, N_dst]`` CSR matrix of the transpose; ``values`` in CSR
+        order."""
+        return torch.sparse_csr_tensor(self.src_ptr, self.dst_by_src,
+                                       values[self.to_csc],
+                                       (self.num_src, self.num_dst),
+                                       check_invariants=False)
+
+    def to_csr_order(self, edge_tensor: Optional[Tensor]) -> Optional[Tensor]:
+        if edge_tensor is None or self.perm is None:
+            return edge_tensor
+        return edge_tensor.index_select(0, self.perm)
+
+    def to_input_order(self, edge_tensor: Tensor) -> Tensor:
+        if self.perm is None:
+            return edge_tensor
+        out = torch.empty_like(edge_tensor)
+        out[self.perm] = edge_tensor
+        return out
+
+
+def _pointers(sorted_index: Tensor, size: int) -> Tensor:
+    ptr = torch.zeros(size + 1, dtype=torch.long, device=sorted_index.device)
+    ptr[1:] = torch.cumsum(torch.bincount(sorted_index, minlength=size), 0)
+    return ptr
+
+
+def build_graph_index(edge_index: Tensor, num_src: int,
+                      num_dst: int) -> GraphIndex:
+    """Builds the CSR/CSC views (O(E log E), once per graph)."""
+    src, dst = edge_index[0].long(), edge_index[1].long()
+    perm = None
+    if src.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
+        perm = torch.argsort(dst, stable=True)
+        src, dst = src[perm], dst[perm]
+    to_csc = torch.argsort(src, stable=True)
+    return GraphIndex(num_src, num_dst, _pointers(dst, num_dst), src, dst,
+                      perm, _pointers(src[to_csc], num_src), dst[to_csc],
+                      to_csc)
+
+
+# id(edge_index) -> (weakref, version, num_src, num_dst, GraphIndex)
+_INDEX_CACHE: Dict[int, tuple] = {}
+
+
+def graph_index(edge_index: Tensor, num_src: int,
+                num_dst: int) -> GraphIndex:
+    """The cached :class:`GraphIndex` of ``edge_index`` (rebuilt when the
+    tensor is modified in place or freed)."""
+    key = id(edge_index)
+    hit = _INDEX_CACHE.get(key)
+    if hit is not None:
+        ref, version, n_src, n_dst, index = hit
+        if (ref() is edge_index and version == edge_index._version
+                and (n_src, n_dst) == (num_src, num_dst)):
+            return index
+    index = build_graph_index(edge_index, num_src, num_dst)
+    if torch.compiler.is_compiling():
+        return index
+
+    def _drop(_, key=key):
+        _INDEX_CACHE.pop(key, None)
+
+    _INDEX_CACHE[key] = (weakref.ref(edge_index, _drop), edge_index._version,
+                         num_src, num_dst, index)
+    return index
+
+
+# --------------------------------------------------------------------------
+# per-head building blocks (no autograd)
+# --------------------------------------------------------------------------
+
+def _heads_first(x: Tensor) -> Tensor:
+    """``[N, H, C]`` -> contiguous ``[H, N, C]``."""
+    return x.transpose(0, 1).contiguous()
+
+
+def _sddmm(index: GraphIndex, a: Tensor, b: Tensor) -> Tensor:
+    """``[E, H]``: ``<a[dst_e], b[src_e]>`` per head, CSR order."""
+    heads = a.size(1)
+    if index.num_edges == 0:
+        return a.new_zeros(0, heads)
+    a_h, b_h = _heads_first(a), _heads_first(b)
+    pattern = index.csr(a.new_zeros(index.num_edges))
+    out = [torch.sparse.sampled_addmm(pattern, a_h[h], b_h[h].t(),
+                                      beta=0.0).values()
+           for h in range(heads)]
+    return torch.stack(out, dim=1)
+
+
+def _spmm(index: GraphIndex, weight: Tensor, x: Tensor,
+          transpose: bool = False) -> Tensor:
+    """``[N_dst, H, C]`` (or ``[N_src, ...]`` with ``transpose``):
+    ``sum_e weight[e, h] * x[src_e, h]``."""
+    heads = weight.size(1)
+    rows = index.num_src if transpose else index.num_dst
+    if index.num_edges == 0:
+        return x.new_zeros(rows, heads, x.size(-1))
+    x_h = _heads_first(x)
+    out = []
+    for h in range(heads):
+        w = weight[:, h].contiguous()
+        matrix = index.csc_transposed(w) if transpose else index.csr(w)
+        out.append(torch.mm(matrix, x_h[h]))
+    return torch.stack(out, dim=1)
+
+
+# --------------------------------------------------------------------------
+# autograd functions
+# --------------------------------------------------------------------------
+
+class _SDDMM(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, query, key, index):
+        ctx.index = index
+        ctx.save_for_backward(query, key)
+        return _sddmm(index, query, key)
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, key = ctx.saved_tensors
+        index = ctx.index
+        grad = grad.contiguous()
+        grad_q = _spmm(index, grad, key) if ctx.needs_input_grad[0] else None
+        grad_k = (_spmm(index, grad, query, transpose=True)
+                  if ctx.needs_input_grad[1] else None)
+        return grad_q, grad_k, None
+
+
+class _SpMM(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, weight, value, index):
+        ctx.index = index
+        ctx.save_for_backward(weight, value)
+        return _spmm(index, weight, value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, value = ctx.saved_tensors
+        index = ctx.index
+        grad = grad.contiguous()
+        grad_w = (_sddmm(index, grad, value) if ctx.needs_input_grad[0]
+                  else None)
+        grad_v = (_spmm(index, weight, grad, transpose=True)
+                  if ctx.needs_input_grad[1] else None)
+        return grad_w, grad_v, None
+
+
+class _EdgeDot(torch.autograd.Function):
+    """``s_e = <node[dst_e], edge_e>`` with an ``[E, H, C]`` edge operand."""
+
+    @staticmethod
+    def forward(ctx, node, edge, index):
+        ctx.index = index
+        ctx.save_for_backward(node, edge)
+        out = node.new_empty(index.num_edges, node.size(1))
+        for start in range(0, index.num_edges, EDGE_CHUNK):
+            part = slice(start, start + EDGE_CHUNK)
+            out[part] = (node[index.dst[part]] * edge[part]).sum(-1)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        node, edge = ctx.saved_tensors
+        index = ctx.index
+        grad_node = torch.zeros_like(node) if ctx.needs_input_grad[0] \
+            else None
+        grad_edge = torch.empty_like(edge) if ctx.needs_input_grad[1] \
+            else None
+        for start in range(0, index.num_edges, EDGE_CHUNK):
+            part = slice(start, start + EDGE_CHUNK)
+            g = grad[part].unsqueeze(-1)
+            if grad_node is not None:
+                grad_node.index_add_(0, index.dst[part], g * edge[part])
+            if grad_edge is not None:
+                grad_edge[part] = g * node[index.dst[part]]
+        return grad_node, grad_edge, None
+
+
+class _EdgeWeightedSum(torch.autograd.Function):
+    """``out_i = sum_{e -> i} w_e * edge_e`` with an ``[E, H, C]`` operand."""
+
+    @staticmethod
+    def forward(ctx, weight, edge, index):
+        ctx.index = index
+        ctx.save_for_backward(weight, edge)
+        out = edge.new_zeros(index.num_dst, edge.size(1), edge.size(2))
+        for start in range(0, index.num_edges, EDGE_CHUNK):
+            part = slice(start, start + EDGE_CHUNK)
+            out.index_add_(0, index.dst[part],
+                           weight[part].unsqueeze(-1) * edge[part])
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, edge = ctx.saved_tensors
+        index = ctx.index
+        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[0] else None
+        grad_e = torch.empty_like(edge) if ctx.needs_input_grad[1] else None
+        for start in range(0, index.num_edges, EDGE_CHUNK):
+            part = slice(start, start + EDGE_CHUNK)
+            g = grad[index.dst[part]]
+            if grad_w is not None:
+                grad_w[part] = (g * edge[part]).sum(-1)
+            if grad_e is not None:
+                grad_e[part] = weight[part].unsqueeze(-1) * g
+        return grad_w, grad_e, None
+
+
+def sddmm(query: Tensor, key: Tensor, index: GraphIndex) -> Tensor:
+    """``[E, H]`` scores ``<query[dst_e], key[src_e]>`` in CSR order."""
+    return _SDDMM.apply(query, key, index)
+
+
+def spmm(weight: Tensor, value: Tensor, index: GraphIndex) -> Tensor:
+    """``[N_dst, H, C]``: ``sum_{e: j -> i} weight[e] * value[j]``;
+    ``weight`` in CSR order."""
+    return _SpMM.apply(weight, value, index)
+
+
+def edge_dot(node: Tensor, edge: Tensor, index: GraphIndex) -> Tensor:
+    """``[E, H]``: ``<node[dst_e], edge[e]>``; ``edge`` in CSR order."""
+    return _EdgeDot.apply(node, edge, index)
+
+
+def edge_weighted_sum(weight: Tensor, edge: Tensor,
+                      index: GraphIndex) -> Tensor:
+    """``[N_dst, H, C]``: ``sum_{e -> i} weight[e] * edge[e]``."""
+    return _EdgeWeightedSum.apply(weight, edge, index)
