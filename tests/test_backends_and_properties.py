@@ -107,3 +107,31 @@ def test_gradcheck_sparse_kernel_with_edge_terms():
                               edge_value=ek, bias=b, backend="sparse").out
 
     torch.autograd.gradcheck(f, (*args, edge_key, bias))
+
+
+def test_dense_falls_back_when_masked_scores_would_not_fit(monkeypatch):
+    import tgnn_transformers.functional.attention as attention
+    monkeypatch.setattr(attention, "DENSE_MASKED_MAX_BYTES", 100)
+    batch = token_batch("full", [6, 3])
+    q = torch.randn(9, 2, 4)
+    with pytest.raises(ValueError, match="TGNN_DENSE_MAX_BYTES"):
+        edge_attention(q, q, q, batch.edge_index, batch=batch.batch,
+                       backend="dense")
+    auto = edge_attention(q, q, q, batch.edge_index, batch=batch.batch)
+    sparse = edge_attention(q, q, q, batch.edge_index, backend="sparse")
+    torch.testing.assert_close(auto.out, sparse.out)
+    # equal lengths need no mask: still dense
+    equal = token_batch("full", [5, 5])
+    q = torch.randn(10, 2, 4)
+    edge_attention(q, q, q, equal.edge_index, batch=equal.batch,
+                   backend="dense")
+
+
+def test_graph_index_cache_follows_in_place_edits():
+    from tgnn_transformers.functional.sparse_ops import graph_index
+    edge_index = torch.tensor([[0, 1, 2], [2, 0, 1]])
+    a = graph_index(edge_index, 3, 3)
+    assert graph_index(edge_index, 3, 3) is a
+    edge_index[1, 0] = 0
+    b = graph_index(edge_index, 3, 3)
+    assert b is not a and b.dst.tolist() == [0, 0, 1]

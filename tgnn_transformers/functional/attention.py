@@ -15,6 +15,7 @@ results:
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -112,7 +113,11 @@ class _PaddedLayout:
         self.lengths = lengths
 
     def pad(self, x: Tensor) -> Tensor:
-        """``[N, H, C]`` -> ``[B, H, L, C]``."""
+        """``[N, H, C]`` -> ``[B, H, L, C]`` (a view when all sequences have
+        the same length)."""
+        if not self.ragged:
+            return x.view(self.batch_size, self.max_len,
+                          *x.shape[1:]).transpose(1, 2)
         out = x.new_zeros((self.batch_size * self.max_len, ) + x.shape[1:])
         out = out.index_copy(0, self.flat_index, x)
         return out.view(self.batch_size, self.max_len,
@@ -122,6 +127,8 @@ class _PaddedLayout:
         """``[B, H, L, C]`` -> ``[N, H, C]``."""
         x = x.transpose(1, 2).reshape(self.batch_size * self.max_len,
                                       *x.shape[1:2], x.size(-1))
+        if not self.ragged:
+            return x
         return x.index_select(0, self.flat_index)
 
     def key_mask(self) -> Tensor:
@@ -132,6 +139,29 @@ class _PaddedLayout:
         # all (NaN); those rows are discarded, but let them see key 0.
         mask[:, 0] = True
         return mask.view(self.batch_size, 1, 1, self.max_len)
+
+
+#: Largest attention-score tensor (bytes) the dense path may materialise
+#: for a key-padding mask; beyond it ``backend="auto"`` stays sparse.
+DENSE_MASKED_MAX_BYTES = int(os.environ.get("TGNN_DENSE_MAX_BYTES", 2**31))
+
+
+def _dense_too_large(lengths: Tensor, heads: int, element_size: int,
+                     causal: bool) -> Optional[str]:
+    """Why the dense path would not fit, or None.  Unmasked (equal-length
+    or causal) SDPA runs fused kernels in O(L) memory; a key-padding mask
+    may make it materialise ``[B, H, L, L]`` scores."""
+    if causal or lengths.numel() == 0:
+        return None
+    max_len = int(lengths.max())
+    if bool((lengths == max_len).all()):
+        return None
+    size = lengths.numel() * heads * max_len * max_len * element_size
+    if size > DENSE_MASKED_MAX_BYTES:
+        return (f"the padded ragged batch needs a {size / 2**30:.1f} GiB "
+                f"score tensor (limit TGNN_DENSE_MAX_BYTES="
+                f"{DENSE_MASKED_MAX_BYTES})")
+    return None
 
 
 def _dense_attention(query: Tensor, key: Tensor, value: Tensor,
@@ -268,6 +298,11 @@ def edge_attention(
             if pattern is None:
                 blockers.append("the graph is not a batch of complete or "
                                 "causal token graphs in canonical order")
+        if not blockers:
+            reason = _dense_too_large(lengths, heads, query.element_size(),
+                                      pattern == "causal")
+            if reason is not None:
+                blockers.append(reason)
         if not blockers:
             out = _dense_attention(query, key, value, lengths,
                                    pattern == "causal", scale, dropout_p,
