@@ -20,6 +20,7 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                delta: Optional[float] = None,
                edge_dim: Optional[int] = None,
                mlp_multiplier: float = 0.5,
+               mlp_norm: Optional[str] = "layer",
                root_weight: bool = True) -> torch.nn.Module:
     """One conv whose output width is ``heads * out_channels`` when
     ``concat`` else ``out_channels`` (heads are averaged)."""
@@ -45,7 +46,8 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                                 concat=concat, dropout=attn_dropout,
                                 edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False,
-                                mlp_multiplier=mlp_multiplier)
+                                mlp_multiplier=mlp_multiplier,
+                                mlp_norm=mlp_norm)
     if model == "pna-attention":
         return PNAAttentionConv(in_channels, out_channels, heads=heads_used,
                                 concat=concat, dropout=attn_dropout,

@@ -25,7 +25,8 @@ class ConvStack(torch.nn.Module):
                  num_layers: int = 2, dropout: float = 0.6,
                  attn_dropout: float = 0.6, delta: Optional[float] = None,
                  edge_dim: Optional[int] = None, root_weight: bool = True,
-                 mlp_multiplier: float = 0.5):
+                 mlp_multiplier: float = 0.5,
+                 mlp_norm: Optional[str] = "layer"):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"heads={heads} must divide hidden={hidden}")
@@ -39,7 +40,8 @@ class ConvStack(torch.nn.Module):
                               concat=not last, attn_dropout=attn_dropout,
                               delta=delta, edge_dim=edge_dim,
                               root_weight=root_weight,
-                              mlp_multiplier=mlp_multiplier)
+                              mlp_multiplier=mlp_multiplier,
+                              mlp_norm=mlp_norm)
             self.convs.append(conv)
             width = hidden
         self.out_channels = out_channels
@@ -89,7 +91,8 @@ def build_encoder(model: str, in_channels: int, out_channels: int,
     transformer block stack, the others a :class:`ConvStack`)."""
     hidden = kwargs.pop("hidden")
     if model == "graph-transformer":
-        for key in ("out_heads", "root_weight", "mlp_multiplier"):
+        for key in ("out_heads", "root_weight", "mlp_multiplier",
+                    "mlp_norm"):
             kwargs.pop(key, None)
         delta = kwargs.pop("delta", None)
         attention = kwargs.pop("attention", "mha")

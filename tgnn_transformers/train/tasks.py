@@ -15,7 +15,7 @@ from ..nn import average_log_degree, degree_histogram
 from .loop import Task
 
 MODEL_KEYS = ("hidden", "heads", "out_heads", "layers", "dropout",
-              "attn_dropout", "root_weight", "mlp_multiplier")
+              "attn_dropout", "root_weight", "mlp_multiplier", "mlp_norm")
 
 
 def _model_kwargs(config: Dict[str, Any], delta: Optional[float]) -> Dict:
@@ -52,6 +52,9 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
     data = data.clone()
+    if config.get("normalize_features", False):
+        # Row-normalised bag-of-words features, as in the GAT/GCN papers.
+        data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1e-12)
     if config.get("self_loops", True):
         data.edge_index, _ = add_remaining_self_loops(data.edge_index,
                                                       num_nodes=data.num_nodes)

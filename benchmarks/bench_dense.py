@@ -1,0 +1,125 @@
+"""Sentence batches as complete token graphs: the graph API against
+``nn.MultiheadAttention``, raw ``scaled_dot_product_attention`` and PyG's
+``TransformerConv`` (forward + backward).
+
+Two comparisons per batch shape (B x L, d = 256, 8 heads):
+
+* kernel: ``edge_attention`` on ``[N, H, C]`` q/k/v and the batch's
+  ``edge_index`` against raw SDPA on the same tensors already padded;
+* layer: ``MultiHeadAttentionConv.from_torch(mha)`` against ``mha`` itself
+  (padded input with key padding mask) and against ``TransformerConv``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import TransformerConv
+
+from common import (machine, peak_memory, run_probe_if_asked, time_it,
+                    write_result)
+from tgnn_transformers import MultiHeadAttentionConv
+from tgnn_transformers.functional import complete_edge_index, edge_attention
+
+D, HEADS = 256, 8
+SHAPES = [(8, 64), (32, 128), (64, 256), (64, 512)]
+
+
+def lengths_for(batch: int, length: int, ragged: bool) -> torch.Tensor:
+    if not ragged:
+        return torch.full((batch, ), length)
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(length // 2, length + 1, (batch, ), generator=gen)
+
+
+def workloads(batch: int, length: int, ragged: bool, device: str):
+    lengths = lengths_for(batch, length, ragged).to(device)
+    n = int(lengths.sum())
+    graph_batch = torch.repeat_interleave(
+        torch.arange(batch, device=device), lengths)
+    edge_index = complete_edge_index(lengths)
+    c = D // HEADS
+    q, k, v = (torch.randn(n, HEADS, c, device=device, requires_grad=True)
+               for _ in range(3))
+    max_len = int(lengths.max())
+    pad = torch.arange(max_len, device=device)[None] >= lengths[:, None]
+    qp, kp, vp = (torch.randn(batch, HEADS, max_len, c, device=device,
+                              requires_grad=True) for _ in range(3))
+    mask = ~pad[:, None, None, :] if ragged else None
+    x = torch.randn(n, D, device=device, requires_grad=True)
+    xp = torch.randn(batch, max_len, D, device=device, requires_grad=True)
+    mha = torch.nn.MultiheadAttention(D, HEADS, batch_first=True).to(device)
+    conv = MultiHeadAttentionConv.from_torch(mha)
+    pyg = TransformerConv(D, c, heads=HEADS, root_weight=False).to(device)
+
+    def graph_kernel():
+        edge_attention(q, k, v, edge_index,
+                       batch=graph_batch).out.sum().backward()
+
+    def raw_sdpa():
+        F.scaled_dot_product_attention(qp, kp, vp,
+                                       attn_mask=mask).sum().backward()
+
+    def graph_layer():
+        conv(x, edge_index, batch=graph_batch).sum().backward()
+
+    def torch_mha():
+        mha(xp, xp, xp, key_padding_mask=pad if ragged else None,
+            need_weights=False)[0].sum().backward()
+
+    def pyg_transformer():
+        pyg(x, edge_index).sum().backward()
+
+    return {"tgnn edge_attention (graph API)": graph_kernel,
+            "raw SDPA (padded)": raw_sdpa,
+            "tgnn MultiHeadAttentionConv": graph_layer,
+            "nn.MultiheadAttention": torch_mha,
+            "PyG TransformerConv": pyg_transformer}, edge_index.size(1)
+
+
+def build_probe(spec):
+    fns, _ = workloads(spec["batch"], spec["length"], spec["ragged"],
+                       spec.get("device", "cpu"))
+    fns[spec["name"]]()  # warm-up: caches outside the measured peak
+    return fns[spec["name"]]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--max-pyg-edges", type=int, default=3_000_000,
+                        help="skip TransformerConv above this many edges")
+    args = parser.parse_args(argv)
+    rows = []
+    for batch, length in SHAPES:
+        for ragged in (False, True):
+            fns, num_edges = workloads(batch, length, ragged, args.device)
+            print(f"B={batch} L={length} ragged={ragged}: {num_edges} edges")
+            for name, fn in fns.items():
+                if name == "PyG TransformerConv" and \
+                        num_edges > args.max_pyg_edges:
+                    rows.append({"batch": batch, "length": length,
+                                 "ragged": ragged, "name": name,
+                                 "skipped": "too many edges"})
+                    continue
+                timing = time_it(fn, args.repeats, device=args.device)
+                memory = peak_memory(__file__, {
+                    "batch": batch, "length": length, "ragged": ragged,
+                    "name": name, "device": args.device})
+                rows.append({"batch": batch, "length": length,
+                             "ragged": ragged, "name": name,
+                             "num_edges": num_edges,
+                             "forward_backward": timing,
+                             "peak_memory_bytes": memory})
+                print(f"  {name:34s} {1000 * timing['median_s']:8.1f} ms  "
+                      f"mem {(memory or 0) / 2**20:.0f} MiB")
+    suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+    print("wrote", write_result(f"dense{suffix}", {
+        "machine": machine(), "d_model": D, "heads": HEADS, "rows": rows}))
+
+
+if __name__ == "__main__":
+    run_probe_if_asked(build_probe)
+    main()

@@ -1,0 +1,128 @@
+"""Timing and memory helpers shared by the benchmark scripts.
+
+Time: median of ``repeats`` runs after ``warmup`` runs, all in this process
+so ratios compare like with like.  Memory: the peak resident-set increase of
+a fresh process that runs the workload once (CPU), or
+``torch.cuda.max_memory_allocated`` (GPU).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> Dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__}
+    import torch_geometric
+    info["torch_geometric"] = torch_geometric.__version__
+    for name in ("torch_scatter", "torch_sparse"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_it(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
+            device: str = "cpu") -> Dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        gc.collect()
+    return {"median_s": statistics.median(times), "min_s": min(times),
+            "repeats": repeats}
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    try:  # Linux: writing 5 resets the VmHWM high-water mark
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+PROBE_FLAG = "--memory-probe"
+
+
+def peak_memory(script: str, spec: Dict[str, Any]) -> Optional[int]:
+    """Peak resident-memory increase (bytes) of one run of a workload, in a
+    fresh process: ``python <script> --memory-probe <spec>``.  A fresh
+    process keeps earlier workloads' peaks out of the reading (and avoids
+    forking a process whose OpenMP threads are running)."""
+    cmd = [sys.executable, script, PROBE_FLAG, json.dumps(spec)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    for line in result.stdout.splitlines()[::-1]:
+        if line.startswith("PEAK_BYTES "):
+            return int(line.split()[1])
+    print("   memory probe failed:", result.stderr.strip()[-300:])
+    return None
+
+
+def run_probe_if_asked(build: Callable[[Dict[str, Any]], Callable[[], Any]]
+                       ) -> None:
+    """In a probe process: build the workload, then report its peak."""
+    if PROBE_FLAG not in sys.argv:
+        return
+    spec = json.loads(sys.argv[sys.argv.index(PROBE_FLAG) + 1])
+    fn = build(spec)
+    gc.collect()
+    if spec.get("device", "cpu").startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        print("PEAK_BYTES", torch.cuda.max_memory_allocated() - base)
+    else:
+        base = _status_kb("VmRSS")
+        if not _reset_peak_rss():
+            print("note: could not reset VmHWM", file=sys.stderr)
+        fn()
+        print("PEAK_BYTES", max(0, _status_kb("VmHWM") - base) * 1024)
+    sys.exit(0)
+
+
+def write_result(name: str, payload: Dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
