@@ -6,4 +6,5 @@ bash scripts/setup.sh
 if [ -z "${TGNN_DATA_MIRROR:-}" ] && [ -d ../shared/data ]; then
     export TGNN_DATA_MIRROR="$(cd ../shared/data && pwd)"
 fi
-.venv/bin/python -m tgnn_transformers.demo "$@"
+.venv/bin/tgnn train --task node --dataset cora --model mha --seeds 0 \
+    --out runs/cora-mha "$@"

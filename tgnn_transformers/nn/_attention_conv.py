@@ -7,18 +7,28 @@ the new node state; they never compute attention themselves.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
-from ..functional import BACKENDS
+from ..functional import BACKENDS, EdgeAttention, edge_attention
 from ..functional._checks import check_edge_index
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
+ConvOutput = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
+
+
+class Attended(NamedTuple):
+    """What :meth:`AttentionConvBase._attend` hands to a subclass."""
+    x_dst: Tensor
+    bipartite: bool
+    value: Tensor  # [N_src, H, C] per-head values
+    attention: EdgeAttention  # the kernel's (out, alpha, edge_index)
+    need_weights: bool
 
 
 class AttentionConvBase(MessagePassing):
@@ -180,6 +190,30 @@ class AttentionConvBase(MessagePassing):
         edge_term = self._edge_terms(edge_attr, edge_index.size(1))
         return x_src, x_dst, bipartite, query, key, value, edge_term
 
+    def _attend(self, x: NodeFeatures, edge_index: Tensor,
+                edge_attr: Optional[Tensor], return_attention_weights,
+                batch: Optional[Tensor], **kernel_options) -> Attended:
+        """Projections plus the shared kernel, with the layer's dropout and
+        backend; ``kernel_options`` go to :func:`edge_attention`."""
+        _, x_dst, bipartite, query, key, value, edge_term = self._project(
+            x, edge_index, edge_attr)
+        need_weights = return_attention_weights is True
+        attention = edge_attention(
+            query, key, value, edge_index, edge_key=edge_term,
+            edge_value=edge_term, dropout_p=self.dropout,
+            training=self.training, need_weights=need_weights,
+            batch=None if bipartite else batch, backend=self.backend,
+            **kernel_options)
+        return Attended(x_dst, bipartite, value, attention, need_weights)
+
+    def _finish(self, heads_out: Tensor, attended: Attended) -> ConvOutput:
+        """Output stage, plus ``(edge_index, alpha)`` when asked for."""
+        out = self._combine_heads(heads_out, attended.x_dst)
+        if attended.need_weights:
+            return out, (attended.attention.edge_index,
+                         attended.attention.alpha)
+        return out
+
     # ------------------------------------------------------------------
     # Output stage
     # ------------------------------------------------------------------
@@ -200,10 +234,6 @@ class AttentionConvBase(MessagePassing):
             else:
                 out = out + x_r
         return out
-
-    @staticmethod
-    def _wants_weights(return_attention_weights) -> bool:
-        return return_attention_weights is True
 
     def _extra_repr_args(self) -> str:
         return ""

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
-from ..functional import edge_attention
-from ._attention_conv import AttentionConvBase, ChannelSpec, NodeFeatures
+from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
+                              NodeFeatures)
 from .headwise import HeadwiseMLP
 
 
@@ -146,32 +146,24 @@ class GINAttentionConv(AttentionConvBase):
         return_attention_weights: Optional[bool] = None,
         *,
         batch: Optional[Tensor] = None,
-    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+    ) -> ConvOutput:
         """Same call as :meth:`MultiHeadAttentionConv.forward`."""
-        x_src, x_dst, bipartite, query, key, value, edge_term = self._project(
-            x, edge_index, edge_attr)
-        need_weights = self._wants_weights(return_attention_weights)
         scale = self.out_channels**-0.5
         if self.sharpen is not None:
             scale = self.sharpen * scale
-        result = edge_attention(
-            query, key, value, edge_index, edge_key=edge_term,
-            edge_value=edge_term, scale=scale,
-            normalization=self.normalization, dropout_p=self.dropout,
-            training=self.training, threshold=self.threshold,
-            top_k=self.top_k, need_weights=need_weights,
-            batch=None if bipartite else batch, backend=self.backend)
-        if bipartite:
+        attended = self._attend(x, edge_index, edge_attr,
+                                return_attention_weights, batch, scale=scale,
+                                normalization=self.normalization,
+                                threshold=self.threshold, top_k=self.top_k)
+        if attended.bipartite:
             lin = self.lin_self if self.lin_self is not None else \
                 self.lin_value
-            self_value = lin(x_dst).view(-1, self.heads, self.out_channels)
+            self_value = lin(attended.x_dst).view(-1, self.heads,
+                                                  self.out_channels)
         else:
-            self_value = value
-        h = (1 + self.eps).view(1, -1, 1) * self_value + result.out
-        out = self._combine_heads(self.mlp(h), x_dst)
-        if need_weights:
-            return out, (result.edge_index, result.alpha)
-        return out
+            self_value = attended.value
+        h = (1 + self.eps).view(1, -1, 1) * self_value + attended.attention.out
+        return self._finish(self.mlp(h), attended)
 
     def _extra_repr_args(self) -> str:
         args = [f"mlp_multiplier={self.mlp_multiplier}"]

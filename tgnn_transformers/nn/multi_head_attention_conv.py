@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..functional import edge_attention
-from ._attention_conv import AttentionConvBase, ChannelSpec, NodeFeatures
+from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
+                              NodeFeatures)
 
 
 class MultiHeadAttentionConv(AttentionConvBase):
@@ -106,7 +106,7 @@ class MultiHeadAttentionConv(AttentionConvBase):
         return_attention_weights: Optional[bool] = None,
         *,
         batch: Optional[Tensor] = None,
-    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+    ) -> ConvOutput:
         r"""
         Args:
             x: node features, or a ``(x_src, x_dst)`` pair.
@@ -117,18 +117,9 @@ class MultiHeadAttentionConv(AttentionConvBase):
             batch: PyG batch vector; lets the dense path recognise token
                 graphs of different lengths.
         """
-        x_src, x_dst, bipartite, query, key, value, edge_term = self._project(
-            x, edge_index, edge_attr)
-        need_weights = self._wants_weights(return_attention_weights)
-        result = edge_attention(
-            query, key, value, edge_index, edge_key=edge_term,
-            edge_value=edge_term, dropout_p=self.dropout,
-            training=self.training, need_weights=need_weights,
-            batch=None if bipartite else batch, backend=self.backend)
-        out = self._combine_heads(result.out, x_dst)
-        if need_weights:
-            return out, (result.edge_index, result.alpha)
-        return out
+        attended = self._attend(x, edge_index, edge_attr,
+                                return_attention_weights, batch)
+        return self._finish(attended.attention.out, attended)
 
     @classmethod
     def from_torch(cls, mha: torch.nn.MultiheadAttention,

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
-from ..functional import REDUCTIONS, edge_attention
-from ._attention_conv import AttentionConvBase, ChannelSpec, NodeFeatures
+from ..functional import REDUCTIONS
+from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
+                              NodeFeatures)
 from .headwise import HeadwiseLinear, HeadwiseMLP
 
 SCALERS = ("identity", "amplification", "attenuation")
@@ -175,32 +176,26 @@ class PNAAttentionConv(AttentionConvBase):
         return_attention_weights: Optional[bool] = None,
         *,
         batch: Optional[Tensor] = None,
-    ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]:
+    ) -> ConvOutput:
         """Same call as :meth:`MultiHeadAttentionConv.forward`."""
-        x_src, x_dst, bipartite, query, key, value, edge_term = self._project(
-            x, edge_index, edge_attr)
-        need_weights = self._wants_weights(return_attention_weights)
-        result = edge_attention(
-            query, key, value, edge_index, edge_key=edge_term,
-            edge_value=edge_term, dropout_p=self.dropout,
-            training=self.training, reduce=self.aggregators,
-            need_weights=need_weights, batch=None if bipartite else batch,
-            backend=self.backend)
-        num_dst = x_dst.size(0)
+        attended = self._attend(x, edge_index, edge_attr,
+                                return_attention_weights, batch,
+                                reduce=self.aggregators)
+        num_dst = attended.x_dst.size(0)
         in_degree = degree(edge_index[1], num_dst, dtype=torch.long)
-        features = self._scale(result.out, in_degree)  # [N, H, S*A, C]
+        features = self._scale(attended.attention.out, in_degree)
         if self.include_self:
-            if bipartite and x_src.size(-1) != x_dst.size(-1):
-                raise ValueError("include_self needs equal source and target "
-                                 "feature sizes for bipartite inputs")
-            self_value = value if not bipartite else self.lin_value(
-                x_dst).view(-1, self.heads, self.out_channels)
+            self_value = attended.value
+            if attended.bipartite:
+                if attended.x_dst.size(-1) != self.lin_value.in_channels:
+                    raise ValueError("include_self needs equal source and "
+                                     "target feature sizes for bipartite "
+                                     "inputs")
+                self_value = self.lin_value(attended.x_dst).view(
+                    -1, self.heads, self.out_channels)
             features = torch.cat([self_value.unsqueeze(2), features], dim=2)
         h = self.mixer(features.reshape(num_dst, self.heads, -1))
-        out = self._combine_heads(h, x_dst)
-        if need_weights:
-            return out, (result.edge_index, result.alpha)
-        return out
+        return self._finish(h, attended)
 
     def _extra_repr_args(self) -> str:
         return (f"aggregators={list(self.aggregators)}, "

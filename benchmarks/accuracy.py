@@ -1,0 +1,98 @@
+"""The accuracy report: data sets x models, 10 seeds for Planetoid and 10
+folds for TU data sets, with the packaged (validation-tuned) defaults.
+
+    TGNN_DATA_MIRROR=../shared/data python benchmarks/accuracy.py
+
+Writes ``benchmarks/results/accuracy.json`` after every finished cell (so an
+interrupted report resumes) and ``benchmarks/results/accuracy.md`` with mean
+± std next to the published anchors."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import RESULTS, machine
+from tgnn_transformers.train import resolve_config, run_experiment
+
+PUBLISHED = {  # public split / 10-fold, accuracy in %
+    ("node", "cora"): "GAT 83.0 ± 0.7, GCN 81.5",
+    ("node", "citeseer"): "GAT 72.5 ± 0.7, GCN 70.3",
+    ("graph", "mutag"): "GIN 89.4 ± 5.6",
+    ("graph", "proteins"): "GIN 76.2 ± 2.8",
+}
+MATRIX = [
+    ("node", "cora", ["mha", "gin-attention", "pna-attention",
+                      "graph-transformer", "gat", "gcn", "transformerconv"]),
+    ("node", "citeseer", ["mha", "gin-attention", "gat", "gcn",
+                          "transformerconv"]),
+    ("graph", "mutag", ["mha", "gin-attention", "pna-attention", "gat"]),
+    ("graph", "proteins", ["mha", "gin-attention", "gat"]),
+]
+ATTENTION = {"mha", "gin-attention", "pna-attention", "graph-transformer"}
+
+
+def render(cells, total_time):
+    lines = ["# Accuracy report", "",
+             "Test accuracy (%), mean ± std over 10 seeds (Planetoid, public "
+             "split) or 10 stratified folds (TU, a tenth of the training "
+             "graphs held out for early stopping), hyper-parameters from "
+             "`tgnn_transformers/configs/defaults.json` (selected on "
+             "validation accuracy, `benchmarks/tune.py`). Written by "
+             "`benchmarks/accuracy.py`.", "",
+             "| task | data set | model | ours? | test acc | val acc | runs |"
+             " seconds | published |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        t, v = c["test"], c["val"]
+        lines.append(
+            f"| {c['task']} | {c['dataset']} | {c['model']} | "
+            f"{'yes' if c['model'] in ATTENTION else 'PyG baseline'} | "
+            f"{100 * t['mean']:.1f} ± {100 * t['std']:.1f} | "
+            f"{100 * v['mean']:.1f} | {t['n']} | {c['seconds']:.0f} | "
+            f"{PUBLISHED.get((c['task'], c['dataset']), '')} |")
+    m = cells[0]["machine"] if cells else machine()
+    lines += ["", f"Machine: {m['cpus']} CPU cores, torch {m['torch']}, PyG "
+              f"{m['torch_geometric']}. Total wall time "
+              f"{total_time / 60:.0f} min."]
+    (RESULTS / "accuracy.md").write_text("\n".join(lines) + "\n")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--folds", type=int, default=10)
+    parser.add_argument("--runs-dir", default="runs/accuracy")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="restrict to these data sets")
+    args = parser.parse_args()
+    path = RESULTS / "accuracy.json"
+    cells = json.loads(path.read_text()) if path.exists() else []
+    done = {(c["task"], c["dataset"], c["model"]) for c in cells}
+    started = time.time()
+    for task, dataset, models in MATRIX:
+        if args.only and dataset not in args.only:
+            continue
+        for model in models:
+            if (task, dataset, model) in done:
+                continue
+            overrides = ({"folds": args.folds} if task == "graph" else
+                         {"seeds": list(range(args.seeds))})
+            config = resolve_config(task, dataset, model, overrides)
+            out = Path(args.runs_dir) / f"{task}-{dataset}-{model}"
+            metrics = run_experiment(config, out, resume=True, quiet=True)
+            cells.append({"task": task, "dataset": dataset, "model": model,
+                          "test": metrics["test"], "val": metrics["val"],
+                          "seconds": metrics["wall_time_s"],
+                          "config": config, "machine": machine()})
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cells, indent=2) + "\n")
+            tmp.replace(path)
+            print(f"{dataset}/{model}: {100 * metrics['test']['mean']:.1f} ±"
+                  f" {100 * metrics['test']['std']:.1f}", flush=True)
+            render(cells, sum(c["seconds"] for c in cells))
+    render(cells, sum(c["seconds"] for c in cells))
+
+
+if __name__ == "__main__":
+    main()
