@@ -63,15 +63,28 @@ def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
 
 
 def node_splits(data: Data, split: int = 0) -> Tuple[torch.Tensor, ...]:
-    """Train/val/test masks; multi-split data sets (LINKX) have one column
-    per split."""
+    """Train/val/test masks.  Multi-split data sets have one mask column per
+    split; data sets without masks (the LINKX Facebook graphs) get the LINKX
+    protocol's random 50/25/25 split of the labelled nodes, seeded by
+    ``split``."""
+    labelled = data.y >= 0
+    if "train_mask" not in data:
+        idx = labelled.nonzero().view(-1)
+        gen = torch.Generator().manual_seed(split)
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        cut1, cut2 = idx.numel() // 2, (3 * idx.numel()) // 4
+        masks = []
+        for part in (idx[:cut1], idx[cut1:cut2], idx[cut2:]):
+            mask = torch.zeros(data.num_nodes, dtype=torch.bool)
+            mask[part] = True
+            masks.append(mask)
+        return tuple(masks)
     masks = []
     for name in ("train_mask", "val_mask", "test_mask"):
         mask = data[name]
         if mask.dim() == 2:
             mask = mask[:, split % mask.size(1)]
         masks.append(mask)
-    labelled = data.y >= 0
     return tuple(m & labelled for m in masks)
 
 
