@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip weight W_skip x_i in the attention convs")
     hp.add_argument("--mlp-multiplier", type=float, dest="mlp_multiplier",
                     help="GIN-Attention MLP width multiplier (gamma)")
+    hp.add_argument("--normalization", choices=["softmax", "relu"],
+                    help="GIN-Attention scores: softmax or non-normalised "
+                    "ReLU (sum-like, keeps degree information)")
     hp.add_argument("--batch-size", type=int, dest="batch_size",
                     help="graphs per batch (graph task)")
     hp.add_argument("--attention", choices=["mha", "gin", "pna"],
@@ -91,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 OVERRIDES = ("epochs", "patience", "hidden", "heads", "out_heads", "layers",
              "lr", "weight_decay", "dropout", "attn_dropout", "batch_size",
-             "root_weight", "mlp_multiplier",
+             "root_weight", "mlp_multiplier", "normalization",
              "attention", "decoder", "checkpoint_every", "folds", "seeds")
 
 

@@ -21,6 +21,7 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                edge_dim: Optional[int] = None,
                mlp_multiplier: float = 0.5,
                mlp_norm: Optional[str] = "layer",
+               normalization: str = "softmax",
                root_weight: bool = True) -> torch.nn.Module:
     """One conv whose output width is ``heads * out_channels`` when
     ``concat`` else ``out_channels`` (heads are averaged)."""
@@ -47,7 +48,8 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                                 edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False,
                                 mlp_multiplier=mlp_multiplier,
-                                mlp_norm=mlp_norm)
+                                mlp_norm=mlp_norm,
+                                normalization=normalization)
     if model == "pna-attention":
         return PNAAttentionConv(in_channels, out_channels, heads=heads_used,
                                 concat=concat, dropout=attn_dropout,

@@ -26,7 +26,8 @@ class ConvStack(torch.nn.Module):
                  attn_dropout: float = 0.6, delta: Optional[float] = None,
                  edge_dim: Optional[int] = None, root_weight: bool = True,
                  mlp_multiplier: float = 0.5,
-                 mlp_norm: Optional[str] = "layer"):
+                 mlp_norm: Optional[str] = "layer",
+                 normalization: str = "softmax"):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"heads={heads} must divide hidden={hidden}")
@@ -41,7 +42,8 @@ class ConvStack(torch.nn.Module):
                               delta=delta, edge_dim=edge_dim,
                               root_weight=root_weight,
                               mlp_multiplier=mlp_multiplier,
-                              mlp_norm=mlp_norm)
+                              mlp_norm=mlp_norm,
+                              normalization=normalization)
             self.convs.append(conv)
             width = hidden
         self.out_channels = out_channels
@@ -92,7 +94,7 @@ def build_encoder(model: str, in_channels: int, out_channels: int,
     hidden = kwargs.pop("hidden")
     if model == "graph-transformer":
         for key in ("out_heads", "root_weight", "mlp_multiplier",
-                    "mlp_norm"):
+                    "mlp_norm", "normalization"):
             kwargs.pop(key, None)
         delta = kwargs.pop("delta", None)
         attention = kwargs.pop("attention", "mha")

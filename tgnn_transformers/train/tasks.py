@@ -15,7 +15,8 @@ from ..nn import average_log_degree, degree_histogram
 from .loop import Task
 
 MODEL_KEYS = ("hidden", "heads", "out_heads", "layers", "dropout",
-              "attn_dropout", "root_weight", "mlp_multiplier", "mlp_norm")
+              "attn_dropout", "root_weight", "mlp_multiplier", "mlp_norm",
+              "normalization")
 
 
 def _model_kwargs(config: Dict[str, Any], delta: Optional[float]) -> Dict:
