@@ -1,0 +1,182 @@
+"""Data sets through PyG's and ogb's own dataset classes, with an offline
+mirror.
+
+Two locations matter:
+
+* the **data root** (``root=`` argument, else ``TGNN_DATA_ROOT``, else
+  ``~/.cache/tgnn_transformers/data``): where the dataset classes keep their
+  ``raw/`` and ``processed/`` folders;
+* the **mirror** (``mirror=`` argument, else ``TGNN_DATA_MIRROR``): a
+  read-only folder laid out like the data root
+  (``planetoid/Cora/raw/ind.cora.x``, ``tudataset/MUTAG/raw/MUTAG_A.txt``,
+  ``linkx/cornell5/raw/data.mat``, ``ogb/ogbn_arxiv/...``).  When it is set,
+  raw files are copied from it instead of downloaded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
+
+import torch
+
+ROOT_ENV = "TGNN_DATA_ROOT"
+MIRROR_ENV = "TGNN_DATA_MIRROR"
+PathLike = Union[str, os.PathLike]
+
+
+class DataSourceError(RuntimeError):
+    """A data set could not be found, copied or read."""
+
+
+def data_root(root: Optional[PathLike] = None) -> Path:
+    """The data root: ``root``, else ``$TGNN_DATA_ROOT``, else
+    ``~/.cache/tgnn_transformers/data``."""
+    if root is None:
+        root = os.environ.get(ROOT_ENV) or (Path.home() / ".cache" /
+                                            "tgnn_transformers" / "data")
+    return Path(root).expanduser()
+
+
+def data_mirror(mirror: Optional[PathLike] = None) -> Optional[Path]:
+    """The offline mirror: ``mirror``, else ``$TGNN_DATA_MIRROR``, else
+    ``None`` (download as usual)."""
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    return Path(mirror).expanduser() if mirror is not None else None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one data set lives below the root/mirror and how to load it."""
+    family: str  # planetoid | tudataset | linkx | ogb
+    name: str  # the name the dataset class takes
+    folder: str  # path below the root holding raw/ (or ogb's tree)
+    raw_files: tuple  # files that must exist below ``folder``
+    task: str  # node | graph
+
+
+def _planetoid(name: str) -> Source:
+    low = name.lower()
+    parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+    return Source("planetoid", name, f"planetoid/{name}",
+                  tuple(f"raw/ind.{low}.{p}" for p in parts), "node")
+
+
+def _tu(name: str) -> Source:
+    return Source("tudataset", name, f"tudataset/{name}",
+                  (f"raw/{name}_A.txt", f"raw/{name}_graph_indicator.txt",
+                   f"raw/{name}_graph_labels.txt"), "graph")
+
+
+def _linkx(name: str) -> Source:
+    return Source("linkx", name, f"linkx/{name}", ("raw/data.mat", ), "node")
+
+
+def _ogb(name: str) -> Source:
+    folder = name.replace("-", "_")
+    return Source("ogb", name, f"ogb/{folder}",
+                  ("raw/edge.csv.gz", "raw/node-label.csv.gz"), "node")
+
+
+SOURCES: Dict[str, Source] = {
+    "cora": _planetoid("Cora"),
+    "citeseer": _planetoid("CiteSeer"),
+    "pubmed": _planetoid("PubMed"),
+    "mutag": _tu("MUTAG"),
+    "proteins": _tu("PROTEINS"),
+    "cornell5": _linkx("cornell5"),
+    "penn94": _linkx("penn94"),
+    "amherst41": _linkx("amherst41"),
+    "johnshopkins55": _linkx("johnshopkins55"),
+    "reed98": _linkx("reed98"),
+    "ogbn-arxiv": _ogb("ogbn-arxiv"),
+    "ogbn-products": _ogb("ogbn-products"),
+}
+
+
+def get_source(name: str) -> Source:
+    key = name.lower()
+    if key not in SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; available: "
+                         f"{', '.join(sorted(SOURCES))}")
+    return SOURCES[key]
+
+
+def _missing(base: Path, files) -> List[str]:
+    return [f for f in files if not (base / f).is_file()]
+
+
+def stage_from_mirror(source: Source, root: Path,
+                      mirror: Optional[Path]) -> None:
+    """Copies the data set's files from the mirror into the root (only what
+    is not there yet).  Raises :class:`DataSourceError` naming the missing
+    file, the mirror and the variable when the mirror lacks them."""
+    target = root / source.folder
+    if mirror is None or not _missing(target, source.raw_files):
+        return
+    origin = mirror / source.folder
+    missing = _missing(origin, source.raw_files)
+    if missing:
+        raise DataSourceError(
+            f"{source.name}: raw file {origin / missing[0]} not found in the "
+            f"data mirror {mirror} (set {MIRROR_ENV} to a folder with "
+            f"{source.folder}/{missing[0]}, or unset it to download)")
+    for path in origin.rglob("*"):
+        if path.is_file() and "processed" not in path.relative_to(
+                origin).parts:
+            dest = target / path.relative_to(origin)
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(dest.name + ".partial")
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, dest)
+
+
+def _load_ogb(source: Source, root: Path):
+    from .ogb import load_ogb_node_dataset
+    return load_ogb_node_dataset(source.name, root / "ogb")
+
+
+def _construct(source: Source, root: Path):
+    from torch_geometric.datasets import LINKXDataset, Planetoid, TUDataset
+    if source.family == "planetoid":
+        return Planetoid(str(root / "planetoid"), source.name)
+    if source.family == "tudataset":
+        return TUDataset(str(root / "tudataset"), source.name)
+    if source.family == "linkx":
+        return LINKXDataset(str(root / "linkx"), source.name)
+    return _load_ogb(source, root)
+
+
+def load_dataset(name: str, root: Optional[PathLike] = None,
+                 mirror: Optional[PathLike] = None):
+    """Loads a data set by name (``cora``, ``citeseer``, ``pubmed``,
+    ``mutag``, ``proteins``, ``cornell5`` and the other LINKX Facebook
+    graphs, ``ogbn-arxiv``, ``ogbn-products``) with its dataset class.
+
+    Raw files come from the mirror when one is set.  Errors name the file,
+    the mirror path and the variable to set.
+    """
+    source = get_source(name)
+    root, mirror = data_root(root), data_mirror(mirror)
+    stage_from_mirror(source, root, mirror)
+    missing = _missing(root / source.folder, source.raw_files)
+    if missing and mirror is not None:  # pragma: no cover - staged above
+        raise DataSourceError(f"{source.name}: {missing[0]} missing")
+    try:
+        return _construct(source, root)
+    except DataSourceError:
+        raise
+    except Exception as exc:  # corrupt or truncated raw files
+        where = root / source.folder / "raw"
+        hint = (f"copied from the data mirror {mirror} ({MIRROR_ENV})"
+                if mirror is not None else
+                f"no mirror set: set {MIRROR_ENV} to an offline copy")
+        shutil.rmtree(root / source.folder / "processed", ignore_errors=True)
+        raise DataSourceError(
+            f"{source.name}: could not read the raw files in {where} "
+            f"({hint}): {type(exc).__name__}: {exc}. Delete {where} to copy "
+            "them again.") from exc
