@@ -10,7 +10,6 @@ no ``RELEASE_v<version>.txt`` marker, and loads its processed file with
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 import torch

@@ -163,9 +163,6 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
     source = get_source(name)
     root, mirror = data_root(root), data_mirror(mirror)
     stage_from_mirror(source, root, mirror)
-    missing = _missing(root / source.folder, source.raw_files)
-    if missing and mirror is not None:  # pragma: no cover - staged above
-        raise DataSourceError(f"{source.name}: {missing[0]} missing")
     try:
         return _construct(source, root)
     except DataSourceError:

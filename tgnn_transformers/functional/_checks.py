@@ -17,10 +17,9 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_scripting()
 
 
-def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
-                     num_dst: Optional[int] = None) -> None:
-    """Checks that ``edge_index`` is an integer ``[2, E]`` tensor whose
-    sources lie in ``[0, num_src)`` and targets in ``[0, num_dst)``."""
+def check_edge_index_layout(edge_index: Tensor) -> None:
+    """Checks that ``edge_index`` is an integer ``[2, E]`` tensor (no value
+    is read)."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"edge_index must be a torch.Tensor of shape [2, E], "
                         f"got {type(edge_index).__name__}")
@@ -30,6 +29,13 @@ def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
     if edge_index.dtype not in (torch.long, torch.int32):
         raise TypeError(f"edge_index must hold integers (torch.long or "
                         f"torch.int32), got {edge_index.dtype}")
+
+
+def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
+                     num_dst: Optional[int] = None) -> None:
+    """Checks that ``edge_index`` is an integer ``[2, E]`` tensor whose
+    sources lie in ``[0, num_src)`` and targets in ``[0, num_dst)``."""
+    check_edge_index_layout(edge_index)
     if tracing() or edge_index.numel() == 0:
         return
     lo = int(edge_index.min())

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._cache import cached_on
 from ._checks import (check_batch, check_edge_index, check_per_edge,
                       tracing)
 from .aggregate import aggregate_csr
-from .patterns import recognize_sequence_pattern
+from .patterns import lengths_to_ptr, recognize_sequence_pattern
 from .softmax import edge_softmax
 from .sparse_ops import (build_graph_index, edge_dot, graph_index,
                          sddmm)
@@ -103,8 +104,7 @@ class _PaddedLayout:
     def __init__(self, lengths: Tensor, num_nodes: int):
         self.batch_size = lengths.numel()
         self.max_len = int(lengths.max()) if lengths.numel() else 0
-        ptr = torch.zeros_like(lengths)
-        ptr[1:] = torch.cumsum(lengths, 0)[:-1]
+        ptr = lengths_to_ptr(lengths)
         graph = torch.repeat_interleave(
             torch.arange(self.batch_size, device=lengths.device), lengths)
         position = torch.arange(num_nodes, device=lengths.device) - ptr[graph]
@@ -146,17 +146,14 @@ class _PaddedLayout:
 DENSE_MASKED_MAX_BYTES = int(os.environ.get("TGNN_DENSE_MAX_BYTES", 2**31))
 
 
-def _dense_too_large(lengths: Tensor, heads: int, element_size: int,
+def _dense_too_large(layout: _PaddedLayout, heads: int, element_size: int,
                      causal: bool) -> Optional[str]:
     """Why the dense path would not fit, or None.  Unmasked (equal-length
     or causal) SDPA runs fused kernels in O(L) memory; a key-padding mask
     may make it materialise ``[B, H, L, L]`` scores."""
-    if causal or lengths.numel() == 0:
+    if causal or not layout.ragged:
         return None
-    max_len = int(lengths.max())
-    if bool((lengths == max_len).all()):
-        return None
-    size = lengths.numel() * heads * max_len * max_len * element_size
+    size = layout.batch_size * heads * layout.max_len**2 * element_size
     if size > DENSE_MASKED_MAX_BYTES:
         return (f"the padded ragged batch needs a {size / 2**30:.1f} GiB "
                 f"score tensor (limit TGNN_DENSE_MAX_BYTES="
@@ -165,9 +162,8 @@ def _dense_too_large(lengths: Tensor, heads: int, element_size: int,
 
 
 def _dense_attention(query: Tensor, key: Tensor, value: Tensor,
-                     lengths: Tensor, causal: bool, scale, dropout_p: float,
-                     reduce: str) -> Tensor:
-    layout = _PaddedLayout(lengths, query.size(0))
+                     layout: _PaddedLayout, causal: bool, scale,
+                     dropout_p: float) -> Tensor:
     q, k, v = layout.pad(query), layout.pad(key), layout.pad(value)
     if isinstance(scale, Tensor):  # SDPA takes a Python float scale only.
         q, scale = q * scale, 1.0
@@ -299,14 +295,16 @@ def edge_attention(
                 blockers.append("the graph is not a batch of complete or "
                                 "causal token graphs in canonical order")
         if not blockers:
-            reason = _dense_too_large(lengths, heads, query.element_size(),
+            layout = cached_on(edge_index, "padded_layout",
+                               lambda: _PaddedLayout(lengths, num_dst),
+                               batch, num_dst)
+            reason = _dense_too_large(layout, heads, query.element_size(),
                                       pattern == "causal")
             if reason is not None:
                 blockers.append(reason)
         if not blockers:
-            out = _dense_attention(query, key, value, lengths,
-                                   pattern == "causal", scale, dropout_p,
-                                   reduce)
+            out = _dense_attention(query, key, value, layout,
+                                   pattern == "causal", scale, dropout_p)
             return EdgeAttention(out, None, edge_index)
         if backend == "dense":
             raise ValueError("backend='dense' cannot be used here: " +

@@ -8,16 +8,18 @@ order the attention kernels like best and the order
 """
 from __future__ import annotations
 
-import weakref
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ._cache import cached_on
+
 PATTERNS = ("full", "causal", "window", "dilated", "global_random")
 
 
-def _lengths_to_ptr(lengths: Tensor) -> Tensor:
+def lengths_to_ptr(lengths: Tensor) -> Tensor:
+    """``[B]`` segment lengths -> ``[B + 1]`` offsets."""
     ptr = lengths.new_zeros(lengths.numel() + 1)
     torch.cumsum(lengths, 0, out=ptr[1:])
     return ptr
@@ -36,7 +38,7 @@ def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
         sorted by target then source.
     """
     lengths = lengths.long()
-    ptr = _lengths_to_ptr(lengths)
+    ptr = lengths_to_ptr(lengths)
     device = lengths.device
     # Number of edges into each target node: L_b (full) or position + 1.
     graph_of_node = torch.repeat_interleave(
@@ -46,7 +48,7 @@ def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
     target = torch.repeat_interleave(
         torch.arange(position.numel(), device=device), in_degree)
     # Source offset inside the target's run of edges: 0 .. in_degree - 1.
-    edge_ptr = _lengths_to_ptr(in_degree)
+    edge_ptr = lengths_to_ptr(in_degree)
     offset = torch.arange(target.numel(), device=device) - edge_ptr[target]
     source = ptr[graph_of_node][target] + offset
     return torch.stack([source, target])
@@ -63,6 +65,22 @@ def _offsets_edge_index(length: int, offsets: Tensor) -> Tensor:
 def _sorted_unique(edge_index: Tensor, num_nodes: int) -> Tensor:
     key = torch.unique(edge_index[1] * max(num_nodes, 1) + edge_index[0])
     return torch.stack([key % max(num_nodes, 1), key // max(num_nodes, 1)])
+
+
+def check_pattern_arguments(pattern: str, *, window: int = 1,
+                            dilation: int = 1, num_global: int = 1,
+                            num_random: int = 2) -> None:
+    """Raises ``ValueError`` for an unknown pattern or a bad argument."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"unknown pattern {pattern!r}; expected one of "
+                         f"{', '.join(PATTERNS)}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    if num_global < 0 or num_random < 0:
+        raise ValueError("num_global and num_random must be >= 0, got "
+                         f"{num_global} and {num_random}")
 
 
 def sequence_edge_index(length: int, pattern: str = "full", *,
@@ -86,19 +104,11 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
         seed: seed of the random edges (the result is a function of its
             arguments).
     """
-    if pattern not in PATTERNS:
-        raise ValueError(f"unknown pattern {pattern!r}; expected one of "
-                         f"{', '.join(PATTERNS)}")
+    check_pattern_arguments(pattern, window=window, dilation=dilation,
+                            num_global=num_global, num_random=num_random)
     length = int(length)
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
-    if window < 0:
-        raise ValueError(f"window must be >= 0, got {window}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
-    if num_global < 0 or num_random < 0:
-        raise ValueError("num_global and num_random must be >= 0, got "
-                         f"{num_global} and {num_random}")
     if pattern in ("full", "causal"):
         return complete_edge_index(torch.tensor([length]),
                                    causal=pattern == "causal")
@@ -127,11 +137,6 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
 # --------------------------------------------------------------------------
 # Recognising complete and causal token graphs (for the dense attention path)
 # --------------------------------------------------------------------------
-
-# id(edge_index) -> (weakref, version, batch weakref, batch version,
-#                   num_nodes, result)
-_PATTERN_CACHE: Dict[int, tuple] = {}
-
 
 def _graph_lengths(batch: Optional[Tensor], num_nodes: int,
                    device: torch.device) -> Tensor:
@@ -168,23 +173,6 @@ def recognize_sequence_pattern(
     ``edge_index`` tensor (keyed on identity and in-place version), so the
     layers of one model and the epochs of a training run pay it once.
     """
-    key = id(edge_index)
-    hit = _PATTERN_CACHE.get(key)
-    if hit is not None:
-        ref, version, batch_ref, batch_version, cached_n, result = hit
-        same_batch = (batch is None and batch_ref is None) or (
-            batch is not None and batch_ref is not None
-            and batch_ref() is batch and batch_version == batch._version)
-        if (ref() is edge_index and version == edge_index._version
-                and same_batch and cached_n == num_nodes):
-            return result
-    result = _recognize(edge_index, batch, num_nodes)
-
-    def _drop(_, key=key):
-        _PATTERN_CACHE.pop(key, None)
-
-    batch_ref = weakref.ref(batch) if batch is not None else None
-    batch_version = batch._version if batch is not None else None
-    _PATTERN_CACHE[key] = (weakref.ref(edge_index, _drop), edge_index._version,
-                           batch_ref, batch_version, num_nodes, result)
-    return result
+    return cached_on(edge_index, "sequence_pattern",
+                     lambda: _recognize(edge_index, batch, num_nodes), batch,
+                     num_nodes)

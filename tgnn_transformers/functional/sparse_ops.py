@@ -22,12 +22,13 @@ cached with it (across layers and epochs).
 from __future__ import annotations
 
 import warnings
-import weakref
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
+
+from ._cache import cached_on
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in "
                         "beta state")
@@ -80,6 +81,11 @@ class GraphIndex:
         return out
 
 
+def _edge_chunks(num_edges: int) -> Iterator[slice]:
+    for start in range(0, num_edges, EDGE_CHUNK):
+        yield slice(start, start + EDGE_CHUNK)
+
+
 def _pointers(sorted_index: Tensor, size: int) -> Tensor:
     ptr = torch.zeros(size + 1, dtype=torch.long, device=sorted_index.device)
     ptr[1:] = torch.cumsum(torch.bincount(sorted_index, minlength=size), 0)
@@ -100,31 +106,13 @@ def build_graph_index(edge_index: Tensor, num_src: int,
                       to_csc)
 
 
-# id(edge_index) -> (weakref, version, num_src, num_dst, GraphIndex)
-_INDEX_CACHE: Dict[int, tuple] = {}
-
-
 def graph_index(edge_index: Tensor, num_src: int,
                 num_dst: int) -> GraphIndex:
     """The cached :class:`GraphIndex` of ``edge_index`` (rebuilt when the
     tensor is modified in place or freed)."""
-    key = id(edge_index)
-    hit = _INDEX_CACHE.get(key)
-    if hit is not None:
-        ref, version, n_src, n_dst, index = hit
-        if (ref() is edge_index and version == edge_index._version
-                and (n_src, n_dst) == (num_src, num_dst)):
-            return index
-    index = build_graph_index(edge_index, num_src, num_dst)
-    if torch.compiler.is_compiling():
-        return index
-
-    def _drop(_, key=key):
-        _INDEX_CACHE.pop(key, None)
-
-    _INDEX_CACHE[key] = (weakref.ref(edge_index, _drop), edge_index._version,
-                         num_src, num_dst, index)
-    return index
+    return cached_on(edge_index, "graph_index",
+                     lambda: build_graph_index(edge_index, num_src, num_dst),
+                     num_src, num_dst)
 
 
 # --------------------------------------------------------------------------
@@ -217,8 +205,7 @@ class _EdgeDot(torch.autograd.Function):
         ctx.index = index
         ctx.save_for_backward(node, edge)
         out = node.new_empty(index.num_edges, node.size(1))
-        for start in range(0, index.num_edges, EDGE_CHUNK):
-            part = slice(start, start + EDGE_CHUNK)
+        for part in _edge_chunks(index.num_edges):
             out[part] = (node[index.dst[part]] * edge[part]).sum(-1)
         return out
 
@@ -230,8 +217,7 @@ class _EdgeDot(torch.autograd.Function):
             else None
         grad_edge = torch.empty_like(edge) if ctx.needs_input_grad[1] \
             else None
-        for start in range(0, index.num_edges, EDGE_CHUNK):
-            part = slice(start, start + EDGE_CHUNK)
+        for part in _edge_chunks(index.num_edges):
             g = grad[part].unsqueeze(-1)
             if grad_node is not None:
                 grad_node.index_add_(0, index.dst[part], g * edge[part])
@@ -248,8 +234,7 @@ class _EdgeWeightedSum(torch.autograd.Function):
         ctx.index = index
         ctx.save_for_backward(weight, edge)
         out = edge.new_zeros(index.num_dst, edge.size(1), edge.size(2))
-        for start in range(0, index.num_edges, EDGE_CHUNK):
-            part = slice(start, start + EDGE_CHUNK)
+        for part in _edge_chunks(index.num_edges):
             out.index_add_(0, index.dst[part],
                            weight[part].unsqueeze(-1) * edge[part])
         return out
@@ -260,8 +245,7 @@ class _EdgeWeightedSum(torch.autograd.Function):
         index = ctx.index
         grad_w = torch.empty_like(weight) if ctx.needs_input_grad[0] else None
         grad_e = torch.empty_like(edge) if ctx.needs_input_grad[1] else None
-        for start in range(0, index.num_edges, EDGE_CHUNK):
-            part = slice(start, start + EDGE_CHUNK)
+        for part in _edge_chunks(index.num_edges):
             g = grad[index.dst[part]]
             if grad_w is not None:
                 grad_w[part] = (g * edge[part]).sum(-1)

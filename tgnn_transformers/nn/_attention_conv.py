@@ -15,7 +15,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 
 from ..functional import BACKENDS, EdgeAttention, edge_attention
-from ..functional._checks import check_edge_index
+from ..functional._checks import check_edge_index_layout
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
@@ -182,7 +182,8 @@ class AttentionConvBase(MessagePassing):
         """Checks the inputs and returns ``(x_src, x_dst, bipartite, query,
         key, value, edge_term)`` with per-head ``[N, H, C]`` projections."""
         x_src, x_dst, bipartite = self._split_input(x)
-        check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
+        # Index ranges are checked once, by the kernel.
+        check_edge_index_layout(edge_index)
         H, C = self.heads, self.out_channels
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)

@@ -130,13 +130,12 @@ class GINAttentionConv(AttentionConvBase):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if hasattr(self, "mlp"):  # called again once the layer is built
-            self.eps.data.fill_(self.initial_eps)
-            if self.sharpen is not None:
-                self.sharpen.data.fill_(1.0)
-            if self.lin_self is not None:
-                self.lin_self.reset_parameters()
-            self.mlp.reset_parameters()
+        self.eps.data.fill_(self.initial_eps)
+        if self.sharpen is not None:
+            self.sharpen.data.fill_(1.0)
+        if self.lin_self is not None:
+            self.lin_self.reset_parameters()
+        self.mlp.reset_parameters()
 
     def forward(
         self,

@@ -7,6 +7,7 @@ from torch import Tensor
 from torch_geometric.utils import degree
 
 from ..functional import REDUCTIONS
+from ..functional.sparse_ops import graph_index
 from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
                               NodeFeatures)
 from .headwise import HeadwiseLinear, HeadwiseMLP
@@ -152,8 +153,7 @@ class PNAAttentionConv(AttentionConvBase):
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        if hasattr(self, "mixer"):
-            self.mixer.reset_parameters()
+        self.mixer.reset_parameters()
 
     def _scale(self, aggregated: Tensor, in_degree: Tensor) -> Tensor:
         """``[N, H, A, C]`` -> ``[N, H, S * A, C]``."""
@@ -182,7 +182,9 @@ class PNAAttentionConv(AttentionConvBase):
                                 return_attention_weights, batch,
                                 reduce=self.aggregators)
         num_dst = attended.x_dst.size(0)
-        in_degree = degree(edge_index[1], num_dst, dtype=torch.long)
+        # The kernel has built (and cached) the graph's CSR index.
+        in_degree = graph_index(edge_index, attended.value.size(0),
+                                num_dst).dst_ptr.diff()
         features = self._scale(attended.attention.out, in_degree)
         if self.include_self:
             self_value = attended.value

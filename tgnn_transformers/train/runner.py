@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from ..data import load_dataset
-from .io import load_checkpoint, write_csv, write_json
+from .io import load_checkpoint, save_checkpoint, write_csv, write_json
 from .loop import fit, seed_everything
 from .tasks import graph_task, link_task, node_task
 
@@ -132,7 +132,6 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
     ckpt_dir = out / "checkpoints"
     started = time.time()
     dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results, history = [], []
     for run in _runs(config):
         name = _run_name(run)
@@ -158,7 +157,6 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
                      "history": result.history,
                      "metric": task.metric,
                      "seconds": time.time() - t0}
-            from .io import save_checkpoint
             save_checkpoint(state, done)
             if not quiet:
                 log.info("%s: best epoch %d, val %.4f, test %.4f", name,

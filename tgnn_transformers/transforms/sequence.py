@@ -9,7 +9,8 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import to_dense_batch
 
-from ..functional.patterns import PATTERNS, sequence_edge_index
+from ..functional.patterns import (check_pattern_arguments,
+                                   sequence_edge_index)
 
 
 def sequence_to_graph(x: Union[Tensor, Data], pattern: str = "full", *,
@@ -72,13 +73,9 @@ class SequenceToGraph(BaseTransform):
     def __init__(self, pattern: str = "full", *, window: int = 1,
                  dilation: int = 1, num_global: int = 1, num_random: int = 2,
                  seed: int = 0):
-        if pattern not in PATTERNS:
-            raise ValueError(f"unknown pattern {pattern!r}; expected one of "
-                             f"{', '.join(PATTERNS)}")
-        if window < 0:
-            raise ValueError(f"window must be >= 0, got {window}")
-        if dilation < 1:
-            raise ValueError(f"dilation must be >= 1, got {dilation}")
+        check_pattern_arguments(pattern, window=window, dilation=dilation,
+                                num_global=num_global,
+                                num_random=num_random)
         self.pattern = pattern
         self.kwargs = dict(window=window, dilation=dilation,
                            num_global=num_global, num_random=num_random,
