@@ -9,6 +9,7 @@ call into these.
     edge_attention
     attention_aggregate
     sparsify_attention
+    feature_dropout
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
@@ -16,6 +17,7 @@ call into these.
 from .aggregate import REDUCTIONS, attention_aggregate
 from .attention import (BACKENDS, EdgeAttention, edge_attention,
                         sparsify_attention)
+from .dropout import feature_dropout
 from .patterns import (PATTERNS, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
@@ -26,6 +28,7 @@ __all__ = [
     "EdgeAttention",
     "attention_aggregate",
     "sparsify_attention",
+    "feature_dropout",
     "sequence_edge_index",
     "complete_edge_index",
     "recognize_sequence_pattern",

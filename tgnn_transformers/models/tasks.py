@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import global_add_pool, global_mean_pool
 
+from ..functional import feature_dropout
 from ..nn import GraphTransformer
 from .convs import build_conv, call_conv
 
@@ -52,7 +53,8 @@ class ConvStack(torch.nn.Module):
                 edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None) -> Tensor:
         for i, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
+            # feature_dropout: the input features may be a sparse tensor.
+            x = feature_dropout(x, self.dropout, self.training)
             x = call_conv(conv, x, edge_index, edge_attr, batch)
             if i < len(self.convs) - 1:
                 x = F.elu(x)
@@ -82,7 +84,7 @@ class TransformerStack(torch.nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None) -> Tensor:
-        x = self.input(F.dropout(x, self.dropout, self.training))
+        x = self.input(feature_dropout(x, self.dropout, self.training))
         x = self.encoder(x, edge_index, edge_attr, batch)
         return self.head(F.dropout(x, self.dropout, self.training))
 
