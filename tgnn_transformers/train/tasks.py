@@ -161,8 +161,21 @@ def _with_features(dataset):
         if g.x is None:
             g.x = torch.ones(g.num_nodes, 1)
         g.x = g.x.float()
+        if g.get("edge_attr") is not None:
+            g.edge_attr = g.edge_attr.float().view(g.num_edges, -1)
         graphs.append(g)
     return graphs
+
+
+def _edge_dim(graphs, config: Dict[str, Any]) -> Optional[int]:
+    """Width of the edge features the convs attend with (MUTAG's bond
+    types), or ``None`` without them or with ``edge_features: false``."""
+    attr = graphs[0].get("edge_attr")
+    if not config.get("edge_features", True) or attr is None:
+        return None
+    if config["model"] in ("gcn", "sage"):
+        return None  # these baselines take no edge features
+    return attr.size(1)
 
 
 def graph_task(dataset, config: Dict[str, Any], fold: int,
@@ -177,10 +190,20 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
     rest = rest[torch.randperm(rest.numel(), generator=gen)]
     n_val = max(1, rest.numel() // 9)  # ~10% of all graphs for validation
     val_idx, train_idx = rest[:n_val], rest[n_val:]
+    edge_dim = _edge_dim(graphs, config)
+    if not edge_dim:
+        for g in graphs:
+            if "edge_attr" in g:
+                del g.edge_attr
     if config.get("self_loops", True):
         for g in graphs:
-            g.edge_index, _ = add_remaining_self_loops(g.edge_index,
-                                                       num_nodes=g.num_nodes)
+            # Self loops get an all-zero edge feature: no bond type.
+            edge_index, edge_attr = add_remaining_self_loops(
+                g.edge_index, g.get("edge_attr"), fill_value=0.0,
+                num_nodes=g.num_nodes)
+            g.edge_index = edge_index
+            if edge_attr is not None:
+                g.edge_attr = edge_attr
     delta = _delta([graphs[i].edge_index for i in train_idx],
                    [graphs[i].num_nodes for i in train_idx])
     subset = lambda idx: [graphs[i] for i in idx]  # noqa: E731
@@ -192,6 +215,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         "test": DataLoader(subset(test_idx), batch_size=256),
     }
     kwargs = _model_kwargs(config, delta)
+    kwargs["edge_dim"] = edge_dim
     hidden = kwargs.pop("hidden")
     dropout = kwargs.pop("dropout")
     model = GraphClassifier(config["model"], graphs[0].num_features,
@@ -206,7 +230,8 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         for batch in loaders["train"]:
             optimizer.zero_grad()
             loss = F.cross_entropy(model(batch.x, batch.edge_index,
-                                         batch.batch), batch.y)
+                                         batch.batch, batch.edge_attr),
+                                   batch.y)
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.num_graphs
@@ -218,7 +243,8 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         model.eval()
         correct, loss, count = 0, 0.0, 0
         for batch in loader:
-            out = model(batch.x, batch.edge_index, batch.batch)
+            out = model(batch.x, batch.edge_index, batch.batch,
+                        batch.edge_attr)
             loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
             correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
