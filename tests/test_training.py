@@ -43,10 +43,11 @@ def test_node_task_cli(model, env):
     assert metrics["config"]["lr"] == 0.005  # from the packaged defaults
 
 
-def test_graph_task_folds(env):
+@pytest.mark.parametrize("model", ["gin-attention", "gin"])
+def test_graph_task_folds(model, env):
     out = env / "out"
     assert main(["train", "--task", "graph", "--dataset", "mutag", "--model",
-                 "gin-attention", "--folds", "3", "--epochs", "2",
+                 model, "--folds", "3", "--epochs", "2",
                  "--hidden", "16", "--out", str(out), "--quiet"]) == 0
     check_outputs(out, runs=3)
 

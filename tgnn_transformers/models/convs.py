@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch_geometric.nn import GATConv, GCNConv, SAGEConv, TransformerConv
+from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
+                                TransformerConv)
 
 from ..nn import GINAttentionConv, MultiHeadAttentionConv, PNAAttentionConv
 
 ATTENTION_MODELS = ("mha", "gin-attention", "pna-attention",
                     "graph-transformer")
-BASELINE_MODELS = ("gcn", "gat", "sage", "transformerconv")
+BASELINE_MODELS = ("gcn", "gat", "sage", "gin", "transformerconv")
 MODELS = ATTENTION_MODELS + BASELINE_MODELS
 
 
@@ -25,9 +26,11 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                root_weight: bool = True) -> torch.nn.Module:
     """One conv whose output width is ``heads * out_channels`` when
     ``concat`` else ``out_channels`` (heads are averaged)."""
-    heads_used = heads if model not in ("gcn", "sage") else 1
-    if model in ("gcn", "sage"):
+    heads_used = heads if model not in ("gcn", "sage", "gin") else 1
+    if model in ("gcn", "sage", "gin"):
         width = out_channels * (heads if concat else 1)
+        if model == "gin":  # the GIN paper's layer: 2-layer MLP, BN, ReLU
+            return GINConv(MLP([in_channels, width, width]), train_eps=True)
         cls = GCNConv if model == "gcn" else SAGEConv
         return cls(in_channels, width)
     if model == "gat":
@@ -63,7 +66,7 @@ def call_conv(conv: torch.nn.Module, x, edge_index, edge_attr=None,
               batch=None):
     """Calls a conv the way it accepts: the package's convs take ``batch``
     (for the dense path), PyG's do not, and GCN/SAGE take no edge_attr."""
-    if isinstance(conv, (GCNConv, SAGEConv)):
+    if isinstance(conv, (GCNConv, SAGEConv, GINConv)):
         return conv(x, edge_index)
     if isinstance(conv, (MultiHeadAttentionConv, GINAttentionConv,
                          PNAAttentionConv)):

@@ -72,9 +72,9 @@ SPARSE_FEATURE_DENSITY = 0.1
 def _maybe_sparse(x: torch.Tensor, model: str) -> torch.Tensor:
     """Bag-of-words features as a sparse CSR tensor: the first layer's
     projections and the input dropout then cost per nonzero, not per entry
-    (Cora: 1.3 % nonzero, 2.4x faster epochs).  SAGE indexes raw features
-    before projecting them, which CSR tensors do not support."""
-    if model == "sage" or x.layout != torch.strided or x.dim() != 2:
+    (Cora: 1.3 % nonzero, 2.4x faster epochs).  SAGE and GIN aggregate raw
+    features before projecting them, which CSR tensors do not support."""
+    if model in ("sage", "gin") or x.layout != torch.strided or x.dim() != 2:
         return x
     if torch.count_nonzero(x) > SPARSE_FEATURE_DENSITY * x.numel():
         return x
@@ -173,7 +173,7 @@ def _edge_dim(graphs, config: Dict[str, Any]) -> Optional[int]:
     attr = graphs[0].get("edge_attr")
     if not config.get("edge_features", True) or attr is None:
         return None
-    if config["model"] in ("gcn", "sage"):
+    if config["model"] in ("gcn", "sage", "gin"):
         return None  # these baselines take no edge features
     return attr.size(1)
 
@@ -210,7 +210,6 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
     bs = config["batch_size"]
     loaders = {
         "train": DataLoader(subset(train_idx), batch_size=bs, shuffle=True),
-        "train_eval": DataLoader(subset(train_idx), batch_size=256),
         "val": DataLoader(subset(val_idx), batch_size=256),
         "test": DataLoader(subset(test_idx), batch_size=256),
     }
@@ -224,18 +223,25 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
                             **kwargs)
     optimizer = _optimizer(model, config)
 
+    # Training accuracy is counted during the epoch (in training mode)
+    # rather than by a second pass over the training graphs, which cost a
+    # quarter of the run time on PROTEINS.
+    train_accuracy = [float("nan")]
+
     def train_epoch() -> float:
         model.train()
-        total, count = 0.0, 0
+        total, correct, count = 0.0, 0, 0
         for batch in loaders["train"]:
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(batch.x, batch.edge_index,
-                                         batch.batch, batch.edge_attr),
-                                   batch.y)
+            out = model(batch.x, batch.edge_index, batch.batch,
+                        batch.edge_attr)
+            loss = F.cross_entropy(out, batch.y)
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.num_graphs
+            correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
+        train_accuracy[0] = correct / max(count, 1)
         return total / max(count, 1)
 
     @torch.no_grad()
@@ -252,7 +258,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
 
     def evaluate() -> Dict[str, float]:
         val_acc, val_loss = run(loaders["val"])
-        return {"val_loss": val_loss, "train": run(loaders["train_eval"])[0],
+        return {"val_loss": val_loss, "train": train_accuracy[0],
                 "val": val_acc, "test": run(loaders["test"])[0]}
 
     return Task(model, optimizer, train_epoch, evaluate)
