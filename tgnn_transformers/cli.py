@@ -78,6 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "ReLU (sum-like, keeps degree information)")
     hp.add_argument("--batch-size", type=int, dest="batch_size",
                     help="graphs per batch (graph task)")
+    hp.add_argument("--pool", choices=["add", "mean"],
+                    help="global pooling (graph task)")
+    hp.add_argument("--readout", choices=["last", "layers"],
+                    help="graph task: classify the pooled last layer, or sum "
+                    "one linear head per layer as in GIN")
+    hp.add_argument("--edge-features", dest="edge_features",
+                    action=argparse.BooleanOptionalAction,
+                    help="attend with the data set's edge features (graph "
+                    "task, e.g. MUTAG bond types; default: on)")
+    hp.add_argument("--sparse-features", dest="sparse_features",
+                    action=argparse.BooleanOptionalAction,
+                    help="keep sparse node features as a CSR tensor (node "
+                    "task; default: on)")
     hp.add_argument("--attention", choices=["mha", "gin", "pna"],
                     help="attention inside graph-transformer")
     hp.add_argument("--decoder", choices=["dot", "mlp"],
@@ -95,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 OVERRIDES = ("epochs", "patience", "hidden", "heads", "out_heads", "layers",
              "lr", "weight_decay", "dropout", "attn_dropout", "batch_size",
              "root_weight", "mlp_multiplier", "normalization",
-             "attention", "decoder", "checkpoint_every", "folds", "seeds")
+             "attention", "decoder", "checkpoint_every", "folds", "seeds",
+             "pool", "readout", "edge_features", "sparse_features")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

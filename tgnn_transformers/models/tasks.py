@@ -51,14 +51,19 @@ class ConvStack(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
+                batch: Optional[Tensor] = None,
+                return_layers: bool = False):
+        """The last layer's output, or with ``return_layers`` the input
+        and every layer's output, in order."""
+        layers = [x]
         for i, conv in enumerate(self.convs):
             # feature_dropout: the input features may be a sparse tensor.
             x = feature_dropout(x, self.dropout, self.training)
             x = call_conv(conv, x, edge_index, edge_attr, batch)
             if i < len(self.convs) - 1:
                 x = F.elu(x)
-        return x
+            layers.append(x)
+        return layers if return_layers else x
 
 
 class TransformerStack(torch.nn.Module):
@@ -123,24 +128,48 @@ class NodeClassifier(torch.nn.Module):
 
 
 class GraphClassifier(torch.nn.Module):
-    """Graph classification: node encoder, global pooling, MLP head."""
+    """Graph classification: node encoder, global pooling, and either an
+    MLP head on the pooled last layer (``readout="last"``) or, as in the GIN
+    paper, one linear head per layer on that layer's pooled features
+    (input included), summed (``readout="layers"``): shallow layers keep
+    the counts of small substructures that deep ones smooth away."""
 
     def __init__(self, model: str, in_channels: int, num_classes: int, *,
                  hidden: int = 64, pool: str = "add", dropout: float = 0.5,
-                 **kwargs):
+                 readout: str = "last", **kwargs):
         super().__init__()
         if pool not in ("add", "mean"):
             raise ValueError(f"unknown pool {pool!r}; expected add or mean")
+        if readout not in ("last", "layers"):
+            raise ValueError(f"unknown readout {readout!r}; expected last "
+                             "or layers")
         self.pool = global_add_pool if pool == "add" else global_mean_pool
+        self.readout, self.dropout = readout, dropout
         self.encoder = build_encoder(model, in_channels, hidden,
                                      hidden=hidden, dropout=dropout, **kwargs)
-        self.head = torch.nn.Sequential(
-            torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-            torch.nn.Dropout(dropout), torch.nn.Linear(hidden, num_classes))
+        if readout == "layers":
+            if not isinstance(self.encoder, ConvStack):
+                raise ValueError(f"readout='layers' needs a conv stack; "
+                                 f"{model!r} is a transformer block stack")
+            widths = [in_channels] + [hidden] * len(self.encoder.convs)
+            self.head = torch.nn.ModuleList(
+                torch.nn.Linear(w, num_classes) for w in widths)
+        else:
+            self.head = torch.nn.Sequential(
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Dropout(dropout),
+                torch.nn.Linear(hidden, num_classes))
 
     def forward(self, x, edge_index, batch, edge_attr=None):
-        h = F.elu(self.encoder(x, edge_index, edge_attr, batch))
-        return self.head(self.pool(h, batch))
+        if self.readout == "last":
+            h = F.elu(self.encoder(x, edge_index, edge_attr, batch))
+            return self.head(self.pool(h, batch))
+        layers = self.encoder(x, edge_index, edge_attr, batch,
+                              return_layers=True)
+        layers[-1] = F.elu(layers[-1])
+        return sum(head(F.dropout(self.pool(h, batch), self.dropout,
+                                  self.training))
+                   for head, h in zip(self.head, layers))
 
 
 class LinkPredictor(torch.nn.Module):

@@ -220,6 +220,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
     model = GraphClassifier(config["model"], graphs[0].num_features,
                             int(labels.max()) + 1, hidden=hidden,
                             dropout=dropout, pool=config.get("pool", "add"),
+                            readout=config.get("readout", "last"),
                             **kwargs)
     optimizer = _optimizer(model, config)
 
