@@ -25,7 +25,7 @@ PUBLISHED = {  # public split / 10-fold, accuracy in %
 }
 NODE_MODELS = ["mha", "gin-attention", "pna-attention", "graph-transformer",
                "gat", "gcn", "transformerconv"]
-GRAPH_MODELS = ["mha", "gin-attention", "pna-attention", "graph-transformer",
+GRAPH_MODELS = ["gin-attention", "mha", "pna-attention", "graph-transformer",
                 "gin", "gat", "gcn"]
 MATRIX = [
     ("node", "cora", NODE_MODELS),

@@ -60,7 +60,8 @@ def test_graph_task_attends_with_bond_types(model, data_mirror, tmp_path,
     monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
     dataset = load_dataset("mutag", root=str(tmp_path))
     with_edges = graph_task(dataset, resolve_config(
-        "graph", "mutag", model, {"hidden": 16}), fold=0, seed=0)
+        "graph", "mutag", model, {"hidden": 16, "edge_features": True}),
+        fold=0, seed=0)
     first = with_edges.model.encoder.convs[0]
     assert first.lin_edge is not None and first.lin_edge.in_channels == 4
     assert with_edges.train_epoch() > 0
