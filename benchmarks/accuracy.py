@@ -50,7 +50,9 @@ def render(cells, total_time):
              "epoch, hyper-parameters from "
              "`tgnn_transformers/configs/defaults.json` (selected on "
              "validation accuracy only, `benchmarks/tune.py`, log in "
-             "`tuning.jsonl`). Written by `benchmarks/accuracy.py`.", "",
+             "`tuning.jsonl`). `seconds` is the wall time of the "
+             "invocation that finished the cell (a resumed cell counts only "
+             "its remainder). Written by `benchmarks/accuracy.py`.", "",
              "| task | data set | model | ours? | test acc | val acc | runs |"
              " seconds | published |", "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
