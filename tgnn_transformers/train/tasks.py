@@ -72,8 +72,9 @@ SPARSE_FEATURE_DENSITY = 0.1
 def _maybe_sparse(x: torch.Tensor, model: str) -> torch.Tensor:
     """Bag-of-words features as a sparse CSR tensor: the first layer's
     projections and the input dropout then cost per nonzero, not per entry
-    (Cora: 1.3 % nonzero, 3x faster epochs in bench_e2e.py).  SAGE and GIN aggregate raw
-    features before projecting them, which CSR tensors do not support."""
+    (Cora: 1.3 % nonzero, 3x faster epochs in bench_e2e.py).  SAGE and GIN
+    aggregate raw features before projecting them, which CSR tensors do not
+    support."""
     if model in ("sage", "gin") or x.layout != torch.strided or x.dim() != 2:
         return x
     if torch.count_nonzero(x) > SPARSE_FEATURE_DENSITY * x.numel():
