@@ -14,6 +14,11 @@ ATTENTION_MODELS = ("mha", "gin-attention", "pna-attention",
                     "graph-transformer")
 BASELINE_MODELS = ("gcn", "gat", "sage", "gin", "transformerconv")
 MODELS = ATTENTION_MODELS + BASELINE_MODELS
+# Single-head baselines that take no edge features.
+PLAIN_MODELS = ("gcn", "sage", "gin")
+# Baselines that aggregate raw input features before projecting them, so
+# they cannot take sparse CSR features.
+RAW_FEATURE_MODELS = ("sage", "gin")
 
 
 def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
@@ -26,27 +31,26 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                root_weight: bool = True) -> torch.nn.Module:
     """One conv whose output width is ``heads * out_channels`` when
     ``concat`` else ``out_channels`` (heads are averaged)."""
-    heads_used = heads if model not in ("gcn", "sage", "gin") else 1
-    if model in ("gcn", "sage", "gin"):
+    if model in PLAIN_MODELS:
         width = out_channels * (heads if concat else 1)
         if model == "gin":  # the GIN paper's layer: 2-layer MLP, BN, ReLU
             return GINConv(MLP([in_channels, width, width]), train_eps=True)
         cls = GCNConv if model == "gcn" else SAGEConv
         return cls(in_channels, width)
     if model == "gat":
-        return GATConv(in_channels, out_channels, heads=heads_used,
+        return GATConv(in_channels, out_channels, heads=heads,
                        concat=concat, dropout=attn_dropout, edge_dim=edge_dim)
     if model == "transformerconv":
-        return TransformerConv(in_channels, out_channels, heads=heads_used,
+        return TransformerConv(in_channels, out_channels, heads=heads,
                                concat=concat, dropout=attn_dropout,
                                edge_dim=edge_dim, root_weight=root_weight)
     if model in ("mha", "graph-transformer"):
         return MultiHeadAttentionConv(in_channels, out_channels,
-                                      heads=heads_used, concat=concat,
+                                      heads=heads, concat=concat,
                                       dropout=attn_dropout, edge_dim=edge_dim,
                                       root_weight=root_weight)
     if model == "gin-attention":
-        return GINAttentionConv(in_channels, out_channels, heads=heads_used,
+        return GINAttentionConv(in_channels, out_channels, heads=heads,
                                 concat=concat, dropout=attn_dropout,
                                 edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False,
@@ -54,7 +58,7 @@ def build_conv(model: str, in_channels: int, out_channels: int, heads: int,
                                 mlp_norm=mlp_norm,
                                 normalization=normalization)
     if model == "pna-attention":
-        return PNAAttentionConv(in_channels, out_channels, heads=heads_used,
+        return PNAAttentionConv(in_channels, out_channels, heads=heads,
                                 concat=concat, dropout=attn_dropout,
                                 edge_dim=edge_dim, root_weight=root_weight,
                                 out_proj=False, delta=delta)

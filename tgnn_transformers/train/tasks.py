@@ -11,6 +11,7 @@ from torch_geometric.loader import DataLoader
 from torch_geometric.utils import add_remaining_self_loops, negative_sampling
 
 from ..models import GraphClassifier, LinkPredictor, NodeClassifier
+from ..models.convs import PLAIN_MODELS, RAW_FEATURE_MODELS
 from ..nn import average_log_degree, degree_histogram
 from .loop import Task
 
@@ -72,10 +73,9 @@ SPARSE_FEATURE_DENSITY = 0.1
 def _maybe_sparse(x: torch.Tensor, model: str) -> torch.Tensor:
     """Bag-of-words features as a sparse CSR tensor: the first layer's
     projections and the input dropout then cost per nonzero, not per entry
-    (Cora: 1.3 % nonzero, 3x faster epochs in bench_e2e.py).  SAGE and GIN
-    aggregate raw features before projecting them, which CSR tensors do not
-    support."""
-    if model in ("sage", "gin") or x.layout != torch.strided or x.dim() != 2:
+    (Cora: 1.3 % nonzero, 3x faster epochs in bench_e2e.py)."""
+    if (model in RAW_FEATURE_MODELS or x.layout != torch.strided
+            or x.dim() != 2):
         return x
     if torch.count_nonzero(x) > SPARSE_FEATURE_DENSITY * x.numel():
         return x
@@ -174,8 +174,8 @@ def _edge_dim(graphs, config: Dict[str, Any]) -> Optional[int]:
     attr = graphs[0].get("edge_attr")
     if not config.get("edge_features", True) or attr is None:
         return None
-    if config["model"] in ("gcn", "sage", "gin"):
-        return None  # these baselines take no edge features
+    if config["model"] in PLAIN_MODELS:
+        return None
     return attr.size(1)
 
 
@@ -228,9 +228,10 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
     # Training accuracy is counted during the epoch (in training mode)
     # rather than by a second pass over the training graphs, which cost a
     # quarter of the run time on PROTEINS.
-    train_accuracy = [float("nan")]
+    train_accuracy = float("nan")
 
     def train_epoch() -> float:
+        nonlocal train_accuracy
         model.train()
         total, correct, count = 0.0, 0, 0
         for batch in loaders["train"]:
@@ -243,7 +244,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
             total += loss.item() * batch.num_graphs
             correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
-        train_accuracy[0] = correct / max(count, 1)
+        train_accuracy = correct / max(count, 1)
         return total / max(count, 1)
 
     @torch.no_grad()
@@ -260,7 +261,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
 
     def evaluate() -> Dict[str, float]:
         val_acc, val_loss = run(loaders["val"])
-        return {"val_loss": val_loss, "train": train_accuracy[0],
+        return {"val_loss": val_loss, "train": train_accuracy,
                 "val": val_acc, "test": run(loaders["test"])[0]}
 
     return Task(model, optimizer, train_epoch, evaluate)
