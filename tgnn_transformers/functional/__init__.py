@@ -2,18 +2,26 @@ r"""The functional core: attention on graphs, with no parameters.
 
 Like :mod:`torch.nn.functional`, everything here is a plain function of
 tensors; the layers in :mod:`tgnn_transformers.nn` hold the projections and
-call into these.
+call into these (and only into what this module exports).
 
 .. autosummary::
     edge_softmax
     edge_attention
+    attention_weights
+    attention_dropout
     attention_aggregate
     sparsify_attention
+    in_degree
+    adjacency_to_edge_index
+    adjacency_size
+    check_edge_index_layout
     feature_dropout
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
 """
+from ._checks import check_edge_index_layout
+from .adjacency import adjacency_size, adjacency_to_edge_index, in_degree
 from .aggregate import REDUCTIONS, attention_aggregate
 from .attention import (BACKENDS, EdgeAttention, edge_attention,
                         sparsify_attention)
@@ -21,13 +29,20 @@ from .dropout import feature_dropout
 from .patterns import (PATTERNS, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
+from .weights import attention_dropout, attention_weights
 
 __all__ = [
     "edge_softmax",
     "edge_attention",
     "EdgeAttention",
+    "attention_weights",
+    "attention_dropout",
     "attention_aggregate",
     "sparsify_attention",
+    "in_degree",
+    "adjacency_to_edge_index",
+    "adjacency_size",
+    "check_edge_index_layout",
     "feature_dropout",
     "sequence_edge_index",
     "complete_edge_index",
