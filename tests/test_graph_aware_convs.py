@@ -60,7 +60,8 @@ def pna_reference(conv, x, edge_index):
 
 
 def make_gin(**kw):
-    conv = GINAttentionConv(F_IN, C, heads=H, **kw)
+    conv = GINAttentionConv(F_IN, C, heads=H, root_weight=False,
+                            out_proj=True, **kw)
     with torch.no_grad():  # move eps and the sharpening off their init
         conv.eps.copy_(torch.tensor([0.3, -0.2, 0.5]))
         if conv.sharpen is not None:
@@ -70,7 +71,8 @@ def make_gin(**kw):
 
 def make_pna(edge_index, **kw):
     deg = degree_histogram([edge_index], [N])
-    return PNAAttentionConv(F_IN, C, heads=H, deg=deg, **kw).double()
+    return PNAAttentionConv(F_IN, C, heads=H, deg=deg, root_weight=False,
+                            out_proj=True, **kw).double()
 
 
 GIN_CASES = [dict(), dict(sharpen=False, mlp_multiplier=2.0),

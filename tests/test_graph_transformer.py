@@ -60,12 +60,13 @@ def test_from_torch_encoder_stack():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["mha", "gin", "pna"])
+@pytest.mark.parametrize("attention", ["mha", "gin-attention",
+                                       "pna-attention"])
 @pytest.mark.parametrize("norm", ["layer", "rms", "batch"])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_layer_runs_with_every_attention_and_norm(attention, norm,
                                                   norm_first):
-    kwargs = {"pna": dict(delta=1.2)}.get(attention, {})
+    kwargs = {"pna-attention": dict(delta=1.2)}.get(attention, {})
     model = GraphTransformer(D, HEADS, num_layers=2, attention=attention,
                              attention_kwargs=kwargs, norm=norm,
                              norm_first=norm_first, dropout=0.1)

@@ -1,14 +1,15 @@
 """PyG ``MessagePassing`` layers over the functional core, and the
 transformer block built from them."""
 from .gin_attention_conv import GINAttentionConv
-from .graph_transformer import (FeedForward, GraphTransformer,
-                                GraphTransformerLayer)
+from .graph_transformer import (ATTENTION_CONVS, FeedForward,
+                                GraphTransformer, GraphTransformerLayer)
 from .headwise import HeadwiseLinear, HeadwiseMLP
 from .multi_head_attention_conv import MultiHeadAttentionConv
 from .pna_attention_conv import (PNAAttentionConv, average_log_degree,
                                  degree_histogram)
 
 __all__ = [
+    "ATTENTION_CONVS",
     "MultiHeadAttentionConv",
     "GINAttentionConv",
     "PNAAttentionConv",

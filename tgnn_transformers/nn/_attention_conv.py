@@ -1,43 +1,134 @@
-"""What every attention conv of the package shares: the query, key, value
-and edge projections, the input checks, and the output stage (head
-concatenation or averaging, output projection, root weight and gate).
+r"""What every attention conv of the package shares: the constructor
+arguments, the query, key, value and edge projections, the input checks,
+the call (``forward``), the route to PyG's explain machinery, and the output
+stage (head concatenation or averaging, output projection, root weight and
+gate).
 
-Subclasses differ only in how they turn the kernel's per-head aggregate into
-the new node state; they never compute attention themselves.
+Subclasses differ only in their own keyword-only options, the options they
+hand to the attention kernel (:meth:`AttentionConvBase._kernel_options`),
+and how they turn the kernel's per-head aggregate into the new per-head
+node state (:meth:`AttentionConvBase._update_heads`); they never compute
+attention themselves.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+import inspect
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import (is_sparse, to_torch_coo_tensor,
+                                   to_torch_csr_tensor)
+from torch_geometric.utils.sparse import set_sparse_value
 
-from ..functional import BACKENDS, EdgeAttention, edge_attention
-from ..functional._checks import check_edge_index_layout
+from ..functional import (BACKENDS, EdgeAttention, adjacency_size,
+                          adjacency_to_edge_index, attention_aggregate,
+                          attention_dropout, attention_weights,
+                          check_edge_index_layout, edge_attention,
+                          sparsify_attention)
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
-ConvOutput = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
+ConvOutput = Union[Tensor, Tuple[Tensor, Any]]
+
+#: The documentation of the shared constructor arguments; every conv's
+#: docstring has it in place of the line ``{shared_args}``.
+SHARED_ARGS_DOC = r"""in_channels: size of each input sample, a ``(source, target)`` tuple
+            for bipartite graphs, or ``-1`` for lazy initialisation.
+        out_channels: size of each head's output :math:`C`.
+        heads: number of heads :math:`H`.
+        concat: concatenate the heads (``True``) or average them.
+        beta: gate the skip connection with
+            :math:`\beta_i = \sigma(\mathbf{w}^{\top}[\mathbf{m}_i,
+            \mathbf{x}_r, \mathbf{m}_i - \mathbf{x}_r])`, as in
+            ``TransformerConv`` (only with ``root_weight=True``).
+        dropout: dropout probability on the attention weights.
+        edge_dim: size of edge features, added to keys and values after a
+            linear projection :math:`\mathbf{W}_E`.
+        bias: learn additive biases in the projections.
+        root_weight: add the projected target features
+            :math:`\mathbf{W}_{\mathrm{skip}} \mathbf{x}_i` (PyG's skip).
+        out_proj: apply the output projection :math:`\mathbf{O}` to the
+            combined heads.  The transformer's form is ``out_proj=True,
+            root_weight=False``; ``TransformerConv``'s is the default.
+        backend: ``"auto"``, ``"sparse"`` or ``"dense"`` (see
+            :func:`~tgnn_transformers.functional.edge_attention`).
+        **kwargs: further arguments of
+            :class:`~torch_geometric.nn.conv.MessagePassing`."""
+
+_MESSAGE_PASSING_ARGS = frozenset(
+    inspect.signature(MessagePassing.__init__).parameters) - {"self"}
+
+# MessagePassing's hooks that see (or change) messages or aggregates; any of
+# them registered sends the attention through ``propagate``.
+_PROPAGATION_HOOKS = (
+    "_propagate_forward_pre_hooks",
+    "_propagate_forward_hooks",
+    "_message_forward_pre_hooks",
+    "_message_forward_hooks",
+    "_aggregate_forward_pre_hooks",
+    "_aggregate_forward_hooks",
+)
 
 
 class Attended(NamedTuple):
     """What :meth:`AttentionConvBase._attend` hands to a subclass."""
     x_dst: Tensor
     bipartite: bool
+    edge_index: Tensor  # the input edges (a sparse adjacency's, converted)
     value: Tensor  # [N_src, H, C] per-head values
     attention: EdgeAttention  # the kernel's (out, alpha, edge_index)
     need_weights: bool
+    adjacency: Any  # the sparse adjacency given instead of edge_index
+
+
+def _expand_doc(cls: type) -> None:
+    if cls.__doc__ and "{shared_args}" in cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{shared_args}", SHARED_ARGS_DOC)
 
 
 class AttentionConvBase(MessagePassing):
-    """Base of :class:`MultiHeadAttentionConv`, :class:`GINAttentionConv` and
-    :class:`PNAAttentionConv`; not meant to be used on its own.
+    r"""Base of :class:`MultiHeadAttentionConv`, :class:`GINAttentionConv`
+    and :class:`PNAAttentionConv`; not meant to be used on its own.
 
-    Parameter names follow PyG's ``TransformerConv`` (``lin_query``,
-    ``lin_key``, ``lin_value``, ``lin_edge``, ``lin_skip``, ``lin_beta``) so
-    checkpoints move between the two.
+    It owns the constructor arguments every attention conv shares, with the
+    names, order and defaults of PyG's ``TransformerConv`` (positional as
+    there), plus ``out_proj`` and ``backend``:
+
+    ``(in_channels, out_channels, heads=1, concat=True, beta=False,
+    dropout=0.0, edge_dim=None, bias=True, root_weight=True,
+    out_proj=False, backend="auto", **kwargs)``
+
+    A subclass adds its own options as keyword-only arguments of an
+    ``__init__(self, *args, <options>, **kwargs)`` that forwards the rest
+    here; its ``inspect.signature`` and docstring are completed with the
+    shared arguments automatically.
+
+    Parameter names follow ``TransformerConv`` (``lin_query``, ``lin_key``,
+    ``lin_value``, ``lin_edge``, ``lin_skip``, ``lin_beta``) so checkpoints
+    move between the two.
+
+    **Explaining.**  Normally the attention runs in one fused kernel
+    (:func:`~tgnn_transformers.functional.edge_attention`) and never goes
+    through :meth:`propagate`.  When the layer is being explained
+    (``self.explain`` is ``True``, as PyG's explainers set it) or any of
+    :class:`~torch_geometric.nn.conv.MessagePassing`'s propagate, message
+    or aggregate hooks is registered, it runs through :meth:`propagate`
+    instead, with the same result: :meth:`message` returns the per-edge
+    attention weights ``alpha`` (``[E, H]``, input edge order; message
+    hooks find them as ``msg_kwargs["alpha"]``), PyG's ``explain_message``
+    multiplies the edge mask into them, and :meth:`aggregate` applies the
+    attention dropout and the weighted reduction of the values.  A mask
+    :math:`m` thus scales every message
+    :math:`\alpha_{ij} (\mathbf{v}_j + \mathbf{W}_E \mathbf{e}_{ij})` of
+    its edge, as in PyG's ``TransformerConv``; the weights of an edge's
+    other neighbours are not renormalised.
+
+    Args:
+        {shared_args}
     """
 
     def __init__(
@@ -53,9 +144,12 @@ class AttentionConvBase(MessagePassing):
         root_weight: bool = True,
         out_proj: bool = False,
         backend: str = "auto",
-        head_out_channels: Optional[int] = None,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - _MESSAGE_PASSING_ARGS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword "
+                            f"argument(s) {', '.join(map(repr, unknown))}")
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
         if out_channels <= 0 or heads <= 0:
@@ -81,10 +175,6 @@ class AttentionConvBase(MessagePassing):
                                       isinstance(in_channels, int) else
                                       tuple(in_channels))
         width = heads * out_channels
-        # Width of what a head hands to the output stage (PNA may differ).
-        head_out = out_channels if head_out_channels is None else \
-            head_out_channels
-        self.head_out_channels = head_out
         self.lin_key = Linear(src_channels, width, bias=bias)
         self.lin_query = Linear(dst_channels, width, bias=bias)
         self.lin_value = Linear(src_channels, width, bias=bias)
@@ -93,7 +183,7 @@ class AttentionConvBase(MessagePassing):
         else:
             self.register_parameter("lin_edge", None)
 
-        out_width = heads * head_out if concat else head_out
+        out_width = width if concat else out_channels
         if out_proj:
             self.out_proj = Linear(out_width, out_width, bias=bias)
         else:
@@ -106,6 +196,23 @@ class AttentionConvBase(MessagePassing):
             self.lin_beta = Linear(3 * out_width, 1, bias=False)
         else:
             self.register_parameter("lin_beta", None)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _expand_doc(cls)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        own = inspect.signature(init).parameters.values()
+        if not any(p.kind is p.VAR_POSITIONAL for p in own):
+            return
+        # ``__init__(self, *args, <keyword-only options>, **kwargs)``: show
+        # the shared arguments in place of ``*args``.
+        shared = inspect.signature(AttentionConvBase.__init__)
+        params = list(shared.parameters.values())
+        options = [p for p in own if p.kind is p.KEYWORD_ONLY]
+        init.__signature__ = shared.replace(parameters=params[:-1] + options +
+                                            params[-1:])
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -123,6 +230,74 @@ class AttentionConvBase(MessagePassing):
                 if name.startswith(prefix + "lin_skip."):
                     del state_dict[name]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on the module and on every submodule
+        # before compiling anything.
+        raise RuntimeError(
+            f"{type(self).__name__} does not support TorchScript "
+            "(torch.jit.script): its attention picks a kernel from the graph "
+            "at run time and caches per-graph index data in Python.  Use "
+            "torch.compile(model) instead; it gives the same outputs.")
+
+    # ------------------------------------------------------------------
+    # The call
+    # ------------------------------------------------------------------
+    def forward(
+        self,
+        x: NodeFeatures,
+        edge_index: Union[Tensor, SparseTensor],
+        edge_attr: Optional[Tensor] = None,
+        batch: Optional[Tensor] = None,
+        return_attention_weights: Optional[bool] = None,
+    ) -> ConvOutput:
+        r"""
+        Args:
+            x: node features ``[N, F]``, or a ``(x_src, x_dst)`` pair.
+            edge_index: ``[2, E]`` edges ``j -> i`` (row 0 the sources), or
+                the transposed sparse adjacency ``adj_t`` ``[N_dst, N_src]``
+                as in PyG (a ``torch.sparse`` COO or CSR tensor or a
+                ``torch_sparse.SparseTensor``, entry ``(i, j)`` the edge
+                ``j -> i``); an adjacency's conversion to edges is cached on
+                it.
+            edge_attr: ``[E, edge_dim]`` edge features (with ``edge_dim``),
+                in the order of ``edge_index``'s columns or of the
+                adjacency's (row-major) entries.
+            batch: PyG batch vector; lets the dense path recognise token
+                graphs of different lengths.
+            return_attention_weights: if ``True``, also return the weights
+                ``alpha`` ``[E, H]`` (before dropout): as
+                ``(edge_index, alpha)`` for an ``edge_index``, as
+                ``(adj_t with alpha as values, alpha)`` for a
+                ``torch.sparse`` adjacency and as ``adj_t`` with ``alpha``
+                as values for a ``SparseTensor``.  With GIN-Attention's
+                ``threshold`` / ``top_k`` these describe the kept subgraph.
+        """
+        if isinstance(batch, bool):
+            raise TypeError(
+                "batch got a bool: the arguments are now PyG's order, "
+                "forward(x, edge_index, edge_attr=None, batch=None, "
+                "return_attention_weights=None), so a fourth positional "
+                "argument is the batch vector; pass "
+                "return_attention_weights=True by keyword")
+        adjacency = None
+        if is_sparse(edge_index):
+            adjacency = edge_index
+            edge_index = adjacency_to_edge_index(adjacency)
+        attended = self._attend(x, edge_index, edge_attr,
+                                return_attention_weights, batch, adjacency)
+        return self._finish(self._update_heads(attended), attended)
+
+    def _kernel_options(self) -> Dict[str, Any]:
+        """Keyword arguments of the layer for
+        :func:`~tgnn_transformers.functional.edge_attention` (``scale``,
+        ``normalization``, ``threshold``, ``top_k``, ``reduce``)."""
+        return {}
+
+    def _update_heads(self, attended: Attended) -> Tensor:
+        """The kernel's per-head aggregate -> ``[N_dst, H, C']`` per-head
+        node state, before the output stage."""
+        return attended.attention.out
 
     # ------------------------------------------------------------------
     # Inputs
@@ -193,31 +368,106 @@ class AttentionConvBase(MessagePassing):
 
     def _attend(self, x: NodeFeatures, edge_index: Tensor,
                 edge_attr: Optional[Tensor], return_attention_weights,
-                batch: Optional[Tensor], **kernel_options) -> Attended:
-        """Projections plus the shared kernel, with the layer's dropout and
-        backend; ``kernel_options`` go to :func:`edge_attention`."""
+                batch: Optional[Tensor], adjacency: Any = None) -> Attended:
+        """Projections plus the shared kernel, with the layer's dropout,
+        backend and :meth:`_kernel_options`; through :meth:`propagate` when
+        explaining or hooked."""
         _, x_dst, bipartite, query, key, value, edge_term = self._project(
             x, edge_index, edge_attr)
+        if adjacency is not None:
+            sizes = (value.size(0), query.size(0))
+            if adjacency_size(adjacency) != sizes:
+                num_src, num_dst = adjacency_size(adjacency)
+                raise ValueError(
+                    f"the sparse adjacency has shape [{num_dst}, {num_src}] "
+                    f"but must be [num_dst, num_src] = [{sizes[1]}, "
+                    f"{sizes[0]}] (PyG's transposed adjacency adj_t: one "
+                    "row per target node)")
         need_weights = return_attention_weights is True
-        attention = edge_attention(
-            query, key, value, edge_index, edge_key=edge_term,
-            edge_value=edge_term, dropout_p=self.dropout,
-            training=self.training, need_weights=need_weights,
-            batch=None if bipartite else batch, backend=self.backend,
-            **kernel_options)
-        return Attended(x_dst, bipartite, value, attention, need_weights)
+        options = self._kernel_options()
+        if self._propagation_requested():
+            attention = self._propagate_attention(query, key, value,
+                                                  edge_index, edge_term,
+                                                  options)
+        else:
+            attention = edge_attention(
+                query, key, value, edge_index, edge_key=edge_term,
+                edge_value=edge_term, dropout_p=self.dropout,
+                training=self.training, need_weights=need_weights,
+                batch=None if bipartite else batch, backend=self.backend,
+                **options)
+        return Attended(x_dst, bipartite, edge_index, value, attention,
+                        need_weights, adjacency)
 
-    def _finish(self, heads_out: Tensor, attended: Attended) -> ConvOutput:
-        """Output stage, plus ``(edge_index, alpha)`` when asked for."""
-        out = self._combine_heads(heads_out, attended.x_dst)
-        if attended.need_weights:
-            return out, (attended.attention.edge_index,
-                         attended.attention.alpha)
-        return out
+    # ------------------------------------------------------------------
+    # PyG's message passing (explain tools and hooks)
+    # ------------------------------------------------------------------
+    def _propagation_requested(self) -> bool:
+        if self._explain is True:
+            return True
+        return any(len(getattr(self, name)) for name in _PROPAGATION_HOOKS)
+
+    def _propagate_attention(self, query: Tensor, key: Tensor, value: Tensor,
+                             edge_index: Tensor, edge_term: Optional[Tensor],
+                             options: Dict[str, Any]) -> EdgeAttention:
+        """The kernel's computation split at the weights: ``alpha`` in the
+        input edge order, then :meth:`propagate` (message = ``alpha``,
+        aggregate = dropout and the kernel's weighted reduction)."""
+        alpha = attention_weights(
+            query, key, edge_index, edge_key=edge_term,
+            scale=options.get("scale"),
+            normalization=options.get("normalization", "softmax"))
+        alpha_out, edges_out = alpha, edge_index
+        threshold, top_k = options.get("threshold"), options.get("top_k")
+        if threshold is not None or top_k is not None:
+            # Dropped weights become zeros: the messages keep one row per
+            # input edge, as an edge mask needs.
+            alpha_out, edges_out, kept = sparsify_attention(
+                alpha, edge_index, threshold=threshold, top_k=top_k)
+            alpha = alpha.new_zeros(alpha.shape).index_put((kept, ),
+                                                           alpha_out)
+        out = self.propagate(edge_index, alpha=alpha, value=value,
+                             edge_value=edge_term,
+                             size=(value.size(0), query.size(0)))
+        return EdgeAttention(out, alpha_out, edges_out)
+
+    def message(self, alpha: Tensor) -> Tensor:
+        r"""The message of edge :math:`j \to i` is its attention weights
+        :math:`\alpha_{ij}` (``[E, H]``); :meth:`aggregate` weighs the
+        values with them.  (Used only when explaining or hooked.)"""
+        return alpha
+
+    def aggregate(self, inputs: Tensor, value: Tensor,
+                  edge_value: Optional[Tensor], edge_index: Tensor,
+                  dim_size: int) -> Tensor:
+        """Attention dropout on the (possibly masked) weights ``inputs``,
+        then the layer's reductions of the values
+        (:func:`~tgnn_transformers.functional.attention_aggregate`), as the
+        fused kernel computes them.  (Used only when explaining or
+        hooked.)"""
+        weights = attention_dropout(inputs, edge_index, self.dropout,
+                                    self.training, num_src=value.size(0),
+                                    num_dst=dim_size)
+        return attention_aggregate(
+            value, weights, edge_index, dim_size,
+            self._kernel_options().get("reduce", "sum"),
+            edge_value=edge_value)
 
     # ------------------------------------------------------------------
     # Output stage
     # ------------------------------------------------------------------
+    def _finish(self, heads_out: Tensor, attended: Attended) -> ConvOutput:
+        """Output stage, plus the attention weights when asked for."""
+        out = self._combine_heads(heads_out, attended.x_dst)
+        if not attended.need_weights:
+            return out
+        edges, alpha = attended.attention.edge_index, attended.attention.alpha
+        if attended.adjacency is None:
+            return out, (edges, alpha)
+        whole = edges is attended.edge_index
+        return out, _weights_on_adjacency(attended.adjacency, edges, alpha,
+                                          whole)
+
     def _combine_heads(self, out: Tensor, x_dst: Tensor) -> Tensor:
         """``[N, H, C']`` per-head result -> ``[N, out]`` node features."""
         if self.concat:
@@ -258,3 +508,28 @@ class AttentionConvBase(MessagePassing):
         if extra:
             args.append(extra)
         return f"{self.__class__.__name__}({', '.join(args)})"
+
+
+_expand_doc(AttentionConvBase)
+
+
+def _weights_on_adjacency(adj: Any, edges: Tensor, alpha: Tensor,
+                          whole: bool):
+    """The attention weights in the form PyG returns them for a sparse
+    adjacency input: ``(adj_t with alpha as values, alpha)`` for a
+    ``torch.sparse`` tensor, ``adj_t.set_value(alpha)`` for a
+    ``SparseTensor``.  ``whole``: ``edges`` are all of the adjacency's
+    entries, in its order; otherwise a subgraph of it (sparsification)."""
+    if whole:
+        if isinstance(adj, Tensor):
+            return set_sparse_value(adj, alpha), alpha
+        return adj.set_value(alpha, layout="coo")
+    row, col = edges[1], edges[0]
+    if isinstance(adj, Tensor):
+        build = (to_torch_csr_tensor if adj.layout == torch.sparse_csr else
+                 to_torch_coo_tensor)
+        sub = build(torch.stack([row, col]), alpha,
+                    (adj.size(0), adj.size(1)))
+        return sub, sub.values()
+    return SparseTensor(row=row, col=col, value=alpha,
+                        sparse_sizes=adj.sparse_sizes())

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
-from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
-                              NodeFeatures)
+from ._attention_conv import AttentionConvBase, Attended
 from .headwise import HeadwiseMLP
 
 
@@ -46,9 +45,7 @@ class GINAttentionConv(AttentionConvBase):
     The paper's best setting is ``mlp_multiplier=0.5`` with ``sharpen=True``.
 
     Args:
-        in_channels: input size, a ``(source, target)`` tuple, or ``-1``.
-        out_channels: channels per head :math:`C`.
-        heads: number of heads.
+        {shared_args}
         eps: initial :math:`\epsilon`.
         train_eps: make :math:`\epsilon` trainable.
         mlp_multiplier: :math:`\gamma`, the hidden width of each head's MLP
@@ -59,18 +56,16 @@ class GINAttentionConv(AttentionConvBase):
         normalization: ``"softmax"`` or ``"relu"``.
         threshold: drop weights below this value before aggregation.
         top_k: keep only the ``top_k`` largest weights per target and head.
-        concat, beta, dropout, edge_dim, bias, root_weight, out_proj,
-        backend: as in :class:`MultiHeadAttentionConv` (here ``out_proj``
-            defaults to ``True`` and ``root_weight`` to ``False``, the
-            transformer form).
+
+    The options from ``eps`` on are keyword-only.  The shared arguments are
+    those of :class:`MultiHeadAttentionConv`, with its defaults
+    (``root_weight=True, out_proj=False``, ``TransformerConv``'s); the
+    paper's transformer form is ``root_weight=False, out_proj=True``.
     """
 
     def __init__(
         self,
-        in_channels: ChannelSpec,
-        out_channels: int,
-        heads: int = 1,
-        *,
+        *args,
         eps: float = 0.0,
         train_eps: bool = True,
         mlp_multiplier: float = 0.5,
@@ -79,21 +74,11 @@ class GINAttentionConv(AttentionConvBase):
         normalization: str = "softmax",
         threshold: Optional[float] = None,
         top_k: Optional[int] = None,
-        concat: bool = True,
-        beta: bool = False,
-        dropout: float = 0.0,
-        edge_dim: Optional[int] = None,
-        bias: bool = True,
-        root_weight: bool = False,
-        out_proj: bool = True,
-        backend: str = "auto",
         **kwargs,
     ):
-        super().__init__(in_channels, out_channels, heads=heads,
-                         concat=concat, beta=beta, dropout=dropout,
-                         edge_dim=edge_dim, bias=bias,
-                         root_weight=root_weight, out_proj=out_proj,
-                         backend=backend, **kwargs)
+        super().__init__(*args, **kwargs)
+        heads, out_channels = self.heads, self.out_channels
+        in_channels = self.in_channels
         if mlp_multiplier <= 0:
             raise ValueError(f"mlp_multiplier must be > 0, got "
                              f"{mlp_multiplier}")
@@ -120,7 +105,7 @@ class GINAttentionConv(AttentionConvBase):
         if isinstance(in_channels, (tuple, list)) and \
                 in_channels[0] != in_channels[1]:
             self.lin_self = Linear(in_channels[1], heads * out_channels,
-                                   bias=bias)
+                                   bias=self.lin_value.bias is not None)
         else:
             self.register_parameter("lin_self", None)
         hidden = max(1, round(mlp_multiplier * out_channels))
@@ -137,23 +122,14 @@ class GINAttentionConv(AttentionConvBase):
             self.lin_self.reset_parameters()
         self.mlp.reset_parameters()
 
-    def forward(
-        self,
-        x: NodeFeatures,
-        edge_index: Tensor,
-        edge_attr: Optional[Tensor] = None,
-        return_attention_weights: Optional[bool] = None,
-        *,
-        batch: Optional[Tensor] = None,
-    ) -> ConvOutput:
-        """Same call as :meth:`MultiHeadAttentionConv.forward`."""
+    def _kernel_options(self) -> Dict[str, Any]:
         scale = self.out_channels**-0.5
         if self.sharpen is not None:
             scale = self.sharpen * scale
-        attended = self._attend(x, edge_index, edge_attr,
-                                return_attention_weights, batch, scale=scale,
-                                normalization=self.normalization,
-                                threshold=self.threshold, top_k=self.top_k)
+        return dict(scale=scale, normalization=self.normalization,
+                    threshold=self.threshold, top_k=self.top_k)
+
+    def _update_heads(self, attended: Attended) -> Tensor:
         if attended.bipartite:
             lin = self.lin_self if self.lin_self is not None else \
                 self.lin_value
@@ -162,7 +138,7 @@ class GINAttentionConv(AttentionConvBase):
         else:
             self_value = attended.value
         h = (1 + self.eps).view(1, -1, 1) * self_value + attended.attention.out
-        return self._finish(self.mlp(h), attended)
+        return self.mlp(h)
 
     def _extra_repr_args(self) -> str:
         args = [f"mlp_multiplier={self.mlp_multiplier}"]

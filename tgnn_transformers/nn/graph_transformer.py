@@ -2,22 +2,29 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional, Union
+import warnings
+from typing import Dict, Optional, Type, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.norm import BatchNorm
 
+from ._attention_conv import AttentionConvBase
 from .gin_attention_conv import GINAttentionConv
 from .multi_head_attention_conv import MultiHeadAttentionConv
 from .pna_attention_conv import PNAAttentionConv
 
-ATTENTIONS = {
+#: The package-wide names of the attention convs (name -> class), the names
+#: :class:`GraphTransformerLayer` and the model registry accept.
+ATTENTION_CONVS: Dict[str, Type[AttentionConvBase]] = {
     "mha": MultiHeadAttentionConv,
-    "gin": GINAttentionConv,
-    "pna": PNAAttentionConv,
+    "gin-attention": GINAttentionConv,
+    "pna-attention": PNAAttentionConv,
 }
+# Earlier short names, still accepted by GraphTransformerLayer (with a
+# DeprecationWarning) while callers move to the names above.
+_OLD_ATTENTION_NAMES = {"gin": "gin-attention", "pna": "pna-attention"}
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
 
 
@@ -89,8 +96,11 @@ class GraphTransformerLayer(torch.nn.Module):
     Args:
         channels: model width :math:`d`.
         heads: attention heads; must divide ``channels``.
-        attention: ``"mha"``, ``"gin"``, ``"pna"`` or a ready attention conv
-            mapping ``channels`` to ``channels``.
+        attention: a name of :data:`ATTENTION_CONVS` (``"mha"``,
+            ``"gin-attention"``, ``"pna-attention"``) or a ready attention
+            conv mapping ``channels`` to ``channels``.  A named conv is
+            built in the transformer form (``root_weight=False,
+            out_proj=True``) unless ``attention_kwargs`` say otherwise.
         attention_kwargs: extra arguments for the attention conv (e.g.
             ``deg`` for PNA, ``mlp_multiplier`` for GIN).
         ffn_multiplier: hidden width of the feed-forward network.
@@ -125,15 +135,23 @@ class GraphTransformerLayer(torch.nn.Module):
         self.channels, self.heads = channels, heads
         self.norm_first = norm_first
         if isinstance(attention, str):
-            if attention not in ATTENTIONS:
+            if attention in _OLD_ATTENTION_NAMES:
+                new_name = _OLD_ATTENTION_NAMES[attention]
+                warnings.warn(f"attention={attention!r} is deprecated; use "
+                              f"{new_name!r}", DeprecationWarning,
+                              stacklevel=2)
+                attention = new_name
+            if attention not in ATTENTION_CONVS:
                 raise ValueError(f"unknown attention {attention!r}; expected "
-                                 f"one of {', '.join(ATTENTIONS)} or a module")
+                                 f"one of {', '.join(ATTENTION_CONVS)} or a "
+                                 "module")
             kwargs = dict(heads=heads, dropout=attention_dropout,
                           edge_dim=edge_dim, bias=bias, root_weight=False,
                           out_proj=True)
             kwargs.update(attention_kwargs or {})
-            attention = ATTENTIONS[attention](channels, channels // heads,
-                                              **kwargs)
+            attention = ATTENTION_CONVS[attention](channels,
+                                                   channels // heads,
+                                                   **kwargs)
         self.attention = attention
         self.ffn = FeedForward(channels, max(1, round(ffn_multiplier *
                                                       channels)),

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from torch import Tensor
 
-from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
-                              NodeFeatures)
+from ._attention_conv import AttentionConvBase
 
 
 class MultiHeadAttentionConv(AttentionConvBase):
@@ -45,81 +41,31 @@ class MultiHeadAttentionConv(AttentionConvBase):
     edges.
 
     Args:
-        in_channels: size of each input sample, a ``(source, target)`` tuple
-            for bipartite graphs, or ``-1`` for lazy initialisation.
-        out_channels: size of each head's output :math:`C`.
-        heads: number of heads :math:`H`.
-        concat: concatenate the heads (``True``) or average them.
-        beta: gate the skip connection as in ``TransformerConv``.
-        dropout: dropout probability on the attention weights.
-        edge_dim: size of edge features, added to keys and values after a
-            linear projection.
-        bias: learn additive biases in the projections.
-        root_weight: add the projected target features
-            :math:`\mathbf{W}_{\mathrm{skip}} \mathbf{x}_i`.
-        out_proj: apply the output projection :math:`\mathbf{O}` to the
-            combined heads.
-        backend: ``"auto"``, ``"sparse"`` or ``"dense"`` (see
-            :func:`~tgnn_transformers.functional.edge_attention`).
-        **kwargs: further arguments of
-            :class:`~torch_geometric.nn.conv.MessagePassing`.
+        {shared_args}
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
           :math:`((|\mathcal{V}_s|, F_s), (|\mathcal{V}_t|, F_t))`,
-          edge indices :math:`(2, |\mathcal{E}|)`, edge features
-          :math:`(|\mathcal{E}|, D)` *(optional)*, batch vector
+          edge indices :math:`(2, |\mathcal{E}|)` or a sparse transposed
+          adjacency :math:`(|\mathcal{V}_t|, |\mathcal{V}_s|)`, edge
+          features :math:`(|\mathcal{E}|, D)` *(optional)*, batch vector
           :math:`(|\mathcal{V}|)` *(optional)*
         - **output:** :math:`(|\mathcal{V}_t|, H \cdot C)` or
           :math:`(|\mathcal{V}_t|, C)` with ``concat=False``; with
           ``return_attention_weights=True`` also ``(edge_index, alpha)``,
-          ``alpha`` of shape :math:`(|\mathcal{E}|, H)`.
+          ``alpha`` of shape :math:`(|\mathcal{E}|, H)` (for a sparse
+          adjacency, the adjacency with ``alpha`` as values; see
+          :meth:`forward`).
+
+    PyG's explain tools (attention coefficients, edge masks) and
+    message-passing hooks see the attention weights as the messages (see
+    :class:`~tgnn_transformers.nn._attention_conv.AttentionConvBase`);
+    ``torch.jit.script`` is not supported, ``torch.compile`` is.
     """
 
-    def __init__(
-        self,
-        in_channels: ChannelSpec,
-        out_channels: int,
-        heads: int = 1,
-        concat: bool = True,
-        beta: bool = False,
-        dropout: float = 0.0,
-        edge_dim: Optional[int] = None,
-        bias: bool = True,
-        root_weight: bool = True,
-        out_proj: bool = False,
-        backend: str = "auto",
-        **kwargs,
-    ):
-        super().__init__(in_channels, out_channels, heads=heads,
-                         concat=concat, beta=beta, dropout=dropout,
-                         edge_dim=edge_dim, bias=bias,
-                         root_weight=root_weight, out_proj=out_proj,
-                         backend=backend, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.reset_parameters()
-
-    def forward(
-        self,
-        x: NodeFeatures,
-        edge_index: Tensor,
-        edge_attr: Optional[Tensor] = None,
-        return_attention_weights: Optional[bool] = None,
-        *,
-        batch: Optional[Tensor] = None,
-    ) -> ConvOutput:
-        r"""
-        Args:
-            x: node features, or a ``(x_src, x_dst)`` pair.
-            edge_index: ``[2, E]`` edges ``j -> i`` (row 0 the sources).
-            edge_attr: ``[E, edge_dim]`` edge features (with ``edge_dim``).
-            return_attention_weights: if ``True``, also return
-                ``(edge_index, alpha)`` with ``alpha`` of shape ``[E, H]``.
-            batch: PyG batch vector; lets the dense path recognise token
-                graphs of different lengths.
-        """
-        attended = self._attend(x, edge_index, edge_attr,
-                                return_attention_weights, batch)
-        return self._finish(attended.attention.out, attended)
 
     @classmethod
     def from_torch(cls, mha: torch.nn.MultiheadAttention,

@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
-from ..functional import REDUCTIONS
-from ..functional.sparse_ops import graph_index
-from ._attention_conv import (AttentionConvBase, ChannelSpec, ConvOutput,
-                              NodeFeatures)
+from ..functional import REDUCTIONS, in_degree
+from ._attention_conv import AttentionConvBase, Attended
 from .headwise import HeadwiseLinear, HeadwiseMLP
 
 SCALERS = ("identity", "amplification", "attenuation")
@@ -72,8 +70,7 @@ class PNAAttentionConv(AttentionConvBase):
     ``include_self=True``.
 
     Args:
-        in_channels, out_channels, heads: as in
-            :class:`MultiHeadAttentionConv`.
+        {shared_args}
         aggregators: reductions of ``attention_aggregate``
             (default ``("mean", "max", "min", "std")``).
         scalers: any of ``("identity", "amplification", "attenuation")``.
@@ -83,16 +80,16 @@ class PNAAttentionConv(AttentionConvBase):
         delta: :math:`\delta` itself.
         mixer: ``"linear"`` or ``"mlp"``.
         include_self: include :math:`\mathbf{v}_i^h` in the mixer's input.
-        concat, beta, dropout, edge_dim, bias, root_weight, out_proj,
-        backend: as in :class:`GINAttentionConv`.
+
+    The options from ``aggregators`` on are keyword-only.  The shared
+    arguments are those of :class:`MultiHeadAttentionConv`, with its
+    defaults (``root_weight=True, out_proj=False``, ``TransformerConv``'s);
+    the transformer form is ``root_weight=False, out_proj=True``.
     """
 
     def __init__(
         self,
-        in_channels: ChannelSpec,
-        out_channels: int,
-        heads: int = 1,
-        *,
+        *args,
         aggregators: Sequence[str] = ("mean", "max", "min", "std"),
         scalers: Sequence[str] = ("identity", "amplification",
                                   "attenuation"),
@@ -100,21 +97,10 @@ class PNAAttentionConv(AttentionConvBase):
         delta: Optional[float] = None,
         mixer: str = "linear",
         include_self: bool = True,
-        concat: bool = True,
-        beta: bool = False,
-        dropout: float = 0.0,
-        edge_dim: Optional[int] = None,
-        bias: bool = True,
-        root_weight: bool = False,
-        out_proj: bool = True,
-        backend: str = "auto",
         **kwargs,
     ):
-        super().__init__(in_channels, out_channels, heads=heads,
-                         concat=concat, beta=beta, dropout=dropout,
-                         edge_dim=edge_dim, bias=bias,
-                         root_weight=root_weight, out_proj=out_proj,
-                         backend=backend, **kwargs)
+        super().__init__(*args, **kwargs)
+        heads, out_channels = self.heads, self.out_channels
         aggregators, scalers = tuple(aggregators), tuple(scalers)
         if not aggregators or not scalers:
             raise ValueError("aggregators and scalers must not be empty")
@@ -155,9 +141,9 @@ class PNAAttentionConv(AttentionConvBase):
         super().reset_parameters()
         self.mixer.reset_parameters()
 
-    def _scale(self, aggregated: Tensor, in_degree: Tensor) -> Tensor:
+    def _scale(self, aggregated: Tensor, degrees: Tensor) -> Tensor:
         """``[N, H, A, C]`` -> ``[N, H, S * A, C]``."""
-        log_deg = torch.log(in_degree.clamp(min=1).to(aggregated.dtype) +
+        log_deg = torch.log(degrees.clamp(min=1).to(aggregated.dtype) +
                             1).view(-1, 1, 1, 1)
         factors = {
             "identity": None,
@@ -168,24 +154,15 @@ class PNAAttentionConv(AttentionConvBase):
                 for s in self.scalers]
         return torch.cat(outs, dim=2)
 
-    def forward(
-        self,
-        x: NodeFeatures,
-        edge_index: Tensor,
-        edge_attr: Optional[Tensor] = None,
-        return_attention_weights: Optional[bool] = None,
-        *,
-        batch: Optional[Tensor] = None,
-    ) -> ConvOutput:
-        """Same call as :meth:`MultiHeadAttentionConv.forward`."""
-        attended = self._attend(x, edge_index, edge_attr,
-                                return_attention_weights, batch,
-                                reduce=self.aggregators)
+    def _kernel_options(self) -> Dict[str, Any]:
+        return dict(reduce=self.aggregators)
+
+    def _update_heads(self, attended: Attended) -> Tensor:
         num_dst = attended.x_dst.size(0)
-        # The kernel has built (and cached) the graph's CSR index.
-        in_degree = graph_index(edge_index, attended.value.size(0),
-                                num_dst).dst_ptr.diff()
-        features = self._scale(attended.attention.out, in_degree)
+        # Read from the CSR index the kernel has built (and cached).
+        degrees = in_degree(attended.edge_index, attended.value.size(0),
+                            num_dst)
+        features = self._scale(attended.attention.out, degrees)
         if self.include_self:
             self_value = attended.value
             if attended.bipartite:
@@ -196,8 +173,7 @@ class PNAAttentionConv(AttentionConvBase):
                 self_value = self.lin_value(attended.x_dst).view(
                     -1, self.heads, self.out_channels)
             features = torch.cat([self_value.unsqueeze(2), features], dim=2)
-        h = self.mixer(features.reshape(num_dst, self.heads, -1))
-        return self._finish(h, attended)
+        return self.mixer(features.reshape(num_dst, self.heads, -1))
 
     def _extra_repr_args(self) -> str:
         return (f"aggregators={list(self.aggregators)}, "
