@@ -335,7 +335,9 @@ def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
     if bias is not None:
         scores = scores + index.to_csr_order(bias)
     if normalization == "softmax":
-        alpha = edge_softmax(scores, index.dst, index.num_dst)
+        # The scores are in CSR order: the row pointers segment them
+        # (faster on CPU than scattering by index.dst).
+        alpha = edge_softmax(scores, ptr=index.dst_ptr)
     else:
         alpha = F.relu(scores)
     if threshold is not None or top_k is not None:
