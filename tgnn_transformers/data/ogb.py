@@ -3,9 +3,11 @@ unattended and with ``torch.load(weights_only=True)`` (torch >= 2.6).
 
 ``ogb`` asks on standard input whether to re-download when a data folder has
 no ``RELEASE_v<version>.txt`` marker, and loads its processed file with
-``torch.load`` defaults that reject PyG ``Data`` objects under torch's
-``weights_only`` loading.  Both are handled here rather than patched inside
-``ogb``.
+``torch.load`` defaults, which under torch's ``weights_only`` loading reject
+the PyG classes pickled in it.  Both are handled here rather than patched
+inside ``ogb``: the marker is written, and the load runs inside torch's
+scoped allow-list :func:`torch.serialization.safe_globals` naming exactly
+those classes (nothing global changes; ``torch.load`` stays torch's).
 """
 from __future__ import annotations
 
@@ -15,21 +17,24 @@ from pathlib import Path
 import torch
 
 
-@contextlib.contextmanager
-def _trusted_torch_load():
-    """``torch.load`` with ``weights_only=False`` for files this process
-    wrote itself (ogb's processed cache)."""
-    original = torch.load
+def _ogb_safe_globals():
+    """The classes in ``ogb``'s processed file
+    (``torch.save(self.collate([data]))``: a ``Data`` with its storage and
+    attribute records, plus a dict of slice tensors), allowed for
+    ``weights_only`` loading while the block runs.
 
-    def load(*args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return original(*args, **kwargs)
-
-    torch.load = load
-    try:
-        yield
-    finally:
-        torch.load = original
+    ``safe_globals`` removes what it was given on exit, so classes that are
+    already allowed (PyG registers ``Data`` at import) are left out: they
+    must stay allowed afterwards.
+    """
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is None:  # torch < 2.5: weights_only is off by default
+        return contextlib.nullcontext()
+    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import GlobalStorage
+    allowed = torch.serialization.get_safe_globals()
+    return scoped([cls for cls in (Data, DataEdgeAttr, DataTensorAttr,
+                                   GlobalStorage) if cls not in allowed])
 
 
 def _mark_release(name: str, root: Path) -> None:
@@ -56,7 +61,7 @@ def load_ogb_node_dataset(name: str, root: Path):
                           "install 'tgnn_transformers[ogb]'") from exc
     root = Path(root)
     _mark_release(name, root)
-    with _trusted_torch_load():
+    with _ogb_safe_globals():
         dataset = PygNodePropPredDataset(name, root=str(root))
         split = dataset.get_idx_split()
     return dataset, split, Evaluator(name)

@@ -141,9 +141,29 @@ class _PaddedLayout:
         return mask.view(self.batch_size, 1, 1, self.max_len)
 
 
-#: Largest attention-score tensor (bytes) the dense path may materialise
-#: for a key-padding mask; beyond it ``backend="auto"`` stays sparse.
-DENSE_MASKED_MAX_BYTES = int(os.environ.get("TGNN_DENSE_MAX_BYTES", 2**31))
+#: Default of :func:`dense_masked_max_bytes` when ``TGNN_DENSE_MAX_BYTES``
+#: is not set.
+DENSE_MASKED_MAX_BYTES = 2**31
+
+
+def dense_masked_max_bytes() -> int:
+    """Largest attention-score tensor (bytes) the dense path may materialise
+    for a key-padding mask; beyond it ``backend="auto"`` stays sparse.
+
+    Read from the environment variable ``TGNN_DENSE_MAX_BYTES`` at every
+    call (a non-negative integer; unset or empty: ``DENSE_MASKED_MAX_BYTES``).
+    """
+    raw = os.environ.get("TGNN_DENSE_MAX_BYTES", "").strip()
+    if not raw:
+        return DENSE_MASKED_MAX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"TGNN_DENSE_MAX_BYTES must be a non-negative "
+                         f"integer (bytes), got {raw!r}")
+    return value
 
 
 def _dense_too_large(layout: _PaddedLayout, heads: int, element_size: int,
@@ -154,10 +174,10 @@ def _dense_too_large(layout: _PaddedLayout, heads: int, element_size: int,
     if causal or not layout.ragged:
         return None
     size = layout.batch_size * heads * layout.max_len**2 * element_size
-    if size > DENSE_MASKED_MAX_BYTES:
+    limit = dense_masked_max_bytes()
+    if size > limit:
         return (f"the padded ragged batch needs a {size / 2**30:.1f} GiB "
-                f"score tensor (limit TGNN_DENSE_MAX_BYTES="
-                f"{DENSE_MASKED_MAX_BYTES})")
+                f"score tensor (limit TGNN_DENSE_MAX_BYTES={limit})")
     return None
 
 

@@ -30,8 +30,34 @@ from torch import Tensor
 
 from ._cache import cached_on
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in "
-                        "beta state")
+
+_CSR_BETA_WARNING = "Sparse CSR tensor support is in beta state"
+_csr_beta_warning_consumed = False
+
+
+def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor,
+                size: tuple) -> Tensor:
+    """``torch.sparse_csr_tensor`` (indices known valid) without torch's
+    "beta state" ``UserWarning``.
+
+    Torch emits that warning once per process (``TORCH_WARN_ONCE``), at the
+    first compressed sparse tensor, so only the first construction here
+    needs the warnings context; that keeps the (process-wide, not
+    thread-safe) ``warnings.catch_warnings`` off the hot path.  With
+    ``torch.set_warn_always(True)`` the warning repeats, and so does the
+    context.
+    """
+    global _csr_beta_warning_consumed
+    if _csr_beta_warning_consumed and not torch.is_warn_always_enabled():
+        return torch.sparse_csr_tensor(crow, col, values, size,
+                                       check_invariants=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CSR_BETA_WARNING)
+        out = torch.sparse_csr_tensor(crow, col, values, size,
+                                      check_invariants=False)
+    _csr_beta_warning_consumed = True
+    return out
+
 
 #: edges per chunk for the primitives that must gather ``[chunk, H, C]``
 EDGE_CHUNK = 1 << 16
@@ -56,17 +82,14 @@ class GraphIndex:
 
     def csr(self, values: Tensor) -> Tensor:
         """``[N_dst, N_src]`` CSR matrix with ``values`` in CSR order."""
-        return torch.sparse_csr_tensor(self.dst_ptr, self.src, values,
-                                       (self.num_dst, self.num_src),
-                                       check_invariants=False)
+        return _sparse_csr(self.dst_ptr, self.src, values,
+                           (self.num_dst, self.num_src))
 
     def csc_transposed(self, values: Tensor) -> Tensor:
         """``[N_src, N_dst]`` CSR matrix of the transpose; ``values`` in CSR
         order."""
-        return torch.sparse_csr_tensor(self.src_ptr, self.dst_by_src,
-                                       values[self.to_csc],
-                                       (self.num_src, self.num_dst),
-                                       check_invariants=False)
+        return _sparse_csr(self.src_ptr, self.dst_by_src,
+                           values[self.to_csc], (self.num_src, self.num_dst))
 
     def to_csr_order(self, edge_tensor: Optional[Tensor]) -> Optional[Tensor]:
         if edge_tensor is None or self.perm is None:
