@@ -290,6 +290,24 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
                  (n_pos * n_neg))
 
 
+def _pairs_with_negatives(pos: torch.Tensor, edge_index: torch.Tensor,
+                          num_nodes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The positive pairs ``pos`` ``[2, P]`` followed by negative pairs
+    sampled outside ``edge_index``, and their float labels (1 for each
+    positive, 0 for each negative), as ``(pairs, labels)``.
+
+    ``negative_sampling`` is asked for ``P`` negatives but returns fewer
+    when the graph has fewer non-edges (or rejects duplicates), so the
+    labels follow the sizes actually returned.
+    """
+    neg = negative_sampling(edge_index, num_nodes,
+                            num_neg_samples=pos.size(1))
+    pairs = torch.cat([pos, neg], dim=1)
+    labels = torch.cat([torch.ones(pos.size(1), device=pos.device),
+                        torch.zeros(neg.size(1), device=pos.device)])
+    return pairs, labels
+
+
 def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
     from torch_geometric.transforms import RandomLinkSplit
     torch.manual_seed(seed)
@@ -314,12 +332,9 @@ def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
         model.train()
         optimizer.zero_grad()
         z = model.encode(train_data.x, message_edges)
-        pos = train_data.edge_label_index
-        neg = negative_sampling(train_data.edge_index, data.num_nodes,
-                                num_neg_samples=pos.size(1))
-        pairs = torch.cat([pos, neg], dim=1)
-        labels = torch.cat([torch.ones(pos.size(1)),
-                            torch.zeros(neg.size(1))])
+        pairs, labels = _pairs_with_negatives(train_data.edge_label_index,
+                                              train_data.edge_index,
+                                              data.num_nodes)
         loss = F.binary_cross_entropy_with_logits(model.decode(z, pairs),
                                                   labels)
         loss.backward()
@@ -334,12 +349,8 @@ def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
         for name, part in (("train", train_data), ("val", val_data),
                            ("test", test_data)):
             if name == "train":
-                pairs = part.edge_label_index
-                neg = negative_sampling(part.edge_index, data.num_nodes,
-                                        num_neg_samples=pairs.size(1))
-                pairs = torch.cat([pairs, neg], 1)
-                labels = torch.cat([torch.ones(neg.size(1)),
-                                    torch.zeros(neg.size(1))])
+                pairs, labels = _pairs_with_negatives(
+                    part.edge_label_index, part.edge_index, data.num_nodes)
             else:
                 pairs, labels = part.edge_label_index, part.edge_label
             logits = model.decode(z, pairs)
