@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS, machine
+from tgnn_transformers.models import model_names
 from tgnn_transformers.train import resolve_config, run_experiment
 
 PUBLISHED = {  # public split / 10-fold, accuracy in %
@@ -25,10 +26,8 @@ PUBLISHED = {  # public split / 10-fold, accuracy in %
 }
 TARGET = {("node", "cora"): 83.0, ("node", "citeseer"): 72.5,
           ("graph", "mutag"): 89.4, ("graph", "proteins"): 76.2}
-NODE_MODELS = ["mha", "gin-attention", "pna-attention", "graph-transformer",
-               "gat", "gcn", "transformerconv"]
-GRAPH_MODELS = ["gin-attention", "mha", "pna-attention", "graph-transformer",
-                "gin", "gat", "gcn"]
+NODE_MODELS = model_names(compared_on="node")
+GRAPH_MODELS = model_names(compared_on="graph")
 MATRIX = [
     ("node", "cora", NODE_MODELS),
     ("node", "citeseer", NODE_MODELS),
@@ -38,7 +37,7 @@ MATRIX = [
     ("graph", "proteins", ["gin-attention", "mha", "gin", "gat"]),
 ]
 PARTS = RESULTS / "accuracy_parts"
-ATTENTION = {"mha", "gin-attention", "pna-attention", "graph-transformer"}
+ATTENTION = set(model_names("attention"))
 
 
 def render(cells, total_time):

@@ -13,7 +13,7 @@ import torch
 from common import machine, time_it, write_result
 from tgnn_transformers.data import load_dataset
 from tgnn_transformers.train import resolve_config
-from tgnn_transformers.train.tasks import node_task
+from tgnn_transformers.train.recipes import node_recipe
 
 
 def main(argv=None):
@@ -34,7 +34,7 @@ def main(argv=None):
                 ("mha, dense features", "mha", {"sparse_features": False})):
             config = resolve_config("node", name, model, overrides)
             torch.manual_seed(0)
-            task = node_task(dataset[0], dataset.num_classes, config)
+            task = node_recipe(dataset[0], dataset.num_classes, config)
             timing = time_it(task.train_epoch, args.repeats)
             rows.append({"dataset": name, "model": label,
                          "epoch": timing, "config": config})

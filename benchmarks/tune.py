@@ -7,7 +7,7 @@ ranks them by mean validation accuracy; the winners go into
 interrupted search resumes where it stopped).
 
     python benchmarks/tune.py --task node --dataset cora --model mha \
-        --grid '{"root_weight": [true, false], "attn_dropout": [0.3, 0.6]}'
+        --grid '{"root_weight": [true, false], "attention_dropout": [0.3, 0.6]}'
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from tgnn_transformers.train.tasks import (_pairs_with_negatives,
-                                           link_task, roc_auc)
+from tgnn_transformers.train.recipes import (_pairs_with_negatives,
+                                           link_recipe, roc_auc)
 
 
 def _nearly_complete(num_nodes, missing):
@@ -53,7 +53,7 @@ def test_link_task_runs_on_a_nearly_complete_graph():
     data = Data(x=torch.randn(num_nodes, 4), edge_index=edge_index,
                 num_nodes=num_nodes)
     config = resolve_config("link", "cora", "mha")  # 8 nodes: fast anyway
-    task = link_task(data, config, seed=0)
+    task = link_recipe(data, config, seed=0)
     assert math.isfinite(task.train_epoch())
     result = task.evaluate()
     assert 0.0 <= result["train"] <= 1.0

@@ -6,7 +6,7 @@ import torch
 from tgnn_transformers import (GINAttentionConv, MultiHeadAttentionConv,
                                PNAAttentionConv)
 from tgnn_transformers.functional import feature_dropout
-from tgnn_transformers.train.tasks import prepare_node_data
+from tgnn_transformers.train.recipes import prepare_node_data
 
 
 def bag_of_words(n=40, d=30, seed=0):
@@ -61,7 +61,8 @@ def test_node_data_becomes_csr_only_when_sparse_and_supported():
     edge_index = torch.tensor([[0, 1], [1, 0]])
     sparse = Data(x=torch.eye(20), edge_index=edge_index,
                   y=torch.zeros(20, dtype=torch.long))
-    config = {"model": "mha", "self_loops": False}
+    config = {"model": "mha", "self_loops": False,
+              "normalize_features": False, "sparse_features": True}
     assert prepare_node_data(sparse, config).x.layout == torch.sparse_csr
     assert prepare_node_data(sparse, dict(config, model="sage")).x.layout \
         == torch.strided

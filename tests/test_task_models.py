@@ -18,15 +18,16 @@ def small_batch():
 @pytest.mark.parametrize("model", ["gin-attention", "mha", "gin"])
 def test_layers_readout_sums_one_head_per_layer(model):
     torch.manual_seed(0)
-    net = GraphClassifier(model, 5, 3, hidden=8, heads=2, out_heads=2,
-                          num_layers=2, readout="layers").eval()
+    heads = {} if model == "gin" else {"heads": 2, "out_heads": 2}
+    net = GraphClassifier(model, 5, 3, hidden=8, num_layers=2,
+                          readout="layers", **heads).eval()
     x, edge_index, batch = small_batch()
     layers = net.encoder(x, edge_index, batch=batch, return_layers=True)
     assert len(layers) == 3 and layers[0] is x
     layers[-1] = torch.nn.functional.elu(layers[-1])
     expected = sum(head(global_add_pool(h, batch))
                    for head, h in zip(net.head, layers))
-    torch.testing.assert_close(net(x, edge_index, batch), expected)
+    torch.testing.assert_close(net(x, edge_index, batch=batch), expected)
 
 
 def test_graphs_in_a_batch_do_not_interact():
@@ -34,8 +35,8 @@ def test_graphs_in_a_batch_do_not_interact():
     net = GraphClassifier("gin-attention", 5, 3, hidden=8, heads=2,
                           out_heads=2, num_layers=2, readout="layers").eval()
     x, edge_index, batch = small_batch()
-    full = net(x, edge_index, batch)
-    alone = net(x[:3], edge_index[:, :3], batch[:3])
+    full = net(x, edge_index, batch=batch)
+    alone = net(x[:3], edge_index[:, :3], batch=batch[:3])
     torch.testing.assert_close(full[:1], alone)
 
 

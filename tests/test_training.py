@@ -56,16 +56,16 @@ def test_graph_task_folds(model, env):
 def test_graph_task_attends_with_bond_types(model, data_mirror, tmp_path,
                                             monkeypatch):
     from tgnn_transformers.data import load_dataset
-    from tgnn_transformers.train.tasks import graph_task
+    from tgnn_transformers.train.recipes import graph_recipe
     monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
     dataset = load_dataset("mutag", root=str(tmp_path))
-    with_edges = graph_task(dataset, resolve_config(
+    with_edges = graph_recipe(dataset, resolve_config(
         "graph", "mutag", model, {"hidden": 16, "edge_features": True}),
         fold=0, seed=0)
     first = with_edges.model.encoder.convs[0]
     assert first.lin_edge is not None and first.lin_edge.in_channels == 4
     assert with_edges.train_epoch() > 0
-    without = graph_task(dataset, resolve_config(
+    without = graph_recipe(dataset, resolve_config(
         "graph", "mutag", model, {"hidden": 16, "edge_features": False}),
         fold=0, seed=0)
     assert without.model.encoder.convs[0].lin_edge is None

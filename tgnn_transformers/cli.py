@@ -6,8 +6,8 @@ import logging
 import sys
 from typing import List, Optional
 
-from .models import MODELS
-from .train.config import TASKS, resolve_config
+from .models import MODELS, OPTIONS, Option, models_table
+from .train.config import RECIPE_OPTIONS, TASKS, resolve_config
 
 EPILOG = """examples:
   tgnn train --task node --dataset cora --model gin-attention --seeds 0 1 2 \\
@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgnn", description="Transformers as graph neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the models and their options",
+                   description="Every model of the registry: its layer, "
+                   "what it is, and the options it takes beyond hidden, "
+                   "num_layers and dropout (with defaults).")
     train = sub.add_parser(
         "train", help="train and evaluate a model",
         description="Train a model on a data set over several seeds (node, "
@@ -37,12 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="cora",
                        help="cora, citeseer, pubmed, cornell5, ogbn-arxiv, "
                        "mutag, proteins (default: cora)")
-    train.add_argument("--model", choices=MODELS, default="mha",
-                       help="attention model or PyG baseline (default: mha)")
-    train.add_argument("--seeds", type=int, nargs="+", default=None,
-                       help="random seeds, one run each (default: 0)")
-    train.add_argument("--folds", type=int, default=None,
-                       help="number of cross-validation folds (graph task)")
+    train.add_argument("--model", choices=list(MODELS), default="mha",
+                       help="attention model or PyG baseline (default: mha;"
+                       " `tgnn models` lists them)")
     train.add_argument("--out", default=None,
                        help="output folder (default: runs/<task>-<dataset>-"
                        "<model>)")
@@ -54,49 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "$TGNN_DATA_MIRROR)")
     train.add_argument("--config", default=None,
                        help="a JSON file replacing the packaged defaults")
-    hp = train.add_argument_group("hyper-parameters (override the defaults)")
-    hp.add_argument("--epochs", type=int)
-    hp.add_argument("--patience", type=int,
-                    help="early stopping: epochs without validation gain")
-    hp.add_argument("--hidden", type=int, help="hidden width")
-    hp.add_argument("--heads", type=int, help="attention heads")
-    hp.add_argument("--out-heads", type=int, dest="out_heads",
-                    help="heads of the last layer (averaged)")
-    hp.add_argument("--layers", type=int, help="number of layers")
-    hp.add_argument("--lr", type=float, help="learning rate")
-    hp.add_argument("--weight-decay", type=float, dest="weight_decay")
-    hp.add_argument("--dropout", type=float, help="feature dropout")
-    hp.add_argument("--attn-dropout", type=float, dest="attn_dropout",
-                    help="attention dropout")
-    hp.add_argument("--root-weight", dest="root_weight",
-                    action=argparse.BooleanOptionalAction,
-                    help="skip weight W_skip x_i in the attention convs")
-    hp.add_argument("--mlp-multiplier", type=float, dest="mlp_multiplier",
-                    help="GIN-Attention MLP width multiplier (gamma)")
-    hp.add_argument("--normalization", choices=["softmax", "relu"],
-                    help="GIN-Attention scores: softmax or non-normalised "
-                    "ReLU (sum-like, keeps degree information)")
-    hp.add_argument("--batch-size", type=int, dest="batch_size",
-                    help="graphs per batch (graph task)")
-    hp.add_argument("--pool", choices=["add", "mean"],
-                    help="global pooling (graph task)")
-    hp.add_argument("--readout", choices=["last", "layers"],
-                    help="graph task: classify the pooled last layer, or sum "
-                    "one linear head per layer as in GIN")
-    hp.add_argument("--edge-features", dest="edge_features",
-                    action=argparse.BooleanOptionalAction,
-                    help="attend with the data set's edge features (graph "
-                    "task, e.g. MUTAG bond types; default: on)")
-    hp.add_argument("--sparse-features", dest="sparse_features",
-                    action=argparse.BooleanOptionalAction,
-                    help="keep sparse node features as a CSR tensor (node "
-                    "task; default: on)")
-    hp.add_argument("--attention", choices=["mha", "gin", "pna"],
-                    help="attention inside graph-transformer")
-    hp.add_argument("--decoder", choices=["dot", "mlp"],
-                    help="link decoder (link task)")
-    hp.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
-                    help="epochs between checkpoints (default: 1)")
+    group = train.add_argument_group(
+        "model options (override the defaults; `tgnn models` shows which "
+        "model takes which)")
+    for option in OPTIONS.values():
+        if option.user:
+            _add_flag(group, option)
+    group = train.add_argument_group("training options (override the "
+                                     "defaults)")
+    for option in RECIPE_OPTIONS.values():
+        _add_flag(group, option)
     run = train.add_argument_group("run control")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out")
@@ -105,22 +73,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OVERRIDES = ("epochs", "patience", "hidden", "heads", "out_heads", "layers",
-             "lr", "weight_decay", "dropout", "attn_dropout", "batch_size",
-             "root_weight", "mlp_multiplier", "normalization",
-             "attention", "decoder", "checkpoint_every", "folds", "seeds",
-             "pool", "readout", "edge_features", "sparse_features")
+def _add_flag(group, option: Option) -> None:
+    """One ``--flag`` from a registry or recipe option; the value is
+    checked later, with the model known, by :func:`resolve_config`."""
+    kwargs = dict(dest=option.name, default=None, help=option.help)
+    if option.kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    else:
+        kwargs["type"] = _none_or(option.kind) if option.choices and \
+            None in option.choices else option.kind
+        kwargs["metavar"] = option.name.upper()
+        if option.choices is not None:
+            kwargs["choices"] = option.choices
+            kwargs["metavar"] = "{" + ",".join(
+                "none" if c is None else str(c) for c in option.choices) + "}"
+        if option.many:
+            kwargs["nargs"] = "+"
+    group.add_argument(option.flag, **kwargs)
+
+
+def _none_or(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _overrides(args: argparse.Namespace):
+    names = [o.name for o in OPTIONS.values() if o.user]
+    names += list(RECIPE_OPTIONS)
+    return {name: getattr(args, name) for name in names}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        print(models_table())
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # Every option is checked, with the model known, before data is loaded.
+    try:
+        config = resolve_config(args.task, args.dataset, args.model,
+                                _overrides(args), args.config)
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc))
     from .data import DataSourceError
     from .train.runner import run_experiment
-    overrides = {k: getattr(args, k) for k in OVERRIDES}
-    config = resolve_config(args.task, args.dataset, args.model, overrides,
-                            args.config)
     out = args.out or f"runs/{args.task}-{args.dataset}-{args.model}"
     try:
         metrics = run_experiment(config, out, resume=args.resume,

@@ -16,6 +16,7 @@ call into these (and only into what this module exports).
     adjacency_size
     check_edge_index_layout
     feature_dropout
+    to_sparse_csr
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
@@ -29,6 +30,7 @@ from .dropout import feature_dropout
 from .patterns import (PATTERNS, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
+from .sparse_ops import to_sparse_csr
 from .weights import attention_dropout, attention_weights
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "adjacency_size",
     "check_edge_index_layout",
     "feature_dropout",
+    "to_sparse_csr",
     "sequence_edge_index",
     "complete_edge_index",
     "recognize_sequence_pattern",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -35,9 +35,8 @@ _CSR_BETA_WARNING = "Sparse CSR tensor support is in beta state"
 _csr_beta_warning_consumed = False
 
 
-def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor,
-                size: tuple) -> Tensor:
-    """``torch.sparse_csr_tensor`` (indices known valid) without torch's
+def _without_csr_beta_warning(build: Callable[[], Tensor]) -> Tensor:
+    """``build()`` (which makes a compressed sparse tensor) without torch's
     "beta state" ``UserWarning``.
 
     Torch emits that warning once per process (``TORCH_WARN_ONCE``), at the
@@ -49,14 +48,25 @@ def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor,
     """
     global _csr_beta_warning_consumed
     if _csr_beta_warning_consumed and not torch.is_warn_always_enabled():
-        return torch.sparse_csr_tensor(crow, col, values, size,
-                                       check_invariants=False)
+        return build()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CSR_BETA_WARNING)
-        out = torch.sparse_csr_tensor(crow, col, values, size,
-                                      check_invariants=False)
+        out = build()
     _csr_beta_warning_consumed = True
     return out
+
+
+def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor,
+                size: tuple) -> Tensor:
+    """``torch.sparse_csr_tensor`` (indices known valid), quietly."""
+    return _without_csr_beta_warning(lambda: torch.sparse_csr_tensor(
+        crow, col, values, size, check_invariants=False))
+
+
+def to_sparse_csr(x: Tensor) -> Tensor:
+    """``x.to_sparse_csr()`` without torch's "beta state" warning (the
+    package's layers take CSR node features on purpose)."""
+    return _without_csr_beta_warning(x.to_sparse_csr)
 
 
 #: edges per chunk for the primitives that must gather ``[chunk, H, C]``

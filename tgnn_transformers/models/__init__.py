@@ -1,8 +1,19 @@
-"""Task models: node, graph and link tasks from the package's layers."""
-from .convs import ATTENTION_MODELS, BASELINE_MODELS, MODELS, build_conv
-from .tasks import (ConvStack, GraphClassifier, LinkPredictor,
-                    NodeClassifier, TransformerStack, build_encoder)
+"""The model registry and the task models built from it.
 
-__all__ = ["MODELS", "ATTENTION_MODELS", "BASELINE_MODELS", "build_conv",
-           "build_encoder", "ConvStack", "TransformerStack",
+``tgnn models`` prints the registry; :func:`build_model` builds any model
+with the head of a task::
+
+    from tgnn_transformers.models import build_model
+    net = build_model("node", "gin-attention", 1433, 7, heads=4,
+                      mlp_multiplier=2.0)
+"""
+from .heads import (TASK_HEADS, ConvStack, GraphClassifier, LinkPredictor,
+                    NodeClassifier, TransformerStack, build_encoder,
+                    build_model, task_options)
+from .registry import (MODELS, OPTIONS, ModelSpec, Option, get_model,
+                       model_names, models_table)
+
+__all__ = ["build_model", "build_encoder", "MODELS", "OPTIONS", "ModelSpec",
+           "Option", "get_model", "model_names", "models_table",
+           "task_options", "TASK_HEADS", "ConvStack", "TransformerStack",
            "NodeClassifier", "GraphClassifier", "LinkPredictor"]

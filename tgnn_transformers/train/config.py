@@ -1,12 +1,60 @@
-"""Per-task, per-data-set hyper-parameters from the package's config file,
-overridden by the command line."""
+"""A run's configuration: the training recipe's options (typed like the
+model options of the registry), the packaged per-task and per-data-set
+defaults, and the command line's overrides, merged and checked.
+"""
 from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..models import OPTIONS, get_model, task_options
+from ..models.registry import (AT_LEAST_ONE, POSITIVE, Option, Range,
+                               check_options)
 
 TASKS = ("node", "graph", "link")
+
+_FRACTION = Range(0, 1, open_low=True, open_high=True)
+
+#: The training recipes' own options (not the model's), by name.
+RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
+    Option("epochs", int, 200, "maximum number of epochs",
+           range=AT_LEAST_ONE),
+    Option("patience", int, 100,
+           "early stopping: epochs without validation gain",
+           range=AT_LEAST_ONE),
+    Option("lr", float, 0.005, "learning rate (Adam)", range=POSITIVE),
+    Option("weight_decay", float, 0.0, "L2 weight decay", range=Range(0)),
+    Option("seeds", int, (0, ), "random seeds, one run each", many=True,
+           range=Range(0)),
+    Option("folds", int, 10, "cross-validation folds (graph task)",
+           range=Range(2)),
+    Option("batch_size", int, 32, "graphs per batch (graph task)",
+           range=AT_LEAST_ONE),
+    Option("self_loops", bool, True, "add the missing self-loops"),
+    Option("normalize_features", bool, False,
+           "row-normalise node features (node task)"),
+    Option("sparse_features", bool, True,
+           "keep sparse node features as a CSR tensor (node task)"),
+    Option("edge_features", bool, True,
+           "attend with the data set's edge features (graph task, e.g. "
+           "MUTAG bond types)"),
+    Option("val_ratio", float, 0.05, "share of edges for validation (link "
+           "task)", range=_FRACTION),
+    Option("test_ratio", float, 0.1, "share of edges for testing (link "
+           "task)", range=_FRACTION),
+    Option("checkpoint_every", int, 1, "epochs between checkpoints",
+           range=AT_LEAST_ONE),
+)}
+
+_COMMON = ("epochs", "patience", "lr", "weight_decay", "seeds", "self_loops",
+           "checkpoint_every")
+#: Which recipe options each task takes.
+TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "node": _COMMON + ("normalize_features", "sparse_features"),
+    "graph": _COMMON + ("folds", "batch_size", "edge_features"),
+    "link": _COMMON + ("val_ratio", "test_ratio"),
+}
 
 
 def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
@@ -21,18 +69,83 @@ def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
 def resolve_config(task: str, dataset: str, model: str,
                    overrides: Optional[Dict[str, Any]] = None,
                    config_file: Optional[str] = None) -> Dict[str, Any]:
-    """Task defaults <- model defaults <- data set (``*``, then the model)
-    <- ``overrides`` (keys whose value is ``None`` are ignored)."""
+    """The full configuration of one run, every value checked.
+
+    Layers, later ones winning: the registry's and the recipe's defaults,
+    the config file's task ``defaults``, its ``models.<model>`` entry, its
+    ``datasets.<dataset>."*"`` and ``datasets.<dataset>.<model>`` entries,
+    then ``overrides`` (keys whose value is ``None`` are ignored).  The
+    shared layers (``defaults`` and ``"*"``) may set options that only some
+    models take; anywhere else an option the model or task does not take
+    raises a ``ValueError`` that names it and where it came from.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of "
                          f"{', '.join(TASKS)}")
-    table = load_defaults(config_file)[task]
-    config: Dict[str, Any] = dict(table["defaults"])
-    config.update(table.get("models", {}).get(model, {}))
-    per_dataset = table.get("datasets", {}).get(dataset.lower(), {})
-    config.update(per_dataset.get("*", {}))
-    config.update(per_dataset.get(model, {}))
-    config.update({k: v for k, v in (overrides or {}).items()
-                   if v is not None})
-    config.update(task=task, dataset=dataset.lower(), model=model)
+    spec = get_model(model)
+    dataset = dataset.lower()
+    source = config_file or "the packaged defaults.json"
+    table = load_defaults(config_file)
+    if task not in table:
+        raise ValueError(f"{source} has no section for task {task!r}")
+    table = table[task]
+    per_dataset = table.get("datasets", {}).get(dataset, {})
+    layers: List[Tuple[str, Dict[str, Any], bool]] = [
+        (f"{source}: {task}.defaults", table.get("defaults", {}), False),
+        (f"{source}: {task}.models.{model}",
+         table.get("models", {}).get(model, {}), True),
+        (f"{source}: {task}.datasets.{dataset}.*", per_dataset.get("*", {}),
+         False),
+        (f"{source}: {task}.datasets.{dataset}.{model}",
+         per_dataset.get(model, {}), True),
+        ("the command line", {k: v for k, v in (overrides or {}).items()
+                              if v is not None}, True),
+    ]
+    own = TASK_RECIPE_OPTIONS[task] + task_options(task)
+    merged: Dict[str, Any] = {}
+    origin: Dict[str, Tuple[str, bool]] = {}
+    for where, entries, strict in layers:
+        for key, value in entries.items():
+            if key not in OPTIONS and key not in RECIPE_OPTIONS:
+                raise ValueError(f"{where}: unknown option {key!r}")
+            merged[key] = value
+            origin[key] = (where, strict)
+    accepted = spec.accepted(merged)
+    config: Dict[str, Any] = {}
+    model_given: Dict[str, Any] = {}
+    for key, value in merged.items():
+        where, strict = origin[key]
+        if key in own:
+            option = RECIPE_OPTIONS.get(key) or OPTIONS[key]
+            config[key] = option.check(value, f"the {task} task ({where})")
+        elif key in accepted:
+            model_given[key] = value
+        elif strict:
+            takes = ", ".join(sorted(set(own) | set(accepted)))
+            raise ValueError(f"{where}: option {key!r} does not apply to "
+                             f"model {model!r} on the {task} task; it takes "
+                             f"{takes}")
+    model_options = check_options(model_given, accepted,
+                                  f"model {model!r}")
+    for name in accepted:
+        if OPTIONS[name].user:
+            model_options.setdefault(name, OPTIONS[name].default)
+    for name in own:
+        option = RECIPE_OPTIONS.get(name) or OPTIONS[name]
+        config.setdefault(name, option.default)
+    config.update(model_options)
+    config = {k: list(v) if isinstance(v, tuple) else v
+              for k, v in config.items()}  # JSON-friendly
+    config.update(task=task, dataset=dataset, model=model)
     return config
+
+
+def model_options(config: Dict[str, Any], **derived) -> Dict[str, Any]:
+    """The model's and its task head's options out of a run's ``config``,
+    plus the values the recipe derives from the data (``edge_dim``,
+    ``delta``) where the model takes them."""
+    spec = get_model(config["model"])
+    accepted = spec.accepted(config) + task_options(config["task"])
+    options = {k: config[k] for k in accepted if k in config}
+    options.update({k: v for k, v in derived.items() if k in accepted})
+    return options

@@ -35,8 +35,9 @@ def _set_rng_state(state: Dict) -> None:
 
 
 @dataclass
-class Task:
-    """What a task hands to :func:`fit`."""
+class Recipe:
+    """A prepared training run of one task (model, optimizer, one epoch of
+    training, evaluation), as a recipe hands it to :func:`fit`."""
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     train_epoch: Callable[[], float]
@@ -85,7 +86,7 @@ class Progress:
             self.bar.close()
 
 
-def fit(task: Task, *, epochs: int, patience: int,
+def fit(recipe: Recipe, *, epochs: int, patience: int,
         checkpoint: Optional[Path] = None, resume: bool = False,
         checkpoint_every: int = 1, desc: str = "", quiet: bool = False,
         on_epoch_end: Optional[Callable[[int], None]] = None) -> FitResult:
@@ -103,8 +104,8 @@ def fit(task: Task, *, epochs: int, patience: int,
             "test": float("nan")}
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        task.model.load_state_dict(state["model"])
-        task.optimizer.load_state_dict(state["optimizer"])
+        recipe.model.load_state_dict(state["model"])
+        recipe.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         start, history, best = state["epoch"] + 1, state["history"], \
             state["best"]
@@ -114,8 +115,8 @@ def fit(task: Task, *, epochs: int, patience: int,
         for epoch in range(start, epochs + 1):
             if best["epoch"] > 0 and epoch - best["epoch"] > patience:
                 break
-            loss = task.train_epoch()
-            scores = task.evaluate()
+            loss = recipe.train_epoch()
+            scores = recipe.evaluate()
             row = {"epoch": epoch, "train_loss": float(loss), **scores}
             history.append(row)
             better = scores["val"] > best["val"] or (
@@ -127,8 +128,8 @@ def fit(task: Task, *, epochs: int, patience: int,
             progress.update(epoch, row)
             if checkpoint is not None and (epoch % checkpoint_every == 0
                                            or epoch == epochs):
-                save_checkpoint({"model": task.model.state_dict(),
-                                 "optimizer": task.optimizer.state_dict(),
+                save_checkpoint({"model": recipe.model.state_dict(),
+                                 "optimizer": recipe.optimizer.state_dict(),
                                  "rng": _rng_state(), "epoch": epoch,
                                  "history": history, "best": best},
                                 checkpoint)

@@ -14,7 +14,7 @@ import torch
 from ..data import load_dataset
 from .io import load_checkpoint, save_checkpoint, write_csv, write_json
 from .loop import fit, seed_everything
-from .tasks import graph_task, link_task, node_task
+from .recipes import graph_recipe, link_recipe, node_recipe
 
 log = logging.getLogger("tgnn_transformers.train")
 
@@ -36,7 +36,7 @@ def environment() -> Dict[str, Any]:
 
 
 def _runs(config: Dict[str, Any]) -> List[Dict[str, int]]:
-    seeds = config.get("seeds") or [0]
+    seeds = config["seeds"]
     if config["task"] == "graph":
         return [{"seed": seeds[0], "fold": f} for f in range(config["folds"])]
     return [{"seed": s} for s in seeds]
@@ -46,20 +46,20 @@ def _run_name(run: Dict[str, int]) -> str:
     return "-".join(f"{k}{v}" for k, v in run.items())
 
 
-def _make_task(config, dataset, run):
+def _make_recipe(config, dataset, run):
     task = config["task"]
     if task == "node":
         if config["dataset"].startswith("ogbn-"):
-            return _ogb_node_task(config, dataset)
+            return _ogb_node_recipe(config, dataset)
         data = dataset[0]
-        return node_task(data, dataset.num_classes, config,
+        return node_recipe(data, dataset.num_classes, config,
                          split=run["seed"])
     if task == "graph":
-        return graph_task(dataset, config, run["fold"], run["seed"])
-    return link_task(dataset[0], config, run["seed"])
+        return graph_recipe(dataset, config, run["fold"], run["seed"])
+    return link_recipe(dataset[0], config, run["seed"])
 
 
-def _ogb_node_task(config, loaded):
+def _ogb_node_recipe(config, loaded):
     dataset, split, _ = loaded
     data = dataset[0]
     n = data.num_nodes
@@ -70,7 +70,7 @@ def _ogb_node_task(config, loaded):
         data[name] = mask
     from torch_geometric.utils import to_undirected
     data.edge_index = to_undirected(data.edge_index, num_nodes=n)
-    return node_task(data, dataset.num_classes, config)
+    return node_recipe(data, dataset.num_classes, config)
 
 
 def summarize(values: List[float]) -> Dict[str, float]:
@@ -141,21 +141,21 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
             log.info("%s already finished, reading its result", name)
         else:
             seed_everything(run["seed"] * 1000 + run.get("fold", 0))
-            task = _make_task(config, dataset, run)
+            recipe = _make_recipe(config, dataset, run)
             callback = (None if on_epoch_end is None else
                         (lambda epoch, name=name: on_epoch_end(name, epoch)))
             t0 = time.time()
-            result = fit(task, epochs=config["epochs"],
+            result = fit(recipe, epochs=config["epochs"],
                          patience=config["patience"],
                          checkpoint=ckpt_dir / f"{name}.pt", resume=resume,
-                         checkpoint_every=config.get("checkpoint_every", 1),
+                         checkpoint_every=config["checkpoint_every"],
                          desc=f"{config['dataset']}/{config['model']} {name}",
                          quiet=quiet, on_epoch_end=callback)
             state = {"run": run, "best_epoch": result.best_epoch,
                      "val": result.best_val, "test": result.test,
                      "epochs_run": result.epochs_run,
                      "history": result.history,
-                     "metric": task.metric,
+                     "metric": recipe.metric,
                      "seconds": time.time() - t0}
             save_checkpoint(state, done)
             if not quiet:

@@ -1,4 +1,5 @@
-"""Node, graph and link tasks: data preparation, model, one training run."""
+"""Training recipes of the node, graph and link tasks: data preparation,
+the model from the registry, one epoch of training and the evaluation."""
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -10,27 +11,11 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import add_remaining_self_loops, negative_sampling
 
-from ..models import GraphClassifier, LinkPredictor, NodeClassifier
-from ..models.convs import PLAIN_MODELS, RAW_FEATURE_MODELS
+from ..functional import to_sparse_csr
+from ..models import build_model, get_model
 from ..nn import average_log_degree, degree_histogram
-from .loop import Task
-
-MODEL_KEYS = ("hidden", "heads", "out_heads", "layers", "dropout",
-              "attn_dropout", "root_weight", "mlp_multiplier", "mlp_norm",
-              "normalization")
-
-
-def _model_kwargs(config: Dict[str, Any], delta: Optional[float]) -> Dict:
-    kwargs = {k: config[k] for k in MODEL_KEYS if k in config}
-    kwargs["num_layers"] = kwargs.pop("layers")
-    if config["model"] == "pna-attention" or config.get(
-            "attention") == "pna":
-        kwargs["delta"] = delta
-    if config["model"] == "graph-transformer":
-        kwargs["attention"] = config.get("attention", "mha")
-        if kwargs["attention"] == "pna":
-            kwargs["delta"] = delta
-    return kwargs
+from .config import model_options
+from .loop import Recipe
 
 
 def _delta(edge_indices, num_nodes) -> float:
@@ -54,14 +39,14 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
     data = data.clone()
-    if config.get("normalize_features", False):
+    if config["normalize_features"]:
         # Row-normalised bag-of-words features, as in the GAT/GCN papers.
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1e-12)
-    if config.get("self_loops", True):
+    if config["self_loops"]:
         data.edge_index, _ = add_remaining_self_loops(data.edge_index,
                                                       num_nodes=data.num_nodes)
     data.y = data.y.view(-1)
-    if config.get("sparse_features", True):
+    if config["sparse_features"]:
         data.x = _maybe_sparse(data.x, config["model"])
     return data
 
@@ -74,12 +59,12 @@ def _maybe_sparse(x: torch.Tensor, model: str) -> torch.Tensor:
     """Bag-of-words features as a sparse CSR tensor: the first layer's
     projections and the input dropout then cost per nonzero, not per entry
     (Cora: 1.3 % nonzero, 3x faster epochs in bench_e2e.py)."""
-    if (model in RAW_FEATURE_MODELS or x.layout != torch.strided
+    if (not get_model(model).sparse_features or x.layout != torch.strided
             or x.dim() != 2):
         return x
     if torch.count_nonzero(x) > SPARSE_FEATURE_DENSITY * x.numel():
         return x
-    return x.to_sparse_csr()
+    return to_sparse_csr(x)
 
 
 def node_splits(data: Data, split: int = 0) -> Tuple[torch.Tensor, ...]:
@@ -108,13 +93,13 @@ def node_splits(data: Data, split: int = 0) -> Tuple[torch.Tensor, ...]:
     return tuple(m & labelled for m in masks)
 
 
-def node_task(data: Data, num_classes: int, config: Dict[str, Any],
-              split: int = 0) -> Task:
+def node_recipe(data: Data, num_classes: int, config: Dict[str, Any],
+              split: int = 0) -> Recipe:
     data = prepare_node_data(data, config)
     train, val, test = node_splits(data, split)
     delta = _delta([data.edge_index], [data.num_nodes])
-    model = NodeClassifier(config["model"], data.num_features, num_classes,
-                           **_model_kwargs(config, delta))
+    model = build_model("node", config["model"], data.num_features,
+                        num_classes, **model_options(config, delta=delta))
     optimizer = _optimizer(model, config)
 
     def train_epoch() -> float:
@@ -135,7 +120,7 @@ def node_task(data: Data, num_classes: int, config: Dict[str, Any],
                 "val": _accuracy(out[val], data.y[val]),
                 "test": _accuracy(out[test], data.y[test])}
 
-    return Task(model, optimizer, train_epoch, evaluate)
+    return Recipe(model, optimizer, train_epoch, evaluate)
 
 
 # --------------------------------------------------------------------------
@@ -172,15 +157,15 @@ def _edge_dim(graphs, config: Dict[str, Any]) -> Optional[int]:
     """Width of the edge features the convs attend with (MUTAG's bond
     types), or ``None`` without them or with ``edge_features: false``."""
     attr = graphs[0].get("edge_attr")
-    if not config.get("edge_features", True) or attr is None:
+    if not config["edge_features"] or attr is None:
         return None
-    if config["model"] in PLAIN_MODELS:
+    if not get_model(config["model"]).edge_features:
         return None
     return attr.size(1)
 
 
-def graph_task(dataset, config: Dict[str, Any], fold: int,
-               seed: int) -> Task:
+def graph_recipe(dataset, config: Dict[str, Any], fold: int,
+               seed: int) -> Recipe:
     graphs = _with_features(dataset)
     labels = torch.tensor([int(g.y) for g in graphs])
     folds = stratified_folds(labels, config["folds"], seed=12345)
@@ -196,7 +181,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         for g in graphs:
             if "edge_attr" in g:
                 del g.edge_attr
-    if config.get("self_loops", True):
+    if config["self_loops"]:
         for g in graphs:
             # Self loops get an all-zero edge feature: no bond type.
             edge_index, edge_attr = add_remaining_self_loops(
@@ -214,15 +199,10 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         "val": DataLoader(subset(val_idx), batch_size=256),
         "test": DataLoader(subset(test_idx), batch_size=256),
     }
-    kwargs = _model_kwargs(config, delta)
-    kwargs["edge_dim"] = edge_dim
-    hidden = kwargs.pop("hidden")
-    dropout = kwargs.pop("dropout")
-    model = GraphClassifier(config["model"], graphs[0].num_features,
-                            int(labels.max()) + 1, hidden=hidden,
-                            dropout=dropout, pool=config.get("pool", "add"),
-                            readout=config.get("readout", "last"),
-                            **kwargs)
+    model = build_model("graph", config["model"], graphs[0].num_features,
+                        int(labels.max()) + 1,
+                        **model_options(config, delta=delta,
+                                        edge_dim=edge_dim))
     optimizer = _optimizer(model, config)
 
     # Training accuracy is counted during the epoch (in training mode)
@@ -236,8 +216,8 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         total, correct, count = 0.0, 0, 0
         for batch in loaders["train"]:
             optimizer.zero_grad()
-            out = model(batch.x, batch.edge_index, batch.batch,
-                        batch.edge_attr)
+            out = model(batch.x, batch.edge_index, batch.edge_attr,
+                        batch.batch)
             loss = F.cross_entropy(out, batch.y)
             loss.backward()
             optimizer.step()
@@ -252,8 +232,8 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         model.eval()
         correct, loss, count = 0, 0.0, 0
         for batch in loader:
-            out = model(batch.x, batch.edge_index, batch.batch,
-                        batch.edge_attr)
+            out = model(batch.x, batch.edge_index, batch.edge_attr,
+                        batch.batch)
             loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
             correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
@@ -264,7 +244,7 @@ def graph_task(dataset, config: Dict[str, Any], fold: int,
         return {"val_loss": val_loss, "train": train_accuracy,
                 "val": val_acc, "test": run(loaders["test"])[0]}
 
-    return Task(model, optimizer, train_epoch, evaluate)
+    return Recipe(model, optimizer, train_epoch, evaluate)
 
 
 # --------------------------------------------------------------------------
@@ -308,7 +288,7 @@ def _pairs_with_negatives(pos: torch.Tensor, edge_index: torch.Tensor,
     return pairs, labels
 
 
-def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
+def link_recipe(data: Data, config: Dict[str, Any], seed: int) -> Recipe:
     from torch_geometric.transforms import RandomLinkSplit
     torch.manual_seed(seed)
     split = RandomLinkSplit(num_val=config["val_ratio"],
@@ -318,14 +298,12 @@ def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
                                                  edge_index=data.edge_index,
                                                  num_nodes=data.num_nodes))
     message_edges = train_data.edge_index
-    if config.get("self_loops", True):
+    if config["self_loops"]:
         message_edges, _ = add_remaining_self_loops(
             message_edges, num_nodes=data.num_nodes)
     delta = _delta([message_edges], [data.num_nodes])
-    kwargs = _model_kwargs(config, delta)
-    hidden = kwargs.pop("hidden")
-    model = LinkPredictor(config["model"], data.num_features, hidden=hidden,
-                          decoder=config.get("decoder", "dot"), **kwargs)
+    model = build_model("link", config["model"], data.num_features,
+                        **model_options(config, delta=delta))
     optimizer = _optimizer(model, config)
 
     def train_epoch() -> float:
@@ -360,4 +338,4 @@ def link_task(data: Data, config: Dict[str, Any], seed: int) -> Task:
                     F.binary_cross_entropy_with_logits(logits, labels))
         return result
 
-    return Task(model, optimizer, train_epoch, evaluate, metric="roc_auc")
+    return Recipe(model, optimizer, train_epoch, evaluate, metric="roc_auc")

@@ -1,0 +1,215 @@
+"""The model registry drives the task models, the configuration, the CLI and
+the README; unknown options and bad values raise."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn import GATConv
+
+from tgnn_transformers import GINAttentionConv, PNAAttentionConv
+from tgnn_transformers.cli import build_parser, main
+from tgnn_transformers.models import (MODELS, OPTIONS, build_model,
+                                      get_model, model_names, models_table)
+from tgnn_transformers.train import resolve_config
+from tgnn_transformers.train.config import RECIPE_OPTIONS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def tiny_graphs():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(9, 5, generator=gen)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 6, 0, 4],
+                               [1, 2, 0, 4, 3, 6, 7, 8, 6, 8, 0, 4]])
+    batch = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    edge_attr = torch.rand(edge_index.size(1), 3, generator=gen)
+    return x, edge_index, edge_attr, batch
+
+
+def small_options(name):
+    spec = get_model(name)
+    options = {"hidden": 8}
+    accepted = spec.accepted()
+    if "heads" in accepted:
+        options["heads"] = 2
+    if "delta" in accepted:
+        options["delta"] = 0.9
+    return options
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("task", ["node", "graph", "link"])
+def test_every_model_builds_and_runs_for_every_task(name, task):
+    x, edge_index, edge_attr, batch = tiny_graphs()
+    options = small_options(name)
+    if get_model(name).edge_features:
+        options["edge_dim"] = 3
+    else:
+        edge_attr = None
+    if task == "link":
+        net = build_model(task, name, 5, **options).eval()
+        pairs = torch.tensor([[0, 1, 2], [3, 4, 5]])
+        out = net(x, edge_index, pairs, edge_attr)
+        assert out.shape == (3, )
+    else:
+        net = build_model(task, name, 5, 4, **options).eval()
+        out = net(x, edge_index, edge_attr, batch)
+        assert out.shape == ((9, 4) if task == "node" else (3, 4))
+    assert torch.isfinite(out).all()
+
+
+def test_conv_stack_equals_pyg_layers_written_out():
+    """``gat`` from the registry is PyG's GAT stack of the GAT paper."""
+    torch.manual_seed(0)
+    net = build_model("node", "gat", 5, 4, hidden=8, heads=2, out_heads=1,
+                      dropout=0.0, attention_dropout=0.0).eval()
+    first, last = GATConv(5, 4, heads=2), GATConv(8, 4, heads=1,
+                                                   concat=False)
+    first.load_state_dict(net.encoder.convs[0].state_dict())
+    last.load_state_dict(net.encoder.convs[1].state_dict())
+    x, edge_index, _, _ = tiny_graphs()
+    expected = last(F.elu(first(x, edge_index)), edge_index)
+    torch.testing.assert_close(net(x, edge_index), expected)
+
+
+def test_graph_transformer_honours_its_attention_options():
+    """Once silently dropped: the inner GIN-Attention gets its options."""
+    net = build_model("node", "graph-transformer", 5, 3, hidden=8, heads=2,
+                      attention="gin-attention", mlp_multiplier=4.0,
+                      normalization="relu")
+    convs = [layer.attention for layer in net.encoder.encoder.layers]
+    assert all(isinstance(c, GINAttentionConv) for c in convs)
+    assert all(c.mlp_multiplier == 4.0 and c.normalization == "relu"
+               for c in convs)
+    net = build_model("node", "graph-transformer", 5, 3, hidden=8, heads=2,
+                      attention="pna-attention", delta=1.0,
+                      aggregators=["max", "sum"])
+    conv = net.encoder.encoder.layers[0].attention
+    assert isinstance(conv, PNAAttentionConv)
+    assert conv.aggregators == ("max", "sum")
+
+
+@pytest.mark.parametrize("name, options, error, words", [
+    ("gcn", {"mlp_multiplier": 4.0}, ValueError,
+     ["'mlp_multiplier'", "'gcn'", "dropout, hidden, num_layers"]),
+    ("graph-transformer", {"attention": "mha", "mlp_multiplier": 2.0},
+     ValueError, ["'mlp_multiplier'", "'graph-transformer'"]),
+    ("mha", {"dropout": 1.5}, ValueError, ["'dropout'", "[0, 1)", "1.5"]),
+    ("mha", {"heads": 0}, ValueError, ["'heads'", "int in [1, inf)", "0"]),
+    ("mha", {"heads": 2.5}, TypeError, ["'heads'", "2.5"]),
+    ("mha", {"root_weight": "yes"}, TypeError, ["'root_weight'", "bool"]),
+    ("gin-attention", {"normalization": "tanh"}, ValueError,
+     ["'normalization'", "softmax | relu", "'tanh'"]),
+    ("pna-attention", {"aggregators": "max"}, TypeError,
+     ["'aggregators'", "list of"]),
+    ("pna-attention", {"aggregators": ["max", "median"]}, ValueError,
+     ["'aggregators'", "'median'"]),
+    ("mha", {"hidden": 10, "heads": 3}, ValueError, ["'heads'", "divide"]),
+    ("graph-transformer", {"attention": "gin"}, ValueError,
+     ["'attention'", "gin-attention"]),
+])
+def test_bad_options_raise_naming_option_model_and_accepted(name, options,
+                                                            error, words):
+    with pytest.raises(error) as info:
+        build_model("node", name, 5, 3, **options)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_unknown_model_and_task():
+    with pytest.raises(ValueError, match="unknown model 'bert'.*mha"):
+        build_model("node", "bert", 5, 3)
+    with pytest.raises(ValueError, match="unknown task 'text'"):
+        build_model("text", "mha", 5, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("link", "mha", 5, 3)
+    with pytest.raises(ValueError, match=r"'pool'.*add \| mean.*'max'"):
+        build_model("graph", "mha", 5, 3, pool="max")
+
+
+def test_config_keys_are_checked_against_the_registry(tmp_path):
+    config = resolve_config("node", "cora", "gcn")
+    # shared defaults that gcn does not take are left out, not applied
+    assert "heads" not in config and "attention_dropout" not in config
+    assert resolve_config("node", "cora", "mha")["heads"] == 8
+    with pytest.raises(ValueError, match="command line.*'heads'.*'gcn'"):
+        resolve_config("node", "cora", "gcn", {"heads": 4})
+    with pytest.raises(ValueError, match="'folds'.*node task"):
+        resolve_config("node", "cora", "mha", {"folds": 3})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"node": {"defaults": {"layers": 2}}}))
+    with pytest.raises(ValueError, match="bad.json.*unknown option 'layers'"):
+        resolve_config("node", "cora", "mha", config_file=str(bad))
+    bad.write_text(json.dumps({"node": {"models": {"gcn": {"heads": 2}}}}))
+    with pytest.raises(ValueError, match="models.gcn.*'heads'"):
+        resolve_config("node", "cora", "gcn", config_file=str(bad))
+
+
+def test_packaged_defaults_resolve_for_every_model_task_and_dataset():
+    from tgnn_transformers.train.config import load_defaults
+    table = load_defaults()
+    for task, section in table.items():
+        for dataset in list(section.get("datasets", {})) + ["any"]:
+            for name in MODELS:
+                config = resolve_config(task, dataset, name)
+                assert config["model"] == name
+
+
+def test_cli_flags_and_choices_come_from_the_registry(capsys):
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = {a.dest: a for a in train._actions}
+    assert list(flags["model"].choices) == list(MODELS)
+    for option in list(OPTIONS.values()) + list(RECIPE_OPTIONS.values()):
+        assert (option.name in flags) == option.user, option.name
+        if option.user and option.choices is not None:
+            assert tuple(flags[option.name].choices) == option.choices
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.strip() == models_table()
+
+
+def test_cli_rejects_an_option_of_another_model_before_loading_data(
+        tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "gcn", "--mlp-multiplier", "4",
+              "--mirror", str(tmp_path / "nowhere"), "--out",
+              str(tmp_path / "out"), "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'mlp_multiplier'" in err and "'gcn'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_mlp_norm_none_from_the_command_line():
+    args = build_parser().parse_args(["train", "--mlp-norm", "none"])
+    assert args.mlp_norm is None
+
+
+def test_readme_model_table_is_the_registry():
+    text = README.read_text()
+    block = re.search(r"<!-- models:start -->\n(.*?)\n<!-- models:end -->",
+                      text, re.S)
+    assert block is not None, "README lacks the models table markers"
+    assert block.group(1).strip() == models_table()
+
+
+def test_benchmark_lists_come_from_the_registry():
+    sys.path.insert(0, str(README.parent / "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    assert accuracy.NODE_MODELS == model_names(compared_on="node")
+    assert accuracy.ATTENTION == set(model_names("attention"))
+
+
+def test_tgnn_models_console_script():
+    out = subprocess.run([sys.executable, "-m", "tgnn_transformers.cli",
+                          "models"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == models_table()

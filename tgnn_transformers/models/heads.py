@@ -1,0 +1,252 @@
+"""Task models: a node encoder built from the registry, and the heads of the
+node, graph and link tasks on top of it.
+
+Every constructor takes a model name and that model's options as keywords;
+the registry checks them (an option the model does not take, or a value out
+of range, raises) and fills in the defaults.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import global_add_pool, global_mean_pool
+
+from ..functional import feature_dropout
+from ..nn import GraphTransformer
+from .registry import VARIANT_OPTIONS, ModelSpec, get_model, resolve_options
+
+
+class ConvStack(torch.nn.Module):
+    """``num_layers`` convs of one registry model with ELU and feature
+    dropout between them.
+
+    Hidden layers of multi-head models concatenate ``heads`` heads of
+    ``hidden // heads`` channels; the last layer maps to ``out_channels``
+    (averaging ``out_heads`` heads), as in the GAT paper's Cora model.
+    """
+
+    def __init__(self, model: str, in_channels: int, out_channels: int,
+                 **options):
+        super().__init__()
+        self.spec: ModelSpec = get_model(model)
+        if self.spec.make_conv is None:
+            raise ValueError(f"model {model!r} is not a conv stack")
+        options = self.spec.resolve(options)
+        hidden, num_layers = options.pop("hidden"), options.pop("num_layers")
+        self.dropout = options.pop("dropout")
+        heads = options.pop("heads", 1)
+        out_heads = options.pop("out_heads", 1)
+        if hidden % heads:
+            raise ValueError(f"option 'heads' of model {model!r} must divide "
+                             f"hidden={hidden}, got heads={heads}")
+        self.convs = torch.nn.ModuleList()
+        width = in_channels
+        for layer in range(num_layers):
+            last = layer == num_layers - 1
+            if last:
+                layer_heads, out = out_heads, out_channels
+            else:  # heads is 1 for single-head models
+                layer_heads, out = heads, hidden // heads
+            self.convs.append(self.spec.make_conv(
+                width, out, layer_heads, not last, **options))
+            width = hidden
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None,
+                return_layers: bool = False):
+        """The last layer's output, or with ``return_layers`` the input
+        and every layer's output, in order."""
+        extra: Dict[str, Any] = {}
+        if "edge_attr" in self.spec.forward_args and edge_attr is not None:
+            extra["edge_attr"] = edge_attr
+        if "batch" in self.spec.forward_args:
+            extra["batch"] = batch
+        layers = [x]
+        for i, conv in enumerate(self.convs):
+            # feature_dropout: the input features may be a sparse tensor.
+            x = feature_dropout(x, self.dropout, self.training)
+            x = conv(x, edge_index, **extra)
+            if i < len(self.convs) - 1:
+                x = F.elu(x)
+            layers.append(x)
+        return layers if return_layers else x
+
+
+class TransformerStack(torch.nn.Module):
+    """Input projection -> pre-norm :class:`GraphTransformer` -> linear
+    head (the ``graph-transformer`` model)."""
+
+    def __init__(self, in_channels: int, out_channels: int, **options):
+        super().__init__()
+        options = get_model("graph-transformer").resolve(options)
+        hidden = options.pop("hidden")
+        self.dropout = options["dropout"]
+        attention_options = {k: options.pop(k) for k in VARIANT_OPTIONS
+                             if k in options}
+        self.input = torch.nn.Linear(in_channels, hidden)
+        self.encoder = GraphTransformer(
+            hidden, options["heads"], options["num_layers"],
+            attention=options["attention"],
+            attention_kwargs=attention_options, dropout=self.dropout,
+            attention_dropout=options["attention_dropout"],
+            edge_dim=options["edge_dim"],
+            ffn_multiplier=options["ffn_multiplier"], norm=options["norm"],
+            norm_first=True)
+        self.head = torch.nn.Linear(hidden, out_channels)
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None) -> Tensor:
+        x = self.input(feature_dropout(x, self.dropout, self.training))
+        x = self.encoder(x, edge_index, edge_attr, batch)
+        return self.head(F.dropout(x, self.dropout, self.training))
+
+
+def build_encoder(model: str, in_channels: int, out_channels: int,
+                  **options) -> torch.nn.Module:
+    """The node encoder of registry model ``model``: the transformer block
+    stack for ``graph-transformer``, a :class:`ConvStack` otherwise."""
+    if get_model(model).make_conv is None:
+        return TransformerStack(in_channels, out_channels, **options)
+    return ConvStack(model, in_channels, out_channels, **options)
+
+
+def _split_head_options(options: Dict[str, Any], names, task: str):
+    """Pops the task head's own options (checked, defaults filled)."""
+    given = {k: options.pop(k) for k in names if k in options}
+    return resolve_options(given, names, f"the {task} task head")
+
+
+class NodeClassifier(torch.nn.Module):
+    """Node classification: the encoder straight to class logits."""
+
+    def __init__(self, model: str, in_channels: int, num_classes: int,
+                 **options):
+        super().__init__()
+        self.encoder = build_encoder(model, in_channels, num_classes,
+                                     **options)
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None) -> Tensor:
+        return self.encoder(x, edge_index, edge_attr, batch)
+
+
+class GraphClassifier(torch.nn.Module):
+    """Graph classification: node encoder, global pooling (``pool``), and
+    either an MLP head on the pooled last layer (``readout="last"``) or, as
+    in the GIN paper, one linear head per layer on that layer's pooled
+    features (input included), summed (``readout="layers"``): shallow layers
+    keep the counts of small substructures that deep ones smooth away."""
+
+    HEAD_OPTIONS = ("pool", "readout")
+
+    def __init__(self, model: str, in_channels: int, num_classes: int,
+                 **options):
+        super().__init__()
+        head = _split_head_options(options, self.HEAD_OPTIONS, "graph")
+        self.pool = global_add_pool if head["pool"] == "add" else \
+            global_mean_pool
+        self.readout = head["readout"]
+        resolved = get_model(model).resolve(options)
+        hidden, self.dropout = resolved["hidden"], resolved["dropout"]
+        self.encoder = build_encoder(model, in_channels, hidden, **options)
+        if self.readout == "layers":
+            if not isinstance(self.encoder, ConvStack):
+                raise ValueError(f"readout='layers' needs a conv stack; "
+                                 f"{model!r} is a transformer block stack")
+            widths = [in_channels] + [hidden] * len(self.encoder.convs)
+            self.head = torch.nn.ModuleList(
+                torch.nn.Linear(w, num_classes) for w in widths)
+        else:
+            self.head = torch.nn.Sequential(
+                torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
+                torch.nn.Dropout(self.dropout),
+                torch.nn.Linear(hidden, num_classes))
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None) -> Tensor:
+        if batch is None:
+            batch = x.new_zeros(x.size(0), dtype=torch.long)
+        if self.readout == "last":
+            h = F.elu(self.encoder(x, edge_index, edge_attr, batch))
+            return self.head(self.pool(h, batch))
+        layers = self.encoder(x, edge_index, edge_attr, batch,
+                              return_layers=True)
+        layers[-1] = F.elu(layers[-1])
+        return sum(head(F.dropout(self.pool(h, batch), self.dropout,
+                                  self.training))
+                   for head, h in zip(self.head, layers))
+
+
+class LinkPredictor(torch.nn.Module):
+    """Link prediction: node encoder and a dot-product or MLP decoder
+    (``decoder``); ``forward`` scores the node pairs ``pairs`` (``[2, P]``)
+    on the graph ``edge_index``."""
+
+    HEAD_OPTIONS = ("decoder", )
+
+    def __init__(self, model: str, in_channels: int, **options):
+        super().__init__()
+        self.decoder = _split_head_options(options, self.HEAD_OPTIONS,
+                                           "link")["decoder"]
+        hidden = get_model(model).resolve(options)["hidden"]
+        self.encoder = build_encoder(model, in_channels, hidden, **options)
+        if self.decoder == "mlp":
+            self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, hidden),
+                                           torch.nn.ReLU(),
+                                           torch.nn.Linear(hidden, 1))
+
+    def encode(self, x: Tensor, edge_index: Tensor,
+               edge_attr: Optional[Tensor] = None) -> Tensor:
+        return self.encoder(x, edge_index, edge_attr)
+
+    def decode(self, z: Tensor, pairs: Tensor) -> Tensor:
+        h = z[pairs[0]] * z[pairs[1]]
+        return h.sum(-1) if self.decoder == "dot" else self.mlp(h).squeeze(-1)
+
+    def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor,
+                edge_attr: Optional[Tensor] = None) -> Tensor:
+        return self.decode(self.encode(x, edge_index, edge_attr), pairs)
+
+
+#: The model heads, by task name.
+TASK_HEADS = {"node": NodeClassifier, "graph": GraphClassifier,
+              "link": LinkPredictor}
+
+
+def task_options(task: str):
+    """The option names a task's head takes on top of the model's."""
+    return getattr(TASK_HEADS[task], "HEAD_OPTIONS", ())
+
+
+def build_model(task: str, model: str, in_channels: int,
+                num_classes: Optional[int] = None,
+                **options) -> torch.nn.Module:
+    """Builds registry model ``model`` with the head of ``task``
+    (``"node"``, ``"graph"`` or ``"link"``).
+
+    ``options`` are the model's options (``tgnn models`` lists them) and the
+    head's (``pool``, ``readout`` for graphs, ``decoder`` for links); one
+    the model does not take, or a value out of range, raises a
+    ``ValueError`` naming the option, the model and what it accepts.
+    """
+    if task not in TASK_HEADS:
+        raise ValueError(f"unknown task {task!r}; expected one of "
+                         f"{', '.join(TASK_HEADS)}")
+    if task == "link":
+        if num_classes is not None:
+            raise ValueError("the link task scores node pairs: num_classes "
+                             f"must be None, got {num_classes}")
+        return LinkPredictor(model, in_channels, **options)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"the {task} task needs num_classes >= 1, got "
+                         f"{num_classes!r}")
+    return TASK_HEADS[task](model, in_channels, num_classes, **options)

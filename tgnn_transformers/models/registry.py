@@ -1,0 +1,404 @@
+"""The model registry: every model name the package knows, the layer behind
+it, and the options it takes, with types, defaults and allowed values.
+
+This is the one place a model is described.  The task models
+(:func:`~tgnn_transformers.models.build_model`), the ``tgnn`` command line
+(choices, flags and ``tgnn models``), the configuration files, the benchmark
+lists and the README's table of models all read it.  Adding a model means
+adding one :class:`ModelSpec` to :data:`MODELS`; adding an option means one
+:class:`Option` in :data:`OPTIONS` and its name in the specs that take it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple)
+
+import torch
+from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
+                                TransformerConv)
+
+from ..functional import REDUCTIONS
+from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
+                  PNAAttentionConv)
+from ..nn.pna_attention_conv import SCALERS
+
+
+# --------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric interval; ``open_low`` / ``open_high`` exclude the ends."""
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = "(" if self.open_low or self.low == -math.inf else "["
+        high = ")" if self.open_high or self.high == math.inf else "]"
+        fmt = lambda v: "inf" if math.isinf(v) else f"{v:g}"  # noqa: E731
+        return f"{low}{fmt(self.low)}, {fmt(self.high)}{high}"
+
+
+POSITIVE = Range(0, open_low=True)
+AT_LEAST_ONE = Range(1)
+PROBABILITY = Range(0, 1, open_high=True)  # dropout: 1 would drop all
+
+
+@dataclass(frozen=True)
+class Option:
+    """One typed setting: of a model, of a task head, or of a recipe."""
+    name: str
+    kind: type
+    """``int``, ``float``, ``bool`` or ``str``"""
+    default: Any
+    help: str
+    choices: Optional[Tuple[Any, ...]] = None
+    range: Optional[Range] = None
+    many: bool = False
+    """a list of values (each checked) instead of one"""
+    user: bool = True
+    """settable by users (a ``tgnn train`` flag); ``False`` for what the
+    training recipe derives from the data (``edge_dim``, ``delta``)"""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """What the option accepts, for messages and tables."""
+        if self.choices is not None:
+            accepted = " | ".join("none" if c is None else str(c)
+                                  for c in self.choices)
+        else:
+            accepted = self.kind.__name__
+            if self.range is not None:
+                accepted += f" in {self.range}"
+        return f"list of {accepted}" if self.many else accepted
+
+    def check(self, value: Any, owner: str) -> Any:
+        """Returns ``value`` checked (ints accepted as floats, lists as
+        tuples); raises a ``ValueError``/``TypeError`` naming the option,
+        ``owner`` (e.g. "model 'mha'"), what is accepted and what came."""
+        if self.many:
+            if isinstance(value, (str, bytes)) or not isinstance(
+                    value, (list, tuple)):
+                raise TypeError(f"option {self.name!r} of {owner} expects a "
+                                f"{self.describe()}, got {value!r}")
+            if not value:
+                raise ValueError(f"option {self.name!r} of {owner} needs at "
+                                 f"least one value, got an empty list")
+            return tuple(self._check_one(v, owner) for v in value)
+        return self._check_one(value, owner)
+
+    def _check_one(self, value: Any, owner: str) -> Any:
+        def fail(error=ValueError):
+            raise error(f"option {self.name!r} of {owner} expects "
+                        f"{self.describe()}, got {value!r}")
+        if value is None:
+            if self.default is None or (self.choices is not None and
+                                        None in self.choices):
+                return None
+            fail(TypeError)
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                fail(TypeError)
+        elif self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(TypeError)
+        elif self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                fail(TypeError)
+            value = float(value)
+            if not math.isfinite(value):
+                fail()
+        elif not isinstance(value, self.kind):
+            fail(TypeError)
+        if self.choices is not None and value not in self.choices:
+            fail()
+        if self.range is not None and value not in self.range:
+            fail()
+        return value
+
+
+def _options(*options: Option) -> Dict[str, Option]:
+    return {o.name: o for o in options}
+
+
+#: Every model and task-head option, by name.
+OPTIONS: Dict[str, Option] = _options(
+    Option("hidden", int, 64, "hidden width (all heads together)",
+           range=AT_LEAST_ONE),
+    Option("heads", int, 8, "attention heads of the hidden layers",
+           range=AT_LEAST_ONE),
+    Option("out_heads", int, 1, "heads of the last layer (averaged)",
+           range=AT_LEAST_ONE),
+    Option("num_layers", int, 2, "number of layers", range=AT_LEAST_ONE),
+    Option("dropout", float, 0.5, "feature dropout", range=PROBABILITY),
+    Option("attention_dropout", float, 0.0,
+           "dropout on the attention weights", range=PROBABILITY),
+    Option("root_weight", bool, True,
+           "add the skip term W_skip x_i to each attention conv"),
+    Option("mlp_multiplier", float, 0.5,
+           "GIN-Attention: hidden width of each head's MLP relative to the "
+           "head width (gamma)", range=POSITIVE),
+    Option("mlp_norm", str, "layer",
+           "GIN-Attention: norm inside each head's MLP",
+           choices=("layer", None)),
+    Option("normalization", str, "softmax",
+           "GIN-Attention scores: softmax, or non-normalised ReLU (sum-like,"
+           " keeps degree information)", choices=("softmax", "relu")),
+    Option("aggregators", str, ("mean", "max", "min", "std"),
+           "PNA-Attention: attention-weighted aggregators",
+           choices=REDUCTIONS, many=True),
+    Option("scalers", str, SCALERS, "PNA-Attention: degree scalers",
+           choices=SCALERS, many=True),
+    Option("attention", str, "mha",
+           "attention conv inside each graph-transformer block",
+           choices=("mha", "gin-attention", "pna-attention")),
+    Option("ffn_multiplier", float, 2.0,
+           "graph-transformer: feed-forward width relative to the model "
+           "width", range=POSITIVE),
+    Option("norm", str, "layer", "graph-transformer: block norm",
+           choices=("layer", "rms", "batch")),
+    Option("edge_dim", int, None, "width of the edge features attended with",
+           range=AT_LEAST_ONE, user=False),
+    Option("delta", float, None,
+           "PNA: mean log(in-degree + 1) of the training graphs",
+           range=POSITIVE, user=False),
+    # task heads
+    Option("pool", str, "add", "graph task: global pooling",
+           choices=("add", "mean")),
+    Option("readout", str, "last",
+           "graph task: classify the pooled last layer, or sum one linear "
+           "head per layer as in GIN", choices=("last", "layers")),
+    Option("decoder", str, "dot", "link task: edge decoder",
+           choices=("dot", "mlp")),
+)
+
+
+# --------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------
+
+ConvFactory = Callable[..., torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model name and everything the package needs to build and call it.
+
+    Conv-stack models (all but ``graph-transformer``) are built by
+    ``make_conv(in_channels, out_channels, heads, concat, **options)`` one
+    layer at a time; its output width is ``heads * out_channels`` with
+    ``concat`` else ``out_channels``.
+    """
+    name: str
+    layer: type
+    summary: str
+    family: str
+    """``"attention"`` (this package) or ``"baseline"`` (PyG's own)"""
+    options: Tuple[str, ...]
+    make_conv: Optional[ConvFactory] = None
+    forward_args: Tuple[str, ...] = ()
+    """which of ``edge_attr``, ``batch`` the layer's forward takes"""
+    sparse_features: bool = True
+    """accepts sparse CSR input features (projects before aggregating)"""
+    multi_head: bool = True
+    compared_on: Tuple[str, ...] = ("node", "graph")
+    """tasks on which the accuracy report runs it (a baseline is run where
+    its paper reports the published anchor)"""
+
+    @property
+    def edge_features(self) -> bool:
+        return "edge_dim" in self.options
+
+    def accepted(self, options: Mapping[str, Any] = {}) -> Tuple[str, ...]:
+        """The option names this model takes, given the options chosen so
+        far (a graph transformer also takes its attention conv's)."""
+        names = self.options
+        if "attention" in names:
+            inner = MODELS[options.get("attention",
+                                       OPTIONS["attention"].default)]
+            names = names + tuple(n for n in inner.options
+                                  if n in VARIANT_OPTIONS)
+        return names
+
+    def resolve(self, options: Mapping[str, Any]) -> Dict[str, Any]:
+        """``options`` checked against this model, with the registry
+        default of every option not given; raises on an option the model
+        does not take, naming the option, the model and what it takes."""
+        return resolve_options(options, self.accepted(options),
+                               f"model {self.name!r}")
+
+
+def resolve_options(options: Mapping[str, Any], accepted: Sequence[str],
+                    owner: str) -> Dict[str, Any]:
+    """:func:`check_options`, then the registry default of every accepted
+    option that was not given."""
+    out = check_options(options, accepted, owner)
+    for name in accepted:
+        out.setdefault(name, OPTIONS[name].default)
+    return out
+
+
+def check_options(options: Mapping[str, Any], accepted: Sequence[str],
+                  owner: str) -> Dict[str, Any]:
+    """Checks every value of ``options`` and that each is in ``accepted``."""
+    out = {}
+    for name, value in options.items():
+        if name not in accepted:
+            raise ValueError(
+                f"{owner} does not take option {name!r}; it takes "
+                f"{', '.join(sorted(accepted)) or 'no options'}")
+        out[name] = OPTIONS[name].check(value, owner)
+    return out
+
+
+SHARED = ("hidden", "num_layers", "dropout")
+MULTI_HEAD = SHARED + ("heads", "out_heads")
+ATTENTION_SHARED = MULTI_HEAD + ("attention_dropout", "root_weight",
+                                 "edge_dim")
+#: Options that belong to one attention variant (a graph transformer takes
+#: those of the attention conv it is built with).
+VARIANT_OPTIONS = ("mlp_multiplier", "mlp_norm", "normalization",
+                   "aggregators", "scalers", "delta")
+
+
+def _attention_conv(cls: type, **fixed) -> ConvFactory:
+    """Factory of one of the package's convs from registry options."""
+    def make(in_channels, out_channels, heads, concat, *,
+             attention_dropout=0.0, **options):
+        return cls(in_channels, out_channels, heads=heads, concat=concat,
+                   dropout=attention_dropout, **fixed, **options)
+    return make
+
+
+def _gat(in_channels, out_channels, heads, concat, *, attention_dropout=0.0,
+         edge_dim=None):
+    return GATConv(in_channels, out_channels, heads=heads, concat=concat,
+                   dropout=attention_dropout, edge_dim=edge_dim)
+
+
+def _transformer_conv(in_channels, out_channels, heads, concat, *,
+                      attention_dropout=0.0, edge_dim=None,
+                      root_weight=True):
+    return TransformerConv(in_channels, out_channels, heads=heads,
+                           concat=concat, dropout=attention_dropout,
+                           edge_dim=edge_dim, root_weight=root_weight)
+
+
+def _gin(in_channels, out_channels, heads, concat):
+    # The GIN paper's layer: a 2-layer MLP with batch norm, trainable eps.
+    return GINConv(MLP([in_channels, out_channels, out_channels]),
+                   train_eps=True)
+
+
+def _single(cls: type) -> ConvFactory:
+    def make(in_channels, out_channels, heads, concat):
+        return cls(in_channels, out_channels)
+    return make
+
+
+def _specs(*specs: ModelSpec) -> Dict[str, ModelSpec]:
+    return {s.name: s for s in specs}
+
+
+_OURS = ("edge_attr", "batch")
+
+#: Every model, by name: the package's attention models first, then the
+#: PyG baselines they are measured against.
+MODELS: Dict[str, ModelSpec] = _specs(
+    ModelSpec("mha", MultiHeadAttentionConv,
+              "multi-head dot-product attention (TransformerConv form)",
+              "attention", ATTENTION_SHARED,
+              _attention_conv(MultiHeadAttentionConv, out_proj=False), _OURS),
+    ModelSpec("gin-attention", GINAttentionConv,
+              "attention weights as adjacency, GIN update per head",
+              "attention", ATTENTION_SHARED + ("mlp_multiplier", "mlp_norm",
+                                                "normalization"),
+              _attention_conv(GINAttentionConv, out_proj=False), _OURS),
+    ModelSpec("pna-attention", PNAAttentionConv,
+              "attention-weighted PNA aggregators with degree scalers",
+              "attention", ATTENTION_SHARED + ("aggregators", "scalers",
+                                                "delta"),
+              _attention_conv(PNAAttentionConv, out_proj=False), _OURS),
+    ModelSpec("graph-transformer", GraphTransformer,
+              "pre-norm transformer blocks around an attention conv",
+              "attention",
+              ("hidden", "heads", "num_layers", "dropout",
+               "attention_dropout", "edge_dim", "attention",
+               "ffn_multiplier", "norm"), None, _OURS),
+    ModelSpec("gcn", GCNConv, "graph convolution (Kipf & Welling)",
+              "baseline", SHARED, _single(GCNConv), multi_head=False),
+    ModelSpec("gat", GATConv, "graph attention (Velickovic et al.)",
+              "baseline", MULTI_HEAD + ("attention_dropout", "edge_dim"),
+              _gat, ("edge_attr", )),
+    ModelSpec("sage", SAGEConv, "GraphSAGE, mean aggregation", "baseline",
+              SHARED, _single(SAGEConv), sparse_features=False,
+              multi_head=False, compared_on=()),
+    ModelSpec("gin", GINConv, "graph isomorphism network (Xu et al.)",
+              "baseline", SHARED, _gin, sparse_features=False,
+              multi_head=False, compared_on=("graph", )),
+    ModelSpec("transformerconv", TransformerConv,
+              "PyG's TransformerConv", "baseline",
+              ATTENTION_SHARED, _transformer_conv, ("edge_attr", ),
+              compared_on=("node", )),
+)
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec of model ``name``; a ``ValueError`` lists the known ones."""
+    try:
+        return MODELS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; expected one of "
+                         f"{', '.join(MODELS)}") from None
+
+
+def model_names(family: Optional[str] = None,
+                compared_on: Optional[str] = None) -> List[str]:
+    """Model names in registry order, optionally of one family or only
+    those the accuracy report runs on task ``compared_on``."""
+    return [n for n, s in MODELS.items() if family in (None, s.family)
+            and (compared_on is None or compared_on in s.compared_on)]
+
+
+def _default_text(option: Option) -> str:
+    value = option.default
+    if option.many:
+        return ",".join(value)
+    return "none" if value is None else str(value)
+
+
+def models_table() -> str:
+    """The markdown table of models printed by ``tgnn models`` and kept in
+    the README: name, layer, what it is, and its own options (beyond
+    ``hidden``, ``num_layers``, ``dropout``) with defaults."""
+    lines = ["| model | layer | what it is | options (default) |",
+             "|---|---|---|---|"]
+    for spec in MODELS.values():
+        own = [n for n in spec.options if n not in SHARED]
+        text = ", ".join(f"`{n}`" if not OPTIONS[n].user or
+                         OPTIONS[n].default is None else
+                         f"`{n}`={_default_text(OPTIONS[n])}" for n in own)
+        if spec.family == "baseline":
+            layer = f"PyG `{spec.layer.__name__}`"
+        else:
+            layer = f"`{spec.layer.__name__}`"
+        lines.append(f"| `{spec.name}` | {layer} | {spec.summary} | "
+                     f"{text or '-'} |")
+    return "\n".join(lines)
+
+
+__all__ = ["Option", "Range", "ModelSpec", "OPTIONS", "MODELS", "get_model",
+           "model_names", "models_table", "check_options", "resolve_options"]
