@@ -51,6 +51,18 @@ def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
                 f"{bound} {name} nodes (valid indices are 0..{bound - 1})")
 
 
+def check_query_key(query: Tensor, key: Tensor) -> None:
+    """Checks that ``query`` and ``key`` are ``[N, H, C]`` with the same
+    heads and channels."""
+    for name, t in (("query", query), ("key", key)):
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape [N, H, C], got "
+                             f"{list(t.shape)}")
+    if key.shape[1:] != query.shape[1:]:
+        raise ValueError(f"query and key must share [H, C], got "
+                         f"{list(query.shape)} and {list(key.shape)}")
+
+
 def check_per_edge(tensor: Optional[Tensor], name: str, num_edges: int,
                    trailing: tuple) -> None:
     """Checks that a per-edge tensor has shape ``[E, *trailing]``."""

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ._cache import cached_on
 from ._checks import (check_batch, check_edge_index, check_per_edge,
-                      tracing)
+                      check_query_key, tracing)
 from .aggregate import aggregate_csr
 from .patterns import lengths_to_ptr, recognize_sequence_pattern
 from .softmax import edge_softmax
@@ -267,13 +267,10 @@ def edge_attention(
                          f"one of {', '.join(SCORE_NORMALIZATIONS)}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if t.dim() != 3:
-            raise ValueError(f"{name} must have shape [N, H, C], got "
-                             f"{list(t.shape)}")
-    if key.shape[1:] != query.shape[1:]:
-        raise ValueError(f"query and key must share [H, C], got "
-                         f"{list(query.shape)} and {list(key.shape)}")
+    check_query_key(query, key)
+    if value.dim() != 3:
+        raise ValueError(f"value must have shape [N, H, C], got "
+                         f"{list(value.shape)}")
     if value.shape[:2] != key.shape[:2]:
         raise ValueError(f"value must have one row per source node and the "
                          f"heads of key: got {list(value.shape)} and "

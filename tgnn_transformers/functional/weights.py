@@ -16,7 +16,8 @@ from typing import Optional, Union
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_edge_index, check_per_edge
+from ._checks import (check_edge_index, check_per_edge,
+                      check_query_key)
 from .attention import SCORE_NORMALIZATIONS
 from .softmax import edge_softmax
 from .sparse_ops import graph_index
@@ -57,13 +58,7 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
     if normalization not in SCORE_NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; expected "
                          f"one of {', '.join(SCORE_NORMALIZATIONS)}")
-    for name, t in (("query", query), ("key", key)):
-        if t.dim() != 3:
-            raise ValueError(f"{name} must have shape [N, H, C], got "
-                             f"{list(t.shape)}")
-    if key.shape[1:] != query.shape[1:]:
-        raise ValueError(f"query and key must share [H, C], got "
-                         f"{list(query.shape)} and {list(key.shape)}")
+    check_query_key(query, key)
     num_dst, heads, channels = query.shape
     check_edge_index(edge_index, key.size(0), num_dst)
     num_edges = edge_index.size(1)
