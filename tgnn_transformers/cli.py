@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from .models import MODELS, OPTIONS, Option, models_table
@@ -115,25 +116,41 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # Every option is checked, with the model known, before data is loaded.
     try:
+        check_locations(args.mirror, args.config)
         config = resolve_config(args.task, args.dataset, args.model,
                                 _overrides(args), args.config)
-    except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"tgnn: error: {exc}", file=sys.stderr)
+        return 2
     from .data import DataSourceError
-    from .train.runner import run_experiment
+    from .train.io import CheckpointError
+    from .train.runner import ResumeError, run_experiment
     out = args.out or f"runs/{args.task}-{args.dataset}-{args.model}"
     try:
         metrics = run_experiment(config, out, resume=args.resume,
                                  quiet=args.quiet, root=args.root,
                                  mirror=args.mirror)
-    except DataSourceError as exc:
+    except (DataSourceError, ResumeError, CheckpointError) as exc:
         print(f"tgnn: error: {exc}", file=sys.stderr)
         return 2
     test = metrics["test"]
+    if test["mean"] is None:
+        score = f"undefined ({test['reason']})"
+    else:
+        score = f"{100 * test['mean']:.2f} ± {100 * test['std']:.2f}"
     print(f"{config['dataset']} / {config['model']}: test {metrics['metric']}"
-          f" {100 * test['mean']:.2f} ± {100 * test['std']:.2f} over "
-          f"{test['n']} run(s); results in {out}/metrics.json")
+          f" {score} over {test['n']} run(s); results in {out}/metrics.json")
     return 0
+
+
+def check_locations(mirror: Optional[str], config: Optional[str]) -> None:
+    """Paths given on the command line exist (checked before any work)."""
+    if mirror is not None and not Path(mirror).expanduser().is_dir():
+        raise ValueError(f"--mirror {mirror}: no such folder (the offline "
+                         "data mirror must be a folder laid out like "
+                         "planetoid/Cora/raw/...)")
+    if config is not None and not Path(config).expanduser().is_file():
+        raise ValueError(f"--config {config}: no such file")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,25 @@ def get_source(name: str) -> Source:
     return SOURCES[key]
 
 
+#: Which kind of data set each task trains on (link prediction uses the
+#: node data sets' graphs).
+TASK_DATA = {"node": "node", "link": "node", "graph": "graph"}
+
+
+def check_task_dataset(task: str, name: str) -> None:
+    """Raises a ``ValueError`` when ``name`` is not a data set of ``task``'s
+    kind (``--task graph --dataset cora``), naming the ones that are."""
+    if task not in TASK_DATA:
+        return
+    source = get_source(name)
+    if source.task != TASK_DATA[task]:
+        fitting = sorted(k for k, s in SOURCES.items()
+                         if s.task == TASK_DATA[task])
+        raise ValueError(f"dataset {name!r} is a {source.task} data set, "
+                         f"but the {task} task needs one of: "
+                         f"{', '.join(fitting)}")
+
+
 def _missing(base: Path, files) -> List[str]:
     return [f for f in files if not (base / f).is_file()]
 

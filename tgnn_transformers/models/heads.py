@@ -39,9 +39,6 @@ class ConvStack(torch.nn.Module):
         self.dropout = options.pop("dropout")
         heads = options.pop("heads", 1)
         out_heads = options.pop("out_heads", 1)
-        if hidden % heads:
-            raise ValueError(f"option 'heads' of model {model!r} must divide "
-                             f"hidden={hidden}, got heads={heads}")
         self.convs = torch.nn.ModuleList()
         width = in_channels
         for layer in range(num_layers):

@@ -237,8 +237,14 @@ class ModelSpec:
         """``options`` checked against this model, with the registry
         default of every option not given; raises on an option the model
         does not take, naming the option, the model and what it takes."""
-        return resolve_options(options, self.accepted(options),
-                               f"model {self.name!r}")
+        owner = f"model {self.name!r}"
+        resolved = resolve_options(options, self.accepted(options), owner)
+        heads = resolved.get("heads", 1)
+        if resolved["hidden"] % heads:
+            raise ValueError(f"option 'heads' of {owner} must divide "
+                             f"hidden={resolved['hidden']}, got "
+                             f"heads={heads}")
+        return resolved
 
 
 def resolve_options(options: Mapping[str, Any], accepted: Sequence[str],

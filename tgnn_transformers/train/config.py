@@ -8,9 +8,9 @@ import json
 from importlib import resources
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..data import check_task_dataset
 from ..models import OPTIONS, get_model, task_options
-from ..models.registry import (AT_LEAST_ONE, POSITIVE, Option, Range,
-                               check_options)
+from ..models.registry import AT_LEAST_ONE, POSITIVE, Option, Range
 
 TASKS = ("node", "graph", "link")
 
@@ -84,6 +84,7 @@ def resolve_config(task: str, dataset: str, model: str,
                          f"{', '.join(TASKS)}")
     spec = get_model(model)
     dataset = dataset.lower()
+    check_task_dataset(task, dataset)
     source = config_file or "the packaged defaults.json"
     table = load_defaults(config_file)
     if task not in table:
@@ -125,11 +126,8 @@ def resolve_config(task: str, dataset: str, model: str,
             raise ValueError(f"{where}: option {key!r} does not apply to "
                              f"model {model!r} on the {task} task; it takes "
                              f"{takes}")
-    model_options = check_options(model_given, accepted,
-                                  f"model {model!r}")
-    for name in accepted:
-        if OPTIONS[name].user:
-            model_options.setdefault(name, OPTIONS[name].default)
+    model_options = {k: v for k, v in spec.resolve(model_given).items()
+                     if OPTIONS[k].user}
     for name in own:
         option = RECIPE_OPTIONS.get(name) or OPTIONS[name]
         config.setdefault(name, option.default)

@@ -3,8 +3,10 @@ history, progress, atomic checkpoints and exact resume."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -24,13 +26,20 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> Dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    # Plain values and tensors only, so checkpoints load with
+    # torch.load(weights_only=True).
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos,
+                      has_gauss, gauss],
             "python": random.getstate()}
 
 
 def _set_rng_state(state: Dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos,
+                         has_gauss, gauss))
     random.setstate(state["python"])
 
 
@@ -56,15 +65,29 @@ class FitResult:
     epochs_run: int = 0
 
 
+def _terminal_width(stream) -> int:
+    """Columns of the terminal behind ``stream``; 0 when it is not one or
+    reports no width (a CI log, a pipe)."""
+    try:
+        if not stream.isatty():
+            return 0
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class Progress:
-    """A tqdm bar on a terminal, a log line every ``every`` epochs
-    otherwise, nothing with ``quiet``."""
+    """A tqdm bar on a terminal that has a width; otherwise one log line
+    (epoch, loss, validation metric, rate) every ``every`` epochs and at
+    least every ``seconds``; nothing with ``quiet``."""
 
     def __init__(self, total: int, desc: str, quiet: bool, every: int = 25,
-                 initial: int = 0):
+                 initial: int = 0, seconds: float = 30.0):
         self.quiet, self.every, self.desc = quiet, every, desc
+        self.seconds, self.total = seconds, total
         self.bar = None
-        if not quiet and sys.stderr.isatty():
+        self.last_time, self.last_epoch = time.monotonic(), initial
+        if not quiet and _terminal_width(sys.stderr) > 0:
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=desc, initial=initial,
                             leave=False, dynamic_ncols=True)
@@ -76,10 +99,16 @@ class Progress:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{row['train_loss']:.3f}",
                                  val=f"{row['val']:.4f}")
-        elif epoch % self.every == 0:
-            log.info("%s epoch %d  loss %.4f  val %.4f  test %.4f",
-                     self.desc, epoch, row["train_loss"], row["val"],
-                     row["test"])
+            return
+        now = time.monotonic()
+        if epoch % self.every and now - self.last_time < self.seconds \
+                and epoch != self.total:
+            return
+        rate = (epoch - self.last_epoch) / max(now - self.last_time, 1e-9)
+        log.info("%s epoch %d/%d  loss %.4f  val %.4f  %.1f epochs/s",
+                 self.desc, epoch, self.total, row["train_loss"], row["val"],
+                 rate)
+        self.last_time, self.last_epoch = now, epoch
 
     def close(self) -> None:
         if self.bar is not None:

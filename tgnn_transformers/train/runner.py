@@ -2,21 +2,34 @@
 results: ``metrics.json``, ``history.csv``, ``curves.png``."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 import platform
 import statistics
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from ..data import load_dataset
-from .io import load_checkpoint, save_checkpoint, write_csv, write_json
+from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
+                 write_json)
 from .loop import fit, seed_everything
 from .recipes import graph_recipe, link_recipe, node_recipe
 
 log = logging.getLogger("tgnn_transformers.train")
+
+#: The configuration and package version a run was started with.
+RUN_FILE = "run.json"
+#: What a failed run leaves: the exception and its traceback.
+ERROR_FILE = "error.json"
+
+
+class ResumeError(ValueError):
+    """``--resume`` on a run started with other settings."""
 
 
 def environment() -> Dict[str, Any]:
@@ -73,10 +86,14 @@ def _ogb_node_recipe(config, loaded):
     return node_recipe(data, dataset.num_classes, config)
 
 
-def summarize(values: List[float]) -> Dict[str, float]:
-    values = [v for v in values if v == v]  # drop NaN
+def summarize(values: List[float]) -> Dict[str, Any]:
+    """Mean and population standard deviation of the finite values; with
+    none, ``None`` values and the reason (JSON has no NaN)."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+        return {"mean": None, "std": None, "n": 0,
+                "reason": "no run produced a finite value (an empty split, "
+                          "or a metric undefined on it)"}
     return {"mean": statistics.fmean(values),
             "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
             "n": len(values)}
@@ -128,7 +145,54 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
     into ``out``.  With ``resume``, finished runs are read back and an
     interrupted run continues from its checkpoint."""
     out = Path(out)
+    record = {"config": config, "tgnn_transformers": _version()}
+    if resume:
+        check_resumable(out, record)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(record, out / RUN_FILE)
+    try:
+        metrics = _run_all(config, out, resume, quiet, root, mirror,
+                           on_epoch_end)
+    except Exception as exc:
+        # A failed run leaves its reason, not an empty folder.
+        write_json({"error": type(exc).__name__, "message": str(exc),
+                    "traceback": traceback.format_exc()}, out / ERROR_FILE)
+        raise
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    return metrics
+
+
+def _version() -> str:
+    import tgnn_transformers
+    return tgnn_transformers.__version__
+
+
+def check_resumable(out: Path, record: Dict[str, Any]) -> None:
+    """Raises :class:`ResumeError` unless the run recorded in ``out`` has
+    exactly this configuration and package version."""
+    path = out / RUN_FILE
+    if not path.exists():
+        if (out / "checkpoints").exists():
+            raise ResumeError(f"{out} has checkpoints but no {RUN_FILE} "
+                              "recording their configuration: cannot "
+                              "resume it honestly; start a new run")
+        return
+    recorded = json.loads(path.read_text())
+    now = json.loads(json.dumps(strict_json(record), default=str))
+    before = {**recorded.get("config", {}),
+              "tgnn_transformers": recorded.get("tgnn_transformers")}
+    after = {**now["config"], "tgnn_transformers": now["tgnn_transformers"]}
+    differ = sorted(k for k in set(before) | set(after)
+                    if before.get(k) != after.get(k))
+    if differ:
+        lines = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
+                          for k in differ)
+        raise ResumeError(f"--resume: the run in {out} was started with "
+                          f"other settings ({lines}); resume it with the "
+                          "recorded settings or use a new --out")
+
+
+def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
     ckpt_dir = out / "checkpoints"
     started = time.time()
     dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
