@@ -172,6 +172,8 @@ def edge_softmax(src: Tensor, index: Optional[Tensor] = None,
     shift = shift.masked_fill(torch.isinf(shift), 0.0)
     weights = (src - expand(shift)).exp()
     denom = denom_of(weights)
-    # denom >= 1 wherever a finite score exists; the clamp only turns 0/0
-    # (all scores -inf) into 0.
-    return weights / expand(denom.clamp_min(torch.finfo(denom.dtype).tiny))
+    # denom >= 1 wherever a finite score exists (the maximum contributes
+    # exp(0) = 1) and 0 where every score is -inf: clamping at 1 turns that
+    # 0/0 into 0 and keeps the backward finite (a clamp at finfo.tiny let
+    # 1/denom overflow, and inf * 0 gave NaN gradients to masked scores).
+    return weights / expand(denom.clamp_min(1.0))

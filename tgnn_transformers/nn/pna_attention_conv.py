@@ -173,7 +173,9 @@ class PNAAttentionConv(AttentionConvBase):
                 self_value = self.lin_value(attended.x_dst).view(
                     -1, self.heads, self.out_channels)
             features = torch.cat([self_value.unsqueeze(2), features], dim=2)
-        return self.mixer(features.reshape(num_dst, self.heads, -1))
+        # flatten, not reshape(N, H, -1): a graph with 0 nodes has no
+        # elements to infer the -1 from.
+        return self.mixer(features.flatten(2))
 
     def _extra_repr_args(self) -> str:
         return (f"aggregators={list(self.aggregators)}, "
