@@ -22,7 +22,7 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip setuptools wheel
 $PIP install -q "torch==$TORCH_VERSION"
-$PIP install -q -e ".[dev,plot,ogb]"
+$PIP install -q -e ".[dev,plot,ogb,pretrained]"
 if [[ ",$EXTRAS," == *",scatter,"* ]]; then
     MAX_JOBS=${MAX_JOBS:-2} $PIP install -q --no-build-isolation \
         torch-scatter torch-sparse

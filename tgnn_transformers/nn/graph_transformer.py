@@ -282,3 +282,19 @@ class GraphTransformer(torch.nn.Module):
         out.final_norm = copy.deepcopy(encoder.norm)
         out.train(encoder.training)
         return out
+
+    @classmethod
+    def from_huggingface(cls, model, backend: str = "auto"
+                         ) -> "GraphTransformer":
+        """Builds the stack that computes a Hugging Face BERT-family
+        encoder (``BertModel``; MiniLM is one) on sentence graphs.
+
+        Its input ``x`` is the output of ``model.embeddings`` for the real
+        (non-padding) tokens of each sentence, its ``edge_index`` the
+        sentences' token graphs (complete graphs reproduce the model: the
+        rows of ``last_hidden_state`` for those tokens; other patterns are
+        the same weights on another attention graph).  See
+        :func:`tgnn_transformers.adapters.encode_as_graphs`.
+        """
+        from .huggingface import graph_transformer_from_bert
+        return graph_transformer_from_bert(cls, model, backend)
