@@ -191,6 +191,11 @@ def _spmm(index: GraphIndex, weight: Tensor, x: Tensor,
 # autograd functions
 # --------------------------------------------------------------------------
 
+# The backward passes of _SDDMM and _SpMM are written with the two
+# Functions themselves (not the raw per-head kernels), so they are
+# differentiable again: double backward (gradgradcheck, gradient penalties)
+# works, at no cost when no graph is being recorded.
+
 class _SDDMM(torch.autograd.Function):
 
     @staticmethod
@@ -204,30 +209,36 @@ class _SDDMM(torch.autograd.Function):
         query, key = ctx.saved_tensors
         index = ctx.index
         grad = grad.contiguous()
-        grad_q = _spmm(index, grad, key) if ctx.needs_input_grad[0] else None
-        grad_k = (_spmm(index, grad, query, transpose=True)
+        grad_q = (_SpMM.apply(grad, key, index, False)
+                  if ctx.needs_input_grad[0] else None)
+        grad_k = (_SpMM.apply(grad, query, index, True)
                   if ctx.needs_input_grad[1] else None)
         return grad_q, grad_k, None
 
 
 class _SpMM(torch.autograd.Function):
+    """``out_i = sum_{e: j -> i} w_e x_j``; with ``transpose`` the product
+    with the transposed matrix, ``out_j = sum_{e: j -> i} w_e x_i``."""
 
     @staticmethod
-    def forward(ctx, weight, value, index):
-        ctx.index = index
+    def forward(ctx, weight, value, index, transpose=False):
+        ctx.index, ctx.transpose = index, transpose
         ctx.save_for_backward(weight, value)
-        return _spmm(index, weight, value)
+        return _spmm(index, weight, value, transpose=transpose)
 
     @staticmethod
     def backward(ctx, grad):
         weight, value = ctx.saved_tensors
-        index = ctx.index
+        index, transpose = ctx.index, ctx.transpose
         grad = grad.contiguous()
-        grad_w = (_sddmm(index, grad, value) if ctx.needs_input_grad[0]
-                  else None)
-        grad_v = (_spmm(index, weight, grad, transpose=True)
-                  if ctx.needs_input_grad[1] else None)
-        return grad_w, grad_v, None
+        grad_w = grad_v = None
+        if ctx.needs_input_grad[0]:
+            # <grad_out[dst], value[src]> (transposed: the roles swap)
+            grad_w = (_SDDMM.apply(value, grad, index) if transpose else
+                      _SDDMM.apply(grad, value, index))
+        if ctx.needs_input_grad[1]:
+            grad_v = _SpMM.apply(weight, grad, index, not transpose)
+        return grad_w, grad_v, None, None
 
 
 class _EdgeDot(torch.autograd.Function):
