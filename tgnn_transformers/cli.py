@@ -26,6 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgnn", description="Transformers as graph neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
+    plot = sub.add_parser(
+        "plot", help="draw a run's curves or a capture's attention",
+        description="RUN_DIR (a tgnn train output folder): curves.png from "
+        "its history.csv, the mean with a ± std band over seeds/folds and "
+        "the best epoch marked.  CAPTURE (a file from "
+        "tgnn_transformers.inspect.save_capture): one attention heatmap "
+        "per recorded layer call.")
+    plot.add_argument("path", help="RUN_DIR or CAPTURE file")
+    plot.add_argument("--out", default=None,
+                      help="folder for the PNG files (default: RUN_DIR, or "
+                      "the capture's folder)")
     sub.add_parser("models", help="list the models and their options",
                    description="Every model of the registry: its layer, "
                    "what it is, and the options it takes beyond hidden, "
@@ -112,6 +123,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "models":
         print(models_table())
         return 0
+    if args.command == "plot":
+        try:
+            written = plot_path(Path(args.path), args.out)
+        except (ValueError, OSError) as exc:
+            print(f"tgnn: error: {exc}", file=sys.stderr)
+            return 2
+        for path in written:
+            print(path)
+        return 0
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # Every option is checked, with the model known, before data is loaded.
@@ -141,6 +161,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{config['dataset']} / {config['model']}: test {metrics['metric']}"
           f" {score} over {test['n']} run(s); results in {out}/metrics.json")
     return 0
+
+
+def plot_path(path: Path, out: Optional[str]) -> List[Path]:
+    """``tgnn plot``: the PNG files written for a run folder or capture."""
+    import matplotlib.pyplot as plt
+    from .inspect import (load_capture, plot_attention_heatmap,
+                          plot_training_curves, read_history)
+    if path.is_dir():
+        history = path / "history.csv"
+        if not history.is_file():
+            raise ValueError(f"{path} has no history.csv (is it a tgnn "
+                             "train output folder?)")
+        target = Path(out or path)
+        target.mkdir(parents=True, exist_ok=True)
+        metric = "accuracy"
+        if (path / "metrics.json").is_file():
+            import json
+            metric = json.loads((path / "metrics.json").read_text()).get(
+                "metric", metric)
+        plt.close(plot_training_curves(read_history(history),
+                                       target / "curves.png", metric))
+        return [target / "curves.png"]
+    if not path.is_file():
+        raise ValueError(f"{path}: no such run folder or capture file")
+    records, tokens = load_capture(path)
+    target = Path(out or path.parent)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, record in enumerate(records):
+        name = target / (f"{path.stem}-{index:02d}-"
+                         f"{record.layer.replace('.', '_') or 'conv'}.png")
+        plt.close(plot_attention_heatmap(
+            record, tokens if tokens and len(tokens) == record.num_nodes
+            else None, name))
+        written.append(name)
+    return written
 
 
 def check_locations(mirror: Optional[str], config: Optional[str]) -> None:

@@ -101,38 +101,16 @@ def summarize(values: List[float]) -> Dict[str, Any]:
 
 def plot_curves(history: List[Dict[str, Any]], path: Path,
                 metric: str) -> bool:
-    """Loss and metric per epoch, one line per run; False without
-    matplotlib."""
+    """Training curves (mean ± band over several runs, best epoch marked);
+    False without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from ..inspect import plot_training_curves
+        fig = plot_training_curves(history, path, metric)
     except ImportError:
         log.warning("matplotlib is not installed: skipping %s", path.name)
         return False
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    runs = sorted({row["run"] for row in history})
-    for run in runs:
-        rows = [r for r in history if r["run"] == run]
-        epochs = [r["epoch"] for r in rows]
-        ax_loss.plot(epochs, [r["train_loss"] for r in rows], lw=0.8,
-                     label=f"{run} train")
-        ax_loss.plot(epochs, [r["val_loss"] for r in rows], lw=0.8, ls="--",
-                     label=f"{run} val")
-        ax_metric.plot(epochs, [r["val"] for r in rows], lw=0.8,
-                       label=f"{run} val")
-        ax_metric.plot(epochs, [r["test"] for r in rows], lw=0.8, ls=":",
-                       label=f"{run} test")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=metric, title=metric)
-    if len(runs) <= 3:
-        ax_loss.legend(fontsize=7)
-        ax_metric.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    import matplotlib.pyplot as plt
     plt.close(fig)
-    tmp.replace(path)
     return True
 
 
