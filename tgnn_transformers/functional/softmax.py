@@ -45,6 +45,26 @@ def _csr_reduce(src: Tensor, ptr: Tensor, dim: int, reduce: str) -> Tensor:
     return torch._segment_reduce(src, reduce, offsets=offsets, axis=dim)
 
 
+class _CSRSum(torch.autograd.Function):
+    """Sum over the segments ``ptr[s]:ptr[s + 1]`` along ``dim`` with
+    torch's fast ``_segment_reduce``, and a backward written as a gather
+    (``segment``: the segment of each entry), which is differentiable
+    again; ``_segment_reduce``'s own backward has no derivative, so double
+    backward through the softmax failed."""
+
+    @staticmethod
+    def forward(ctx, src: Tensor, ptr: Tensor, segment: Tensor,
+                dim: int) -> Tensor:
+        ctx.save_for_backward(segment)
+        ctx.dim = dim
+        return _csr_reduce(src, ptr, dim, "sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        segment, = ctx.saved_tensors
+        return grad.index_select(ctx.dim, segment), None, None, None
+
+
 def _check_integer_vector(t, name: str, what: str, src: Tensor) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor ({what}), got "
@@ -149,7 +169,8 @@ def edge_softmax(src: Tensor, index: Optional[Tensor] = None,
             torch.arange(ptr.numel() - 1, device=ptr.device),
             ptr[1:] - ptr[:-1], output_size=size)
         expand = lambda t: t.index_select(dim, segment)  # noqa: E731
-        denom_of = lambda w: _csr_reduce(w, ptr, dim, "sum")  # noqa: E731
+        denom_of = lambda w: _CSRSum.apply(w, ptr, segment,  # noqa: E731
+                                           dim)
     elif index is not None:
         _check_integer_vector(index, "index", "the segment of each entry",
                               src)
