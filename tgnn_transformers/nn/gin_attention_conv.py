@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional
 
 import torch
@@ -109,6 +110,15 @@ class GINAttentionConv(AttentionConvBase):
         else:
             self.register_parameter("lin_self", None)
         hidden = max(1, round(mlp_multiplier * out_channels))
+        if hidden == 1 and mlp_norm == "layer":
+            warnings.warn(
+                f"GINAttentionConv: mlp_multiplier={mlp_multiplier} with "
+                f"out_channels={out_channels} gives each head's MLP a hidden "
+                "width of 1, and a LayerNorm over 1 channel outputs a "
+                "constant: the layer's output would not depend on its input "
+                "(every weight before the norm gets a zero gradient).  Use "
+                f"mlp_multiplier >= {1.5 / out_channels:.3g} or "
+                "mlp_norm=None", UserWarning, stacklevel=2)
         self.mlp = HeadwiseMLP(heads, out_channels, hidden, out_channels,
                                norm=mlp_norm)
         self.reset_parameters()
