@@ -262,8 +262,9 @@ LAYERS = {
     "pna": lambda: PNAAttentionConv(4, C, heads=H, delta=1.0,
                                     aggregators=REDUCTIONS),
     "transformer-mha": lambda: GraphTransformer(4, H, 2),
-    "transformer-gin": lambda: GraphTransformer(4, H, 2,
-                                                attention="gin-attention"),
+    "transformer-gin": lambda: GraphTransformer(
+        4, H, 2, attention="gin-attention",
+        attention_kwargs=dict(mlp_multiplier=1.0)),
     "transformer-pna": lambda: GraphTransformer(
         4, H, 2, attention="pna-attention",
         attention_kwargs=dict(delta=1.0)),
