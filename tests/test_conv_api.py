@@ -15,7 +15,7 @@ from tgnn_transformers.nn import (ATTENTION_CONVS, GINAttentionConv,
                                   MultiHeadAttentionConv, PNAAttentionConv)
 
 SHARED = ["in_channels", "out_channels", "heads", "concat", "beta", "dropout",
-          "edge_dim", "bias", "root_weight", "out_proj", "backend"]
+          "edge_dim", "bias", "root_weight", "out_proj", "backend", "rope"]
 OPTIONS = {
     MultiHeadAttentionConv: [],
     GINAttentionConv: ["eps", "train_eps", "mlp_multiplier", "mlp_norm",
@@ -79,9 +79,11 @@ def test_variant_options_are_keyword_only():
 
 @pytest.mark.parametrize("cls", CONVS)
 def test_forward_takes_pyg_argument_order(cls):
-    params = list(inspect.signature(cls.forward).parameters)
-    assert params == ["self", "x", "edge_index", "edge_attr", "batch",
-                      "return_attention_weights"]
+    params = inspect.signature(cls.forward).parameters
+    assert list(params) == ["self", "x", "edge_index", "edge_attr", "batch",
+                            "return_attention_weights", "pos", "attn_bias"]
+    for name in ("pos", "attn_bias"):
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     conv = build(cls, 8, 4, heads=2)
     x, edge_index = torch.randn(6, 8), torch.randint(0, 6, (2, 15))
     out, (ei, alpha) = conv(x, edge_index, None, None, True)

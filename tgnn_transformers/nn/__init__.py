@@ -7,6 +7,9 @@ from .headwise import HeadwiseLinear, HeadwiseMLP
 from .multi_head_attention_conv import MultiHeadAttentionConv
 from .pna_attention_conv import (PNAAttentionConv, average_log_degree,
                                  degree_histogram)
+from .positional import (LearnedPositionalEncoding, RelativePositionBias,
+                         RotaryEmbedding, SinusoidalPositionalEncoding,
+                         relative_position_bucket)
 
 __all__ = [
     "ATTENTION_CONVS",
@@ -20,4 +23,9 @@ __all__ = [
     "HeadwiseMLP",
     "degree_histogram",
     "average_log_degree",
+    "SinusoidalPositionalEncoding",
+    "LearnedPositionalEncoding",
+    "RotaryEmbedding",
+    "RelativePositionBias",
+    "relative_position_bucket",
 ]

@@ -56,6 +56,9 @@ SHARED_ARGS_DOC = r"""in_channels: size of each input sample, a ``(source, targe
             root_weight=False``; ``TransformerConv``'s is the default.
         backend: ``"auto"``, ``"sparse"`` or ``"dense"`` (see
             :func:`~tgnn_transformers.functional.edge_attention`).
+        rope: rotary position embedding of the queries and keys: ``True``
+            for a :class:`~tgnn_transformers.nn.RotaryEmbedding` of the head
+            width, or one to use; ``forward`` then needs ``pos``.
         **kwargs: further arguments of
             :class:`~torch_geometric.nn.conv.MessagePassing`."""
 
@@ -144,6 +147,7 @@ class AttentionConvBase(MessagePassing):
         root_weight: bool = True,
         out_proj: bool = False,
         backend: str = "auto",
+        rope: Any = False,
         **kwargs,
     ):
         unknown = sorted(set(kwargs) - _MESSAGE_PASSING_ARGS)
@@ -170,6 +174,15 @@ class AttentionConvBase(MessagePassing):
         self.edge_dim = edge_dim
         self.backend = backend
         self.use_out_proj = out_proj
+        if rope is True:
+            from .positional import RotaryEmbedding
+            rope = RotaryEmbedding(out_channels)
+        elif rope is False or rope is None:
+            rope = None
+        elif not isinstance(rope, torch.nn.Module):
+            raise TypeError(f"rope must be a bool or a RotaryEmbedding, got "
+                            f"{type(rope).__name__}")
+        self.rope = rope
 
         src_channels, dst_channels = ((in_channels, in_channels) if
                                       isinstance(in_channels, int) else
@@ -250,6 +263,9 @@ class AttentionConvBase(MessagePassing):
         edge_attr: Optional[Tensor] = None,
         batch: Optional[Tensor] = None,
         return_attention_weights: Optional[bool] = None,
+        *,
+        pos: Optional[Union[Tensor, Tuple[Tensor, Tensor]]] = None,
+        attn_bias: Optional[Tensor] = None,
     ) -> ConvOutput:
         r"""
         Args:
@@ -272,6 +288,14 @@ class AttentionConvBase(MessagePassing):
                 ``torch.sparse`` adjacency and as ``adj_t`` with ``alpha``
                 as values for a ``SparseTensor``.  With GIN-Attention's
                 ``threshold`` / ``top_k`` these describe the kept subgraph.
+            pos: ``[N]`` integer node positions (a ``(pos_src, pos_dst)``
+                pair for bipartite inputs), for a layer built with
+                ``rope``; queries and keys are rotated after projection.
+            attn_bias: ``[E, H]`` additive score bias, one per edge (in the
+                order of ``edge_attr``) and head, added to the scores
+                before the softmax; ``-inf`` masks an edge (relative
+                position biases, Graphormer's spatial encodings).  It
+                takes the sparse path (``backend="dense"`` raises).
         """
         if isinstance(batch, bool):
             raise TypeError(
@@ -285,7 +309,8 @@ class AttentionConvBase(MessagePassing):
             adjacency = edge_index
             edge_index = adjacency_to_edge_index(adjacency)
         attended = self._attend(x, edge_index, edge_attr,
-                                return_attention_weights, batch, adjacency)
+                                return_attention_weights, batch, adjacency,
+                                pos=pos, attn_bias=attn_bias)
         return self._finish(self._update_heads(attended), attended)
 
     def _kernel_options(self) -> Dict[str, Any]:
@@ -353,7 +378,7 @@ class AttentionConvBase(MessagePassing):
                                               self.out_channels)
 
     def _project(self, x: NodeFeatures, edge_index: Tensor,
-                 edge_attr: Optional[Tensor]):
+                 edge_attr: Optional[Tensor], pos: Any = None):
         """Checks the inputs and returns ``(x_src, x_dst, bipartite, query,
         key, value, edge_term)`` with per-head ``[N, H, C]`` projections."""
         x_src, x_dst, bipartite = self._split_input(x)
@@ -363,17 +388,41 @@ class AttentionConvBase(MessagePassing):
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)
         value = self.lin_value(x_src).view(-1, H, C)
+        if self.rope is not None:
+            query, key = self._rotate(query, key, pos, bipartite)
+        elif pos is not None:
+            raise ValueError("pos was given but the layer was built without "
+                             "rope; build it with rope=True to use "
+                             "positions, or add them to x")
         edge_term = self._edge_terms(edge_attr, edge_index.size(1))
         return x_src, x_dst, bipartite, query, key, value, edge_term
 
+    def _rotate(self, query: Tensor, key: Tensor, pos: Any,
+                bipartite: bool) -> Tuple[Tensor, Tensor]:
+        """RoPE of the queries (target positions) and keys (source
+        positions)."""
+        if pos is None:
+            raise ValueError("the layer was built with rope but pos is None;"
+                             " pass pos=<[N] integer positions> (e.g. "
+                             "data.position)")
+        if isinstance(pos, (tuple, list)):
+            pos_src, pos_dst = pos
+        elif bipartite:
+            raise ValueError("bipartite inputs need pos=(pos_src, pos_dst)")
+        else:
+            pos_src = pos_dst = pos
+        return self.rope(query, pos_dst), self.rope(key, pos_src)
+
     def _attend(self, x: NodeFeatures, edge_index: Tensor,
                 edge_attr: Optional[Tensor], return_attention_weights,
-                batch: Optional[Tensor], adjacency: Any = None) -> Attended:
+                batch: Optional[Tensor], adjacency: Any = None, *,
+                pos: Any = None,
+                attn_bias: Optional[Tensor] = None) -> Attended:
         """Projections plus the shared kernel, with the layer's dropout,
         backend and :meth:`_kernel_options`; through :meth:`propagate` when
         explaining or hooked."""
         _, x_dst, bipartite, query, key, value, edge_term = self._project(
-            x, edge_index, edge_attr)
+            x, edge_index, edge_attr, pos)
         if adjacency is not None:
             sizes = (value.size(0), query.size(0))
             if adjacency_size(adjacency) != sizes:
@@ -388,11 +437,12 @@ class AttentionConvBase(MessagePassing):
         if self._propagation_requested():
             attention = self._propagate_attention(query, key, value,
                                                   edge_index, edge_term,
-                                                  options)
+                                                  options, attn_bias)
         else:
             attention = edge_attention(
                 query, key, value, edge_index, edge_key=edge_term,
-                edge_value=edge_term, dropout_p=self.dropout,
+                edge_value=edge_term, bias=attn_bias,
+                dropout_p=self.dropout,
                 training=self.training, need_weights=need_weights,
                 batch=None if bipartite else batch, backend=self.backend,
                 **options)
@@ -409,12 +459,14 @@ class AttentionConvBase(MessagePassing):
 
     def _propagate_attention(self, query: Tensor, key: Tensor, value: Tensor,
                              edge_index: Tensor, edge_term: Optional[Tensor],
-                             options: Dict[str, Any]) -> EdgeAttention:
+                             options: Dict[str, Any],
+                             attn_bias: Optional[Tensor] = None
+                             ) -> EdgeAttention:
         """The kernel's computation split at the weights: ``alpha`` in the
         input edge order, then :meth:`propagate` (message = ``alpha``,
         aggregate = dropout and the kernel's weighted reduction)."""
         alpha = attention_weights(
-            query, key, edge_index, edge_key=edge_term,
+            query, key, edge_index, edge_key=edge_term, bias=attn_bias,
             scale=options.get("scale"),
             normalization=options.get("normalization", "softmax"))
         alpha_out, edges_out = alpha, edge_index
@@ -504,6 +556,8 @@ class AttentionConvBase(MessagePassing):
             args.append(f"edge_dim={self.edge_dim}")
         if self.dropout:
             args.append(f"dropout={self.dropout}")
+        if self.rope is not None:
+            args.append("rope=True")
         extra = self._extra_repr_args()
         if extra:
             args.append(extra)

@@ -170,14 +170,23 @@ class GraphTransformerLayer(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
+                batch: Optional[Tensor] = None, *,
+                pos: Optional[Tensor] = None,
+                attn_bias: Optional[Tensor] = None) -> Tensor:
+        """``pos`` (for a conv built with ``rope``) and ``attn_bias``
+        (``[E, H]``) go to the attention conv."""
+        extra = {}
+        if pos is not None:
+            extra["pos"] = pos
+        if attn_bias is not None:
+            extra["attn_bias"] = attn_bias
         if self.norm_first:
             h = self._norm(self.norm1, x)
             x = x + self.dropout(self.attention(h, edge_index, edge_attr,
-                                                batch=batch))
+                                                batch=batch, **extra))
             return x + self.dropout(self.ffn(self._norm(self.norm2, x)))
         x = self._norm(self.norm1, x + self.dropout(
-            self.attention(x, edge_index, edge_attr, batch=batch)))
+            self.attention(x, edge_index, edge_attr, batch=batch, **extra)))
         return self._norm(self.norm2, x + self.dropout(self.ffn(x)))
 
     @classmethod
@@ -264,9 +273,14 @@ class GraphTransformer(torch.nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
+                batch: Optional[Tensor] = None, *,
+                pos: Optional[Tensor] = None,
+                attn_bias: Optional[Tensor] = None) -> Tensor:
+        """``pos`` and ``attn_bias`` go to every layer's attention conv
+        (one relative-position bias shared by all layers, as in T5)."""
         for layer in self.layers:
-            x = layer(x, edge_index, edge_attr, batch)
+            x = layer(x, edge_index, edge_attr, batch, pos=pos,
+                      attn_bias=attn_bias)
         return x if self.final_norm is None else self.final_norm(x)
 
     @classmethod
