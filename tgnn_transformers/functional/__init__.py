@@ -27,7 +27,7 @@ from .aggregate import REDUCTIONS, attention_aggregate
 from .attention import (BACKENDS, EdgeAttention, edge_attention,
                         sparsify_attention)
 from .dropout import feature_dropout
-from .patterns import (PATTERNS, complete_edge_index,
+from .patterns import (PATTERNS, binary_partition_spans, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
 from .sparse_ops import to_sparse_csr
@@ -48,6 +48,7 @@ __all__ = [
     "feature_dropout",
     "to_sparse_csr",
     "sequence_edge_index",
+    "binary_partition_spans",
     "complete_edge_index",
     "recognize_sequence_pattern",
     "BACKENDS",

@@ -1,4 +1,5 @@
-"""Edge sets of token graphs: full, causal, window, dilated, global + random.
+"""Edge sets of token graphs: full, causal, window, dilated, global + random,
+global + window (Longformer/BigBird) and binary partition (BP-Transformer).
 
 All builders follow PyG's convention: ``edge_index[0]`` is the source ``j``,
 ``edge_index[1]`` the target ``i`` and messages flow ``j -> i``.  Edges are
@@ -8,14 +9,38 @@ order the attention kernels like best and the order
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ._cache import cached_on
 
-PATTERNS = ("full", "causal", "window", "dilated", "global_random")
+PATTERNS = ("full", "causal", "window", "dilated", "global_random",
+            "global_window", "binary_partition")
+#: Patterns that add virtual nodes after the tokens.
+VIRTUAL_PATTERNS = ("binary_partition", )
+
+
+def binary_partition_spans(length: int) -> List[Tuple[int, int]]:
+    """The spans ``[start, end)`` of a balanced binary split of ``length``
+    tokens with at least two tokens each (the internal nodes of the
+    partition tree, root first, breadth first): ``length - 1`` spans."""
+    spans, queue = [], [(0, int(length))]
+    while queue:
+        start, end = queue.pop(0)
+        if end - start >= 2:
+            spans.append((start, end))
+            mid = (start + end) // 2
+            queue += [(start, mid), (mid, end)]
+    return spans
+
+
+def num_virtual_nodes(length: int, pattern: str) -> int:
+    """How many virtual nodes ``pattern`` adds after ``length`` tokens."""
+    if pattern == "binary_partition":
+        return max(int(length) - 1, 0)
+    return 0
 
 
 def lengths_to_ptr(lengths: Tensor) -> Tensor:
@@ -96,7 +121,14 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
             (``i - j = k * dilation`` with ``|k| <= window``) or
             ``"global_random"`` (self-loops; the first ``num_global`` tokens
             attend to and are attended by every token; each token receives
-            ``num_random`` further edges from uniformly drawn sources).
+            ``num_random`` further edges from uniformly drawn sources),
+            ``"global_window"`` (Longformer/BigBird: ``|i - j| <= window``
+            plus the first ``num_global`` tokens, e.g. ``[CLS]``, attending
+            to and attended by every token) or ``"binary_partition"``
+            (BP-Transformer: ``L - 1`` virtual span nodes ``L .. 2L - 2``
+            over a balanced binary split (:func:`binary_partition_spans`);
+            tokens ``|i - j| <= window``, every token to and from each span
+            covering it, span self-loops: O(L log L) edges).
         window: half width of the ``window`` and ``dilated`` patterns.
         dilation: stride of the ``dilated`` pattern.
         num_global: number of global tokens of ``global_random``.
@@ -116,6 +148,28 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
         step = dilation if pattern == "dilated" else 1
         offsets = torch.arange(-window, window + 1) * step
         return _offsets_edge_index(length, offsets)
+    tokens = torch.arange(length)
+    if pattern == "global_window":
+        g = min(num_global, length)
+        glob = torch.arange(g)
+        parts = [_offsets_edge_index(length, torch.arange(-window,
+                                                          window + 1)),
+                 torch.stack([glob.repeat(length),
+                              tokens.repeat_interleave(g)]),
+                 torch.stack([tokens.repeat(g),
+                              glob.repeat_interleave(length)])]
+        return _sorted_unique(torch.cat(parts, dim=1), length)
+    if pattern == "binary_partition":
+        parts = [_offsets_edge_index(length, torch.arange(-window,
+                                                          window + 1))]
+        for k, (start, end) in enumerate(binary_partition_spans(length)):
+            covered = torch.arange(start, end)
+            span = torch.full_like(covered, length + k)
+            parts += [torch.stack([covered, span]),
+                      torch.stack([span, covered]),
+                      torch.tensor([[length + k], [length + k]])]
+        total = length + num_virtual_nodes(length, pattern)
+        return _sorted_unique(torch.cat(parts, dim=1), total)
     # global_random
     tokens = torch.arange(length)
     g = min(num_global, length)
