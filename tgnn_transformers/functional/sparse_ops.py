@@ -162,6 +162,13 @@ def _sddmm(index: GraphIndex, a: Tensor, b: Tensor) -> Tensor:
     heads = a.size(1)
     if index.num_edges == 0:
         return a.new_zeros(0, heads)
+    if index.num_edges > index.num_dst * index.num_src:
+        # More edges than matrix entries (duplicate edges): torch's
+        # sampled_addmm fails on such a pattern ("torch.copy_: only sparse
+        # compressed tensors with the same number of specified elements");
+        # gather instead, which such a small matrix can afford.
+        return (a.index_select(0, index.dst) *
+                b.index_select(0, index.src)).sum(-1)
     a_h, b_h = _heads_first(a), _heads_first(b)
     pattern = index.csr(a.new_zeros(index.num_edges))
     out = [torch.sparse.sampled_addmm(pattern, a_h[h], b_h[h].t(),
