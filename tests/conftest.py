@@ -4,8 +4,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Property tests (see tests/README.md): random in development, the same
+# examples on every run in CI.  Each test sets its own max_examples.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True,
+                          database=None, print_blob=True)
+settings.load_profile(os.environ.get("TGNN_HYPOTHESIS_PROFILE",
+                                     "ci" if os.environ.get("CI") else "dev"))
 
 
 def _mirror() -> Path:
