@@ -18,14 +18,12 @@ PathLike = Union[str, Path]
 
 def _pyplot():
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on extras
         raise ImportError("plots need matplotlib: pip install "
                           "'tgnn_transformers[plot]'") from exc
-    if matplotlib.get_backend().lower() not in ("agg", "module://"
-                                                "matplotlib_inline."
-                                                "backend_inline"):
-        matplotlib.use("Agg")
+    # No matplotlib.use(): headless it is Agg already, and a notebook's
+    # inline backend must stay.
     import matplotlib.pyplot as plt
     return plt
 
@@ -89,16 +87,21 @@ def plot_neighbourhood(record: AttentionRecord, node: int,
         graph.add_edge(j, node, weight=w)
     layout = nx.spring_layout(graph, seed=0)
     fig, ax = plt.subplots(figsize=(5, 5))
-    top = max(weights) if weights else 1.0
     colors = {"node_color": "tab:blue"}
     if labels is not None:
         colors = {"node_color": [int(labels[v]) for v in graph.nodes],
                   "cmap": "tab10"}
     nx.draw_networkx_nodes(graph, layout, ax=ax, node_size=220, **colors)
     nx.draw_networkx_labels(graph, layout, ax=ax, font_size=7)
-    nx.draw_networkx_edges(graph, layout, ax=ax, arrows=True,
-                           width=[0.5 + 5 * graph[j][node]["weight"] / top
-                                  for j in graph.predecessors(node)])
+    edge_weights = [graph[j][i]["weight"] for j, i in graph.edges]
+    nx.draw_networkx_edges(
+        graph, layout, ax=ax, arrows=True, edge_color=edge_weights,
+        edge_cmap=plt.cm.viridis, edge_vmin=0.0, edge_vmax=1.0,
+        width=[0.5 + 8 * w for w in edge_weights])
+    if edge_weights:
+        mappable = plt.cm.ScalarMappable(cmap=plt.cm.viridis,
+                                         norm=plt.Normalize(0.0, 1.0))
+        fig.colorbar(mappable, ax=ax, shrink=0.7, label="attention weight")
     ax.set_title(f"{record.layer}: attention into node {node}")
     ax.axis("off")
     return _save(fig, path)
