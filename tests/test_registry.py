@@ -42,9 +42,10 @@ def small_options(name):
     return options
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("task", ["node", "graph", "link"])
-def test_every_model_builds_and_runs_for_every_task(name, task):
+def small_model(task, name):
+    """``(net, inputs)``: a small ``name`` model for ``task`` in eval mode
+    and the arguments of its forward on :func:`tiny_graphs` (also used by
+    test_serialization.py)."""
     x, edge_index, edge_attr, batch = tiny_graphs()
     options = small_options(name)
     if get_model(name).edge_features:
@@ -54,12 +55,18 @@ def test_every_model_builds_and_runs_for_every_task(name, task):
     if task == "link":
         net = build_model(task, name, 5, **options).eval()
         pairs = torch.tensor([[0, 1, 2], [3, 4, 5]])
-        out = net(x, edge_index, pairs, edge_attr)
-        assert out.shape == (3, )
-    else:
-        net = build_model(task, name, 5, 4, **options).eval()
-        out = net(x, edge_index, edge_attr, batch)
-        assert out.shape == ((9, 4) if task == "node" else (3, 4))
+        return net, (x, edge_index, pairs, edge_attr)
+    net = build_model(task, name, 5, 4, **options).eval()
+    return net, (x, edge_index, edge_attr, batch)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("task", ["node", "graph", "link"])
+def test_every_model_builds_and_runs_for_every_task(name, task):
+    net, inputs = small_model(task, name)
+    out = net(*inputs)
+    expected = {"link": (3, ), "node": (9, 4), "graph": (3, 4)}[task]
+    assert out.shape == expected
     assert torch.isfinite(out).all()
 
 
