@@ -210,3 +210,70 @@ def test_capture_on_minilm_equals_hugging_face_attentions():
         torch.testing.assert_close(dense.permute(2, 0, 1),
                                    attentions[layer][0, :, :n, :n],
                                    atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------
+# heads
+# --------------------------------------------------------------------------
+from tgnn_transformers.inspect import (head_importance, mask_heads,  # noqa
+                                       prune_heads)
+
+
+@pytest.mark.parametrize("attention, options", [
+    ("mha", {}), ("gin-attention", {}),
+    ("pna-attention", {"delta": 1.1}),
+])
+def test_pruned_model_equals_the_masked_one(attention, options):
+    torch.manual_seed(0)
+    encoder = GraphTransformer(12, heads=4, num_layers=2,
+                               attention=attention, edge_dim=3,
+                               attention_kwargs=options).eval()
+    x, edge_index = torch.randn(9, 12), torch.randint(0, 9, (2, 30))
+    edge_attr = torch.randn(30, 3)
+    chosen = {"layers.0.attention": [1, 3], "layers.1.attention": [0]}
+    with mask_heads(encoder, chosen):
+        masked = encoder(x, edge_index, edge_attr)
+    full = encoder(x, edge_index, edge_attr)
+    assert not torch.allclose(masked, full)
+    size = sum(p.numel() for p in encoder.parameters())
+    pruned = prune_heads(copy.deepcopy(encoder), chosen)
+    torch.testing.assert_close(pruned(x, edge_index, edge_attr), masked)
+    assert sum(p.numel() for p in pruned.parameters()) < size
+    assert [layer.attention.heads for layer in pruned.layers] == [2, 3]
+    # still trainable: every parameter gets a gradient
+    pruned.train()
+    pruned(x, edge_index, edge_attr).sum().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
+
+
+def test_head_importance_is_the_loss_rise_of_masking_each_head():
+    torch.manual_seed(0)
+    encoder = GraphTransformer(8, heads=2, num_layers=1).eval()
+    x, edge_index = torch.randn(6, 8), torch.randint(0, 6, (2, 20))
+    target = torch.randn(6, 8)
+
+    def loss(model):
+        return torch.nn.functional.mse_loss(model(x, edge_index), target)
+
+    scores = head_importance(encoder, loss)
+    with torch.no_grad():
+        base = float(loss(encoder))
+    for h in range(2):
+        with torch.no_grad(), mask_heads(encoder,
+                                         {"layers.0.attention": [h]}):
+            expected = float(loss(encoder)) - base
+        assert scores["layers.0.attention"][h].item() == pytest.approx(
+            expected, abs=1e-6)
+    assert encoder.layers[0].attention.head_mask is None  # restored
+
+
+def test_pruning_refuses_what_it_cannot_do_exactly():
+    # concat without out_proj: the output width depends on the heads
+    model = TwoLayers(lambda: MultiHeadAttentionConv(6, 4, heads=3))
+    with pytest.raises(ValueError, match="out_proj=True"):
+        prune_heads(model, {"conv1": [0]})
+    with pytest.raises(ValueError, match="no attention conv named 'x'"):
+        prune_heads(model, {"x": [0]})
+    with pytest.raises(ValueError, match="heads 0..2, got \\[5\\]"):
+        with mask_heads(model, {"conv1": [5]}):
+            pass

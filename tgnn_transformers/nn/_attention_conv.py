@@ -174,6 +174,10 @@ class AttentionConvBase(MessagePassing):
         self.edge_dim = edge_dim
         self.backend = backend
         self.use_out_proj = out_proj
+        # [H] multiplier of each head's output before the heads are
+        # combined (1 keeps a head, 0 removes it); set by
+        # tgnn_transformers.inspect.mask_heads, None otherwise.
+        self.head_mask: Optional[Tensor] = None
         if rope is True:
             from .positional import RotaryEmbedding
             rope = RotaryEmbedding(out_channels)
@@ -510,6 +514,9 @@ class AttentionConvBase(MessagePassing):
     # ------------------------------------------------------------------
     def _finish(self, heads_out: Tensor, attended: Attended) -> ConvOutput:
         """Output stage, plus the attention weights when asked for."""
+        if self.head_mask is not None:
+            heads_out = heads_out * self.head_mask.to(heads_out).view(1, -1,
+                                                                      1)
         out = self._combine_heads(heads_out, attended.x_dst)
         if not attended.need_weights:
             return out
