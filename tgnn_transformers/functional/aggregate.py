@@ -6,6 +6,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._precision import (autocast_disabled, compute_dtype, result_dtype,
+                         upcast_all)
 from .softmax import segment_max, segment_sum
 from .sparse_ops import (GraphIndex, edge_weighted_sum, graph_index,
                          spmm)
@@ -41,7 +43,8 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
       \mathrm{mean}^2`, clamped at 0; ``"std"``: its square root
 
     Every reduction is 0 for a node without (positively weighted) incoming
-    edges.  Sums, means and variances run as sparse-dense products
+    edges.  Duplicate edges count once per copy in the weighted reductions
+    (max and min do not see them).  Sums, means and variances run as sparse-dense products
     (:func:`~tgnn_transformers.functional.sparse_ops.spmm`) that keep no
     ``[E, H, C]`` tensor.
 
@@ -66,8 +69,16 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
                          f"[{edge_index.size(1)}, {value.size(1)}], got "
                          f"{list(alpha.shape)}")
     index = graph_index(edge_index, value.size(0), num_nodes)
-    return aggregate_csr(value, index.to_csr_order(alpha), index, reduce,
-                         edge_value=index.to_csr_order(edge_value))
+    # No low-precision SpMM: half / bfloat16 reduce in float32 (autocast
+    # off) and come back in the inputs' dtype; float32 runs as is.
+    dtype = result_dtype(value, alpha, edge_value)
+    inner = compute_dtype(dtype)
+    with autocast_disabled(value.device):
+        value, alpha, edge_value = upcast_all(inner, value, alpha,
+                                              edge_value)
+        out = aggregate_csr(value, index.to_csr_order(alpha), index, reduce,
+                            edge_value=index.to_csr_order(edge_value))
+    return out.to(dtype)
 
 
 def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,

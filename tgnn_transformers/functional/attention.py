@@ -25,6 +25,8 @@ from torch import Tensor
 from ._cache import cached_on
 from ._checks import (check_batch, check_edge_index, check_per_edge,
                       check_query_key, tracing)
+from ._precision import (autocast_disabled, compute_dtype, result_dtype,
+                         upcast_all)
 from .aggregate import aggregate_csr
 from .patterns import lengths_to_ptr, recognize_sequence_pattern
 from .softmax import edge_softmax
@@ -341,7 +343,30 @@ def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
                       threshold, top_k) -> EdgeAttention:
     """SDDMM scores, segment softmax, SpMM aggregation, all in the CSR
     order of the cached :class:`GraphIndex`; only ``[E, H]`` edge tensors
-    are kept for backward."""
+    are kept for backward.
+
+    Half and bfloat16 inputs (autocast or low-precision weights) are
+    computed in float32, with autocast off, and the output and weights come
+    back in the inputs' dtype (torch has no low-precision SDDMM)."""
+    dtype = result_dtype(query, key, value, edge_key, edge_value)
+    inner = compute_dtype(dtype)
+    with autocast_disabled(query.device):
+        (query, key, value, edge_key, edge_value, bias,
+         scale) = upcast_all(inner, query, key, value, edge_key, edge_value,
+                             bias, scale)
+        result = _sparse_attention_impl(query, key, value, edge_index,
+                                        edge_key, edge_value, bias, scale,
+                                        normalization, dropout_p, reduce,
+                                        threshold, top_k)
+    if inner == dtype:
+        return result
+    return EdgeAttention(result.out.to(dtype), result.alpha.to(dtype),
+                         result.edge_index)
+
+
+def _sparse_attention_impl(query, key, value, edge_index, edge_key,
+                           edge_value, bias, scale, normalization, dropout_p,
+                           reduce, threshold, top_k) -> EdgeAttention:
     index = graph_index(edge_index, key.size(0), query.size(0))
     edge_key = index.to_csr_order(edge_key)
     edge_value = index.to_csr_order(edge_value)

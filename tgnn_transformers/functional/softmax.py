@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ._checks import tracing
+from ._precision import LOW_PRECISION, autocast_disabled
 
 
 def _expand_index(index: Tensor, like: Tensor, dim: int = 0) -> Tensor:
@@ -134,7 +135,8 @@ def edge_softmax(src: Tensor, index: Optional[Tensor] = None,
             count from the end).
 
     Returns:
-        Tensor of the shape of ``src``.  Subtracting the per-segment maximum
+        Tensor of the shape and dtype of ``src`` (half and bfloat16 inputs
+        are computed in float32).  Subtracting the per-segment maximum
         keeps large logits finite; nodes without incoming edges simply
         receive no weight, and a segment whose scores are all ``-inf``
         (every edge masked) gets all-zero weights instead of NaN.
@@ -157,6 +159,11 @@ def edge_softmax(src: Tensor, index: Optional[Tensor] = None,
         raise ValueError(f"dim must be in [{-src.dim()}, {src.dim() - 1}] "
                          f"for src of shape {list(src.shape)}, got {dim}")
     dim = dim % src.dim()
+    if src.dtype in LOW_PRECISION:
+        # Statistics (maximum, sum) in float32; the weights in src's dtype.
+        with autocast_disabled(src.device):
+            return edge_softmax(src.float(), index, ptr, num_nodes,
+                                dim).to(src.dtype)
     size = src.size(dim)
     if ptr is not None:
         _check_ptr(ptr, size, dim, src)

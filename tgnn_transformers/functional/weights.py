@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ._checks import (check_edge_index, check_per_edge,
                       check_query_key)
+from ._precision import (autocast_disabled, compute_dtype, result_dtype,
+                         upcast_all)
 from .attention import SCORE_NORMALIZATIONS
 from .softmax import edge_softmax
 from .sparse_ops import graph_index
@@ -64,17 +66,23 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
     num_edges = edge_index.size(1)
     check_per_edge(edge_key, "edge_key", num_edges, (heads, channels))
     check_per_edge(bias, "bias", num_edges, (heads, ))
-    src, dst = edge_index[0], edge_index[1]
-    key_j = key.index_select(0, src)
-    if edge_key is not None:
-        key_j = key_j + edge_key
-    scores = (query.index_select(0, dst) * key_j).sum(-1)
-    scores = scores * (channels**-0.5 if scale is None else scale)
-    if bias is not None:
-        scores = scores + bias
-    if normalization == "relu":
-        return F.relu(scores)
-    return edge_softmax(scores, dst, num_nodes=num_dst)
+    dtype = result_dtype(query, key, edge_key)
+    inner = compute_dtype(dtype)
+    # Half / bfloat16 scores are summed and normalised in float32.
+    with autocast_disabled(query.device):
+        query, key, edge_key, bias, scale = upcast_all(
+            inner, query, key, edge_key, bias, scale)
+        src, dst = edge_index[0], edge_index[1]
+        key_j = key.index_select(0, src)
+        if edge_key is not None:
+            key_j = key_j + edge_key
+        scores = (query.index_select(0, dst) * key_j).sum(-1)
+        scores = scores * (channels**-0.5 if scale is None else scale)
+        if bias is not None:
+            scores = scores + bias
+        if normalization == "relu":
+            return F.relu(scores).to(dtype)
+        return edge_softmax(scores, dst, num_nodes=num_dst).to(dtype)
 
 
 def attention_dropout(alpha: Tensor, edge_index: Tensor, p: float = 0.0,
