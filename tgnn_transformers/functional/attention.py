@@ -16,6 +16,7 @@ results:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -32,8 +33,10 @@ from .patterns import lengths_to_ptr, recognize_sequence_pattern
 from .softmax import edge_softmax
 from .sparse_ops import (build_graph_index, edge_dot, graph_index,
                          sddmm)
+from .triton_attention import triton_attention, triton_available
+from .triton_attention import unsupported as triton_unsupported
 
-BACKENDS = ("auto", "sparse", "dense")
+BACKENDS = ("auto", "sparse", "dense", "triton")
 SCORE_NORMALIZATIONS = ("softmax", "relu")
 
 
@@ -43,7 +46,7 @@ class EdgeAttention(NamedTuple):
     """``[N_dst, H, C]`` (or ``[N_dst, H, R, C]`` for several reductions)."""
     alpha: Optional[Tensor]
     """``[E', H]`` attention weights before dropout, or ``None`` when the
-    dense path ran and ``need_weights`` was not set."""
+    dense or Triton path ran and ``need_weights`` was not set."""
     edge_index: Tensor
     """``[2, E']`` the edges that carried attention: the input edges, or the
     kept subgraph after ``threshold`` / ``top_k`` sparsification."""
@@ -255,8 +258,14 @@ def edge_attention(
         batch: optional ``[N]`` graph id of every node (PyG's batch vector);
             lets the dense path recognise a batch of token graphs.
         backend: ``"auto"`` (dense when the graph is a batch of complete or
-            causal token graphs and the options allow it, else sparse),
-            ``"sparse"`` or ``"dense"`` (an error if not applicable).
+            causal token graphs and the options allow it; else, on CUDA
+            with Triton installed, the fused Triton kernel when the options
+            allow it; else sparse), ``"sparse"``, ``"dense"`` (an error if
+            not applicable) or ``"triton"`` (the fused CSR kernel of
+            :mod:`~tgnn_transformers.functional.triton_attention`; options
+            it does not support -- dropout, reductions other than sum,
+            ReLU scores, sparsification -- run the sparse path with a
+            warning).
 
     Returns:
         :class:`EdgeAttention` ``(out, alpha, edge_index)``.
@@ -288,7 +297,7 @@ def edge_attention(
     scale = _scale_value(scale, channels)
     dropout_p = dropout_p if training else 0.0
 
-    if backend != "sparse":
+    if backend in ("auto", "dense"):
         blockers = []
         if need_weights:
             blockers.append("need_weights=True")
@@ -328,6 +337,23 @@ def edge_attention(
         if backend == "dense":
             raise ValueError("backend='dense' cannot be used here: " +
                              "; ".join(blockers))
+
+    if backend == "triton" or (backend == "auto" and query.is_cuda and
+                               triton_available() and not tracing()):
+        reason = triton_unsupported(query, dropout_p=dropout_p,
+                                    reduce=reduce,
+                                    normalization=normalization,
+                                    threshold=threshold, top_k=top_k)
+        if reason is None:
+            out, alpha = triton_attention(
+                query, key, value, edge_index, edge_key=edge_key,
+                edge_value=edge_value, bias=bias, scale=scale,
+                need_weights=need_weights)
+            return EdgeAttention(out, alpha, edge_index)
+        if backend == "triton":
+            warnings.warn(f"backend='triton' runs the sparse path instead: "
+                          f"the Triton kernel does not support {reason}",
+                          stacklevel=2)
 
     return _sparse_attention(query, key, value, edge_index, edge_key,
                              edge_value, bias, scale, normalization,

@@ -1,0 +1,520 @@
+r"""A fused CSR attention kernel in Triton (``backend="triton"``).
+
+FlashAttention's method on a graph in CSR order (edges sorted by target):
+
+* **forward**: one program per *work item* (a slice of at most
+  :data:`ROW_SPLIT` incoming edges of one target row) and head.  It streams
+  the item's edges in blocks of ``BLOCK_E``, gathers the source keys and
+  values, computes the scores ``scale * <q_i, k_j + ek_e> + b_e`` and keeps
+  a running maximum and sum (online softmax) and an fp32 accumulator of the
+  weighted values.  It writes the output and one log-sum-exp per node and
+  head; nothing of size ``E x C`` is stored.  Rows longer than
+  ``ROW_SPLIT`` edges (hubs of power-law graphs) are split into several
+  items whose partial ``(max, sum, acc)`` are merged afterwards, so a hub
+  does not serialise the launch; items are launched longest first.
+* **backward**: recomputes every weight from the saved log-sum-exp,
+  ``p_e = exp(s_e - lse_i)``, with ``D_i = <dO_i, O_i>`` (plus
+  ``sum_e p_e dalpha_e`` when the returned weights get a gradient), and
+  ``ds_e = p_e (<dO_i, v_j + ev_e> + dalpha_e - D_i)``.  ``dq`` sums per
+  row; ``dk`` and ``dv`` are scattered to the sources with atomic adds (in
+  fp32); per-edge gradients (edge keys, edge values, bias) are written only
+  when those inputs need them; a tensor ``scale`` gets ``sum_e ds_e
+  <q_i, k_j + ek_e>``.
+* ``need_weights``: a third kernel writes ``p_e`` from the final
+  log-sum-exp, only on request.
+
+Inputs may be float32, bfloat16 or float16; every load is converted to
+float32 and all statistics and sums are float32; outputs come back in the
+inputs' dtype.  What the kernel does not do -- attention dropout,
+reductions other than ``"sum"``, ``normalization="relu"``, threshold /
+top-k sparsification, float64 -- :func:`unsupported` names, and
+:func:`~tgnn_transformers.functional.edge_attention` then runs the sparse
+path instead.
+
+The kernels are built on first use, so this module imports without Triton;
+with ``TRITON_INTERPRET=1`` set before that first use they run in Triton's
+interpreter on CPU tensors (how the test suite checks them without a GPU).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._cache import cached_on
+from ._precision import result_dtype
+from .sparse_ops import GraphIndex, graph_index
+
+#: Most edges one program handles; longer rows are split into several
+#: work items merged afterwards (a multiple of every ``BLOCK_E``).
+ROW_SPLIT = 512
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether ``import triton`` works."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def interpreting() -> bool:
+    """Whether Triton's interpreter is requested (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def unsupported(query: Tensor, *, dropout_p: float, reduce, normalization:
+                str, threshold, top_k) -> Optional[str]:
+    """Why the Triton kernel cannot run this call, or ``None``."""
+    reasons = []
+    if not triton_available():
+        reasons.append("triton is not installed")
+    elif not (query.is_cuda or (interpreting() and query.device.type ==
+                                "cpu")):
+        reasons.append(f"tensors on {query.device.type} (needs CUDA, or "
+                       "CPU tensors with TRITON_INTERPRET=1)")
+    if dropout_p > 0:
+        reasons.append("attention dropout")
+    if not (isinstance(reduce, str) and reduce == "sum"):
+        reasons.append(f"reduce={reduce!r}")
+    if normalization != "softmax":
+        reasons.append(f"normalization={normalization!r}")
+    if threshold is not None or top_k is not None:
+        reasons.append("sparsification (threshold / top_k)")
+    if query.dtype not in SUPPORTED_DTYPES:
+        reasons.append(f"dtype {query.dtype}")
+    return "; ".join(reasons) if reasons else None
+
+
+# --------------------------------------------------------------------------
+# work items
+# --------------------------------------------------------------------------
+
+class WorkItems(NamedTuple):
+    """The launch plan of one graph (cached with its ``edge_index``)."""
+    row: Tensor  # [I] target row of each item
+    start: Tensor  # [I] first edge (CSR position)
+    end: Tensor  # [I] one past the last edge
+    slot: Tensor  # [I] partial-result slot of a split row's item, else -1
+    slot_row: Tensor  # [P] target row of every partial slot
+    block_e: int  # edges per block (a power of two)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n - 1).bit_length())
+
+
+def build_work_items(dst_ptr: Tensor,
+                     split: Optional[int] = None) -> WorkItems:
+    """Splits every row into items of at most ``split`` (default
+    :data:`ROW_SPLIT`) edges, one item for an empty row; longest first."""
+    split = ROW_SPLIT if split is None else split
+    device = dst_ptr.device
+    num_rows = dst_ptr.numel() - 1
+    degree = dst_ptr[1:] - dst_ptr[:-1]
+    chunks = ((degree + split - 1) // split).clamp_min(1)
+    row = torch.repeat_interleave(torch.arange(num_rows, device=device),
+                                  chunks)
+    first_item = torch.cumsum(chunks, 0) - chunks
+    part = torch.arange(row.numel(), device=device) - first_item[row]
+    start = dst_ptr[row] + part * split
+    end = torch.minimum(start + split, dst_ptr[row + 1])
+    is_split = chunks[row] > 1
+    slot = torch.full_like(row, -1)
+    slot[is_split] = torch.arange(int(is_split.sum()), device=device)
+    slot_row = row[is_split]
+    order = torch.argsort(end - start, descending=True, stable=True)
+    num_edges = int(dst_ptr[-1]) if num_rows else 0
+    mean_degree = num_edges / max(num_rows, 1)
+    block_e = min(64, max(16, _next_pow2(int(mean_degree))))
+    as_i32 = lambda t: t[order].to(torch.int32).contiguous()  # noqa: E731
+    return WorkItems(as_i32(row), start[order].contiguous(),
+                     end[order].contiguous(), as_i32(slot), slot_row,
+                     block_e)
+
+
+def work_items(edge_index: Tensor, index: GraphIndex) -> WorkItems:
+    return cached_on(edge_index, "triton_work_items",
+                     lambda: build_work_items(index.dst_ptr),
+                     index.num_src, index.num_dst, ROW_SPLIT)
+
+
+# --------------------------------------------------------------------------
+# kernels (built on first use)
+# --------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _forward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, SLOT,
+                 OUT, LSE, PACC, PM, PL, H, C, CV,
+                 HAS_EK: tl.constexpr, HAS_EV: tl.constexpr,
+                 HAS_B: tl.constexpr, BLOCK_E: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_V: tl.constexpr):
+        item = tl.program_id(0)
+        h = tl.program_id(1)
+        row = tl.load(ROW + item).to(tl.int64)
+        start = tl.load(START + item)
+        end = tl.load(END + item)
+        slot = tl.load(SLOT + item)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_v = tl.arange(0, BLOCK_V)
+        mask_c = offs_c < C
+        mask_v = offs_v < CV
+        scale = tl.load(SCALE).to(tl.float32)
+        q = tl.load(Q + (row * H + h) * C + offs_c, mask=mask_c,
+                    other=0.0).to(tl.float32)
+        lanes = tl.arange(0, BLOCK_E)
+        m_i = tl.max(tl.full([BLOCK_E], float("-inf"), tl.float32), 0)
+        l_i = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
+        acc = tl.zeros([BLOCK_V], tl.float32)
+        for e0 in range(start, end, BLOCK_E):
+            offs_e = e0 + lanes
+            mask_e = offs_e < end
+            j = tl.load(SRC + offs_e, mask=mask_e, other=0)
+            kc = mask_e[:, None] & mask_c[None, :]
+            k = tl.load(K + (j[:, None] * H + h) * C + offs_c[None, :],
+                        mask=kc, other=0.0).to(tl.float32)
+            if HAS_EK:
+                k += tl.load(EK + (offs_e[:, None] * H + h) * C +
+                             offs_c[None, :], mask=kc,
+                             other=0.0).to(tl.float32)
+            s = tl.sum(k * q[None, :], 1) * scale
+            if HAS_B:
+                s += tl.load(B + offs_e * H + h, mask=mask_e,
+                             other=0.0).to(tl.float32)
+            s = tl.where(mask_e, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 0))
+            shift = tl.where(m_new == float("-inf"), 0.0, m_new)
+            correction = tl.exp(m_i - shift)
+            p = tl.exp(s - shift)
+            vc = mask_e[:, None] & mask_v[None, :]
+            v = tl.load(V + (j[:, None] * H + h) * CV + offs_v[None, :],
+                        mask=vc, other=0.0).to(tl.float32)
+            if HAS_EV:
+                v += tl.load(EV + (offs_e[:, None] * H + h) * CV +
+                             offs_v[None, :], mask=vc,
+                             other=0.0).to(tl.float32)
+            l_i = l_i * correction + tl.sum(p, 0)
+            acc = acc * correction + tl.sum(p[:, None] * v, 0)
+            m_i = m_new
+        if slot < 0:
+            safe_l = tl.where(l_i > 0, l_i, 1.0)
+            out = tl.where(l_i > 0, acc / safe_l, 0.0)
+            shift = tl.where(m_i == float("-inf"), 0.0, m_i)
+            lse = tl.where(l_i > 0, shift + tl.log(safe_l), float("inf"))
+            tl.store(OUT + (row * H + h) * CV + offs_v,
+                     out.to(OUT.dtype.element_ty), mask=mask_v)
+            tl.store(LSE + row * H + h, lse)
+        else:
+            slot64 = slot.to(tl.int64)
+            tl.store(PACC + (slot64 * H + h) * CV + offs_v, acc,
+                     mask=mask_v)
+            tl.store(PM + slot64 * H + h, m_i)
+            tl.store(PL + slot64 * H + h, l_i)
+
+    @triton.jit
+    def _weights(Q, K, EK, B, SCALE, SRC, ROW, START, END, LSE, ALPHA, H, C,
+                 HAS_EK: tl.constexpr, HAS_B: tl.constexpr,
+                 BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
+        item = tl.program_id(0)
+        h = tl.program_id(1)
+        row = tl.load(ROW + item).to(tl.int64)
+        start = tl.load(START + item)
+        end = tl.load(END + item)
+        offs_c = tl.arange(0, BLOCK_C)
+        mask_c = offs_c < C
+        scale = tl.load(SCALE).to(tl.float32)
+        q = tl.load(Q + (row * H + h) * C + offs_c, mask=mask_c,
+                    other=0.0).to(tl.float32)
+        lse = tl.load(LSE + row * H + h)
+        lanes = tl.arange(0, BLOCK_E)
+        for e0 in range(start, end, BLOCK_E):
+            offs_e = e0 + lanes
+            mask_e = offs_e < end
+            j = tl.load(SRC + offs_e, mask=mask_e, other=0)
+            kc = mask_e[:, None] & mask_c[None, :]
+            k = tl.load(K + (j[:, None] * H + h) * C + offs_c[None, :],
+                        mask=kc, other=0.0).to(tl.float32)
+            if HAS_EK:
+                k += tl.load(EK + (offs_e[:, None] * H + h) * C +
+                             offs_c[None, :], mask=kc,
+                             other=0.0).to(tl.float32)
+            s = tl.sum(k * q[None, :], 1) * scale
+            if HAS_B:
+                s += tl.load(B + offs_e * H + h, mask=mask_e,
+                             other=0.0).to(tl.float32)
+            p = tl.exp(s - lse)
+            tl.store(ALPHA + offs_e * H + h, p, mask=mask_e)
+
+    @triton.jit
+    def _backward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, LSE,
+                  DELTA, DOUT, DALPHA, DQ, DK, DV, DEK, DEV, DB, DSCALE,
+                  H, C, CV,
+                  HAS_EK: tl.constexpr, HAS_EV: tl.constexpr,
+                  HAS_B: tl.constexpr, HAS_DALPHA: tl.constexpr,
+                  NEED_DEK: tl.constexpr, NEED_DEV: tl.constexpr,
+                  NEED_DB: tl.constexpr, BLOCK_E: tl.constexpr,
+                  BLOCK_C: tl.constexpr, BLOCK_V: tl.constexpr):
+        item = tl.program_id(0)
+        h = tl.program_id(1)
+        row = tl.load(ROW + item).to(tl.int64)
+        start = tl.load(START + item)
+        end = tl.load(END + item)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_v = tl.arange(0, BLOCK_V)
+        mask_c = offs_c < C
+        mask_v = offs_v < CV
+        scale = tl.load(SCALE).to(tl.float32)
+        q = tl.load(Q + (row * H + h) * C + offs_c, mask=mask_c,
+                    other=0.0).to(tl.float32)
+        do = tl.load(DOUT + (row * H + h) * CV + offs_v, mask=mask_v,
+                     other=0.0).to(tl.float32)
+        lse = tl.load(LSE + row * H + h)
+        delta = tl.load(DELTA + row * H + h)
+        lanes = tl.arange(0, BLOCK_E)
+        dq = tl.zeros([BLOCK_C], tl.float32)
+        dscale = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
+        for e0 in range(start, end, BLOCK_E):
+            offs_e = e0 + lanes
+            mask_e = offs_e < end
+            j = tl.load(SRC + offs_e, mask=mask_e, other=0)
+            kc = mask_e[:, None] & mask_c[None, :]
+            vc = mask_e[:, None] & mask_v[None, :]
+            k = tl.load(K + (j[:, None] * H + h) * C + offs_c[None, :],
+                        mask=kc, other=0.0).to(tl.float32)
+            if HAS_EK:
+                k += tl.load(EK + (offs_e[:, None] * H + h) * C +
+                             offs_c[None, :], mask=kc,
+                             other=0.0).to(tl.float32)
+            dot = tl.sum(k * q[None, :], 1)
+            s = dot * scale
+            if HAS_B:
+                s += tl.load(B + offs_e * H + h, mask=mask_e,
+                             other=0.0).to(tl.float32)
+            p = tl.where(mask_e, tl.exp(s - lse), 0.0)
+            v = tl.load(V + (j[:, None] * H + h) * CV + offs_v[None, :],
+                        mask=vc, other=0.0).to(tl.float32)
+            if HAS_EV:
+                v += tl.load(EV + (offs_e[:, None] * H + h) * CV +
+                             offs_v[None, :], mask=vc,
+                             other=0.0).to(tl.float32)
+            dp = tl.sum(v * do[None, :], 1)
+            if HAS_DALPHA:
+                dp += tl.load(DALPHA + offs_e * H + h, mask=mask_e,
+                              other=0.0).to(tl.float32)
+            ds = tl.where(p > 0, p * (dp - delta), 0.0)
+            dq += tl.sum(ds[:, None] * k, 0)
+            dscale += tl.sum(ds * tl.where(mask_e, dot, 0.0), 0)
+            dk_e = (scale * ds)[:, None] * q[None, :]
+            dv_e = p[:, None] * do[None, :]
+            tl.atomic_add(DK + (j[:, None] * H + h) * C + offs_c[None, :],
+                          dk_e, mask=kc)
+            tl.atomic_add(DV + (j[:, None] * H + h) * CV + offs_v[None, :],
+                          dv_e, mask=vc)
+            if NEED_DEK:
+                tl.store(DEK + (offs_e[:, None] * H + h) * C +
+                         offs_c[None, :], dk_e, mask=kc)
+            if NEED_DEV:
+                tl.store(DEV + (offs_e[:, None] * H + h) * CV +
+                         offs_v[None, :], dv_e, mask=vc)
+            if NEED_DB:
+                tl.store(DB + offs_e * H + h, ds, mask=mask_e)
+        tl.atomic_add(DQ + (row * H + h) * C + offs_c, dq * scale,
+                      mask=mask_c)
+        tl.store(DSCALE + item * H + h, dscale)
+
+    return _forward, _weights, _backward
+
+
+def _blocks(channels: int) -> int:
+    return max(16, _next_pow2(channels))
+
+
+def _grid(items: WorkItems, heads: int) -> Tuple[int, int]:
+    return (items.row.numel(), heads)
+
+
+def _dummy(like: Tensor) -> Tensor:
+    return like.new_zeros(1)
+
+
+def _merge_partials(items: WorkItems, out: Tensor, lse: Tensor,
+                    acc: Tensor, m: Tensor, l: Tensor) -> None:
+    """Merges the partial ``(max, sum, acc)`` of split rows into ``out``
+    and ``lse`` (fp32, a few rows)."""
+    if items.slot_row.numel() == 0:
+        return
+    rows = items.slot_row
+    num_rows, heads = lse.shape
+    row_max = m.new_full((num_rows, heads), float("-inf")).scatter_reduce(
+        0, rows.view(-1, 1).expand_as(m), m, "amax",
+        include_self=True)[rows]
+    shift = torch.where(torch.isinf(row_max), torch.zeros_like(row_max),
+                        row_max)
+    w = torch.exp(m - shift)  # 0 for partials without finite scores
+    total = torch.zeros(num_rows, heads, dtype=torch.float32,
+                        device=m.device).index_add_(0, rows, l * w)
+    summed = torch.zeros(num_rows, heads, acc.size(-1), dtype=torch.float32,
+                         device=m.device).index_add_(
+                             0, rows, acc * w.unsqueeze(-1))
+    split_rows = torch.unique(rows)
+    t = total[split_rows]
+    safe = torch.where(t > 0, t, torch.ones_like(t))
+    row_shift = torch.zeros(num_rows, heads, dtype=torch.float32,
+                            device=m.device)
+    row_shift[rows] = shift  # the same for every partial of a row
+    out[split_rows] = torch.where(
+        t.unsqueeze(-1) > 0, summed[split_rows] / safe.unsqueeze(-1),
+        torch.zeros_like(summed[split_rows])).to(out.dtype)
+    lse[split_rows] = torch.where(t > 0, row_shift[split_rows] +
+                                  torch.log(safe),
+                                  torch.full_like(t, float("inf")))
+
+
+class _TritonAttention(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, query, key, value, edge_key, edge_value, bias, scale,
+                index, items, need_weights):
+        forward_kernel, weights_kernel, _ = _kernels()
+        num_dst, heads, channels = query.shape
+        value_channels = value.size(-1)
+        # fp32 output buffer: the backward's D = <dO, O> cancels against
+        # <dO, v>, so it is taken from the unrounded output (bf16 rounding
+        # there cost 2.6 % on the score gradients, 0.5 % with this).
+        out = torch.empty(num_dst, heads, value_channels,
+                          dtype=torch.float32, device=query.device)
+        lse = torch.empty(num_dst, heads, dtype=torch.float32,
+                          device=query.device)
+        slots = items.slot_row.numel()
+        part_acc = torch.empty(max(slots, 1), heads, value_channels,
+                               dtype=torch.float32, device=query.device)
+        part_m = torch.empty(max(slots, 1), heads, dtype=torch.float32,
+                             device=query.device)
+        part_l = torch.empty_like(part_m)
+        ek = edge_key if edge_key is not None else _dummy(query)
+        ev = edge_value if edge_value is not None else _dummy(value)
+        b = bias if bias is not None else _dummy(lse)
+        grid = _grid(items, heads)
+        if grid[0] > 0:
+            forward_kernel[grid](
+                query, key, value, ek, ev, b, scale, index.src, items.row,
+                items.start, items.end, items.slot, out, lse, part_acc,
+                part_m, part_l, heads, channels, value_channels,
+                HAS_EK=edge_key is not None, HAS_EV=edge_value is not None,
+                HAS_B=bias is not None, BLOCK_E=items.block_e,
+                BLOCK_C=_blocks(channels), BLOCK_V=_blocks(value_channels))
+        _merge_partials(items, out, lse, part_acc[:slots], part_m[:slots],
+                        part_l[:slots])
+        if need_weights:
+            alpha = torch.empty(index.num_edges, heads, dtype=torch.float32,
+                                device=query.device)
+            if grid[0] > 0 and index.num_edges > 0:
+                weights_kernel[grid](
+                    query, key, ek, b, scale, index.src, items.row,
+                    items.start, items.end, lse, alpha, heads, channels,
+                    HAS_EK=edge_key is not None, HAS_B=bias is not None,
+                    BLOCK_E=items.block_e, BLOCK_C=_blocks(channels))
+            alpha = alpha.to(value.dtype)
+        else:
+            alpha = out.new_empty(0, heads)
+            ctx.mark_non_differentiable(alpha)
+        ctx.save_for_backward(query, key, value, edge_key, edge_value, bias,
+                              scale, out, lse, alpha)
+        ctx.index, ctx.items = index, items
+        ctx.need_weights = need_weights
+        return out.to(value.dtype), alpha
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_alpha):
+        _, _, backward_kernel = _kernels()
+        (query, key, value, edge_key, edge_value, bias, scale, out, lse,
+         alpha) = ctx.saved_tensors
+        index, items = ctx.index, ctx.items
+        num_dst, heads, channels = query.shape
+        value_channels = value.size(-1)
+        f32 = dict(dtype=torch.float32, device=query.device)
+        grad_out = grad_out.contiguous()
+        delta = (grad_out.float() * out.float()).sum(-1)
+        has_dalpha = ctx.need_weights and grad_alpha is not None
+        if has_dalpha:
+            grad_alpha = grad_alpha.float().contiguous()
+            delta = delta.index_add(0, index.dst,
+                                    alpha.float() * grad_alpha)
+        dq = torch.zeros(num_dst, heads, channels, **f32)
+        dk = torch.zeros(key.shape, **f32)
+        dv = torch.zeros(value.shape, **f32)
+        need_dek = edge_key is not None and ctx.needs_input_grad[3]
+        need_dev = edge_value is not None and ctx.needs_input_grad[4]
+        need_db = bias is not None and ctx.needs_input_grad[5]
+        num_edges = index.num_edges
+        dek = (torch.empty(num_edges, heads, channels, **f32) if need_dek
+               else _dummy(dq))
+        dev = (torch.empty(num_edges, heads, value_channels, **f32)
+               if need_dev else _dummy(dq))
+        db = torch.empty(num_edges, heads, **f32) if need_db else _dummy(dq)
+        grid = _grid(items, heads)
+        dscale = torch.zeros(max(grid[0], 1), heads, **f32)
+        if grid[0] > 0 and num_edges > 0:
+            backward_kernel[grid](
+                query, key, value,
+                edge_key if edge_key is not None else _dummy(query),
+                edge_value if edge_value is not None else _dummy(value),
+                bias if bias is not None else _dummy(lse), scale, index.src,
+                items.row, items.start, items.end, lse, delta, grad_out,
+                grad_alpha if has_dalpha else _dummy(lse), dq, dk, dv, dek,
+                dev, db, dscale, heads, channels, value_channels,
+                HAS_EK=edge_key is not None, HAS_EV=edge_value is not None,
+                HAS_B=bias is not None, HAS_DALPHA=has_dalpha,
+                NEED_DEK=need_dek, NEED_DEV=need_dev, NEED_DB=need_db,
+                BLOCK_E=items.block_e, BLOCK_C=_blocks(channels),
+                BLOCK_V=_blocks(value_channels))
+        grads = [dq.to(query.dtype), dk.to(key.dtype), dv.to(value.dtype),
+                 dek.to(edge_key.dtype) if need_dek else None,
+                 dev.to(edge_value.dtype) if need_dev else None,
+                 db.to(bias.dtype) if need_db else None,
+                 dscale.sum().reshape(scale.shape).to(scale.dtype)
+                 if ctx.needs_input_grad[6] else None]
+        return (*grads, None, None, None)
+
+
+@torch.compiler.disable
+def triton_attention(query: Tensor, key: Tensor, value: Tensor,
+                     edge_index: Tensor, *, edge_key: Optional[Tensor],
+                     edge_value: Optional[Tensor], bias: Optional[Tensor],
+                     scale, need_weights: bool):
+    """``(out, alpha)`` of softmax attention with ``reduce="sum"`` (the
+    arguments of :func:`edge_attention`; check :func:`unsupported` first).
+    ``alpha`` is ``[E, H]`` in the input edge order, or ``None``."""
+    index = graph_index(edge_index, key.size(0), query.size(0))
+    items = work_items(edge_index, index)
+    dtype = result_dtype(query, key, value, edge_key, edge_value)
+    cast = lambda t: None if t is None else t.to(dtype).contiguous()  # noqa
+    query, key, value = cast(query), cast(key), cast(value)
+    edge_key = cast(index.to_csr_order(edge_key))
+    edge_value = cast(index.to_csr_order(edge_value))
+    bias = index.to_csr_order(bias)
+    if bias is not None:
+        bias = bias.float().contiguous()
+    if isinstance(scale, Tensor):
+        scale_t = scale.float().reshape(1)
+    else:
+        scale_t = torch.full((1, ), float(scale), dtype=torch.float32,
+                             device=query.device)
+    out, alpha = _TritonAttention.apply(query, key, value, edge_key,
+                                        edge_value, bias, scale_t, index,
+                                        items, need_weights)
+    if not need_weights:
+        return out, None
+    return out, index.to_input_order(alpha)
