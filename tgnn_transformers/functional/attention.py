@@ -269,6 +269,13 @@ def edge_attention(
 
     Returns:
         :class:`EdgeAttention` ``(out, alpha, edge_index)``.
+
+    Edge cases (``tests/test_numerical_edge_cases.py``): a target without
+    incoming edges, or whose edges are all masked (``-inf`` bias) or
+    sparsified away, gets 0 from every reduction; logits of any finite size
+    stay finite (the maximum is subtracted per target); duplicate edges are
+    separate edges, so ``m`` copies weigh as one edge with score
+    ``+ log m``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of "

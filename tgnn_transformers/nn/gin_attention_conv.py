@@ -41,7 +41,11 @@ class GINAttentionConv(AttentionConvBase):
     ``threshold`` or ``top_k`` the weights are sparsified on the edges before
     aggregation (weights below the threshold, or outside the ``top_k``
     largest of each target, are dropped; no renormalisation), and
-    ``return_attention_weights=True`` returns the kept subgraph.
+    ``return_attention_weights=True`` returns the kept subgraph.  A node
+    whose edges are all dropped (or that has none) keeps only its
+    :math:`(1 + \epsilon_h) \mathbf{v}_i^h` term.  With ``mlp_norm="layer"``
+    the MLP's hidden width :math:`\gamma C` must be at least 2 (a LayerNorm
+    over one channel is constant; the constructor warns).
 
     The paper's best setting is ``mlp_multiplier=0.5`` with ``sharpen=True``.
 

@@ -67,7 +67,9 @@ class PNAAttentionConv(AttentionConvBase):
 
     with :math:`U_h` a linear map or an MLP (``mixer``) per head, batched
     over heads; the target's own value is included with
-    ``include_self=True``.
+    ``include_self=True``.  A node without incoming edges gets 0 from every
+    aggregator (so only its own value reaches the mixer), and a graph with
+    0 nodes gives a ``[0, out]`` result.
 
     Args:
         {shared_args}
