@@ -257,3 +257,28 @@ def test_layer_with_triton_backend_matches_sparse():
         _close(a, b, 1e-5)
     for a, b in zip(grads["triton"], grads["sparse"]):
         _close(a, b, 1e-5)
+
+
+@pytest.mark.parametrize("logit", [1e4, -1e4])
+def test_large_logits_and_a_single_self_loop(logit):
+    """The rest of tests/test_numerical_edge_cases.py's table on this
+    backend: +-1e4 logits give the sparse path's one-hot weights, and one
+    node with a self-loop gets alpha = 1 and its own value."""
+    edge_index = torch.tensor([[0, 1, 2, 3, 1, 0], [1, 1, 2, 2, 4, 1]])
+    t = _inputs(6, 6, 6, edge_terms=False, bias=False, tensor_scale=False)
+    with torch.no_grad():
+        t["query"].mul_(logit)
+    out, alpha, grads = _run(t, edge_index, "triton")
+    s_out, s_alpha, s_grads = _run(t, edge_index, "sparse")
+    assert torch.isfinite(out).all() and torch.isfinite(alpha).all()
+    _close(out, s_out, 1e-5)
+    # float32 scores near 1e4 carry ~1e-3 round-off; the two kernels sum
+    # them in other orders
+    _close(alpha, s_alpha, 1e-3)
+    for name, g in grads.items():
+        assert torch.isfinite(g).all(), name
+    loop = torch.tensor([[0], [0]])
+    t = _inputs(1, 1, 1, edge_terms=False, bias=False, tensor_scale=False)
+    out, alpha, _ = _run(t, loop, "triton")
+    assert torch.equal(alpha, torch.ones_like(alpha))
+    _close(out, t["value"], 1e-6)
