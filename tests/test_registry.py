@@ -131,8 +131,8 @@ def test_bad_options_raise_naming_option_model_and_accepted(name, options,
 def test_unknown_model_and_task():
     with pytest.raises(ValueError, match="unknown model 'bert'.*mha"):
         build_model("node", "bert", 5, 3)
-    with pytest.raises(ValueError, match="unknown task 'text'"):
-        build_model("text", "mha", 5, 3)
+    with pytest.raises(ValueError, match="unknown task 'audio'"):
+        build_model("audio", "mha", 5, 3)
     with pytest.raises(ValueError, match="num_classes"):
         build_model("link", "mha", 5, 3)
     with pytest.raises(ValueError, match=r"'pool'.*add \| mean.*'max'"):

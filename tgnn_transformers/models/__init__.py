@@ -8,7 +8,8 @@ with the head of a task::
                       mlp_multiplier=2.0)
 """
 from .heads import (TASK_HEADS, ConvStack, GraphClassifier, LinkPredictor,
-                    NodeClassifier, TransformerStack, build_encoder,
+                    NodeClassifier, TextClassifier, TransformerStack,
+                    build_encoder,
                     build_model, task_options)
 from .registry import (MODELS, OPTIONS, ModelSpec, Option, get_model,
                        model_names, models_table)
@@ -16,4 +17,5 @@ from .registry import (MODELS, OPTIONS, ModelSpec, Option, get_model,
 __all__ = ["build_model", "build_encoder", "MODELS", "OPTIONS", "ModelSpec",
            "Option", "get_model", "model_names", "models_table",
            "task_options", "TASK_HEADS", "ConvStack", "TransformerStack",
-           "NodeClassifier", "GraphClassifier", "LinkPredictor"]
+           "NodeClassifier", "GraphClassifier", "LinkPredictor",
+           "TextClassifier"]

@@ -214,9 +214,111 @@ class LinkPredictor(torch.nn.Module):
         return self.decode(self.encode(x, edge_index, edge_attr), pairs)
 
 
+class TextClassifier(torch.nn.Module):
+    r"""Sentence classification on token graphs: word embeddings, a
+    position encoding (``pos``), a pre-norm
+    :class:`~tgnn_transformers.nn.GraphTransformer` whose attention is the
+    registry model ``model`` (``mha``, ``gin-attention``,
+    ``pna-attention``), pooling of the ``[CLS]`` token or the mean of the
+    real tokens (``pooling``), and a linear head.
+
+    ``pos``: ``"sinusoidal"`` / ``"learned"`` encodings added to the
+    embeddings (positions below 512), ``"rope"`` rotating every layer's
+    queries and keys, ``"relative"`` a T5 bias (32 buckets, distance 128)
+    computed once and added to every layer's scores, or ``None``.
+
+    ``in_channels`` is the vocabulary size (id 0 the padding).  The model's
+    ``hidden``, ``heads``, ``num_layers``, ``dropout`` (embeddings, blocks,
+    head), ``attention_dropout`` and its variant options apply;
+    ``ffn_multiplier`` and ``norm`` shape the blocks; ``out_heads`` and
+    ``root_weight`` do not apply (the blocks use the transformer form).
+    ``forward(x, edge_index, batch, position, virtual=None)`` takes a batch
+    of :class:`~tgnn_transformers.data.SentenceGraphDataset` graphs.
+    """
+
+    HEAD_OPTIONS = ("pos", "pooling", "ffn_multiplier", "norm")
+    MAX_POSITIONS = 512
+
+    def __init__(self, model: str, in_channels: int, num_classes: int,
+                 **options):
+        super().__init__()
+        from ..nn.positional import (LearnedPositionalEncoding,
+                                     RelativePositionBias,
+                                     SinusoidalPositionalEncoding)
+        spec = get_model(model)
+        if spec.family != "attention" or spec.make_conv is None:
+            raise ValueError(f"the text task runs an attention conv inside "
+                             f"transformer blocks: model must be one of mha,"
+                             f" gin-attention, pna-attention; got {model!r}")
+        head = _split_head_options(options, self.HEAD_OPTIONS, "text")
+        resolved = spec.resolve(options)
+        hidden, heads = resolved["hidden"], resolved["heads"]
+        if hidden % heads:
+            raise ValueError(f"option 'heads' must divide hidden={hidden}, "
+                             f"got heads={heads}")
+        self.pos_kind, self.pooling = head["pos"], head["pooling"]
+        self.dropout = resolved["dropout"]
+        self.embedding = torch.nn.Embedding(in_channels, hidden,
+                                            padding_idx=0)
+        self.position = None
+        self.relative = None
+        attention_kwargs = {k: resolved[k] for k in VARIANT_OPTIONS
+                            if k in resolved}
+        if self.pos_kind == "sinusoidal":
+            self.position = SinusoidalPositionalEncoding(hidden)
+        elif self.pos_kind == "learned":
+            self.position = LearnedPositionalEncoding(hidden,
+                                                      self.MAX_POSITIONS)
+        elif self.pos_kind == "rope":
+            attention_kwargs["rope"] = True
+        elif self.pos_kind == "relative":
+            self.relative = RelativePositionBias(heads)
+        self.encoder = GraphTransformer(
+            hidden, heads, resolved["num_layers"], attention=model,
+            attention_kwargs=attention_kwargs, dropout=self.dropout,
+            attention_dropout=resolved["attention_dropout"],
+            ffn_multiplier=head["ffn_multiplier"], norm=head["norm"],
+            norm_first=True)
+        self.head = torch.nn.Linear(hidden, num_classes)
+        self.scale = hidden**0.5
+        torch.nn.init.normal_(self.embedding.weight, std=hidden**-0.5)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                batch: Optional[Tensor] = None,
+                position: Optional[Tensor] = None,
+                virtual: Optional[Tensor] = None) -> Tensor:
+        if batch is None:
+            batch = x.new_zeros(x.size(0))
+        if position is None:
+            if self.pos_kind is not None:
+                raise ValueError(f"pos={self.pos_kind!r} needs the token "
+                                 "positions (data.position)")
+        h = self.embedding(x) * self.scale
+        if self.position is not None:
+            h = self.position(h, position)
+        h = F.dropout(h, self.dropout, self.training)
+        extra: Dict[str, Any] = {}
+        if self.pos_kind == "rope":
+            extra["pos"] = position
+        if self.relative is not None:
+            extra["attn_bias"] = self.relative(edge_index, position)
+        h = self.encoder(h, edge_index, None, batch, **extra)
+        if self.pooling == "cls":
+            counts = torch.bincount(batch)
+            first = torch.cumsum(counts, 0) - counts
+            pooled = h[first[counts > 0]]
+        else:
+            keep = torch.ones_like(batch, dtype=torch.bool) \
+                if virtual is None else ~virtual
+            pooled = global_mean_pool(h[keep], batch[keep])
+        return self.head(F.dropout(pooled, self.dropout, self.training))
+
+
 #: The model heads, by task name.
 TASK_HEADS = {"node": NodeClassifier, "graph": GraphClassifier,
-              "link": LinkPredictor}
+              "link": LinkPredictor, "text": TextClassifier}
 
 
 def task_options(task: str):
@@ -228,10 +330,12 @@ def build_model(task: str, model: str, in_channels: int,
                 num_classes: Optional[int] = None,
                 **options) -> torch.nn.Module:
     """Builds registry model ``model`` with the head of ``task``
-    (``"node"``, ``"graph"`` or ``"link"``).
+    (``"node"``, ``"graph"``, ``"link"`` or ``"text"``; for ``"text"``
+    ``in_channels`` is the vocabulary size).
 
     ``options`` are the model's options (``tgnn models`` lists them) and the
-    head's (``pool``, ``readout`` for graphs, ``decoder`` for links); one
+    head's (``pool``, ``readout`` for graphs, ``decoder`` for links,
+    ``pos``, ``pooling``, ``ffn_multiplier``, ``norm`` for text); one
     the model does not take, or a value out of range, raises a
     ``ValueError`` naming the option, the model and what it accepts.
     """

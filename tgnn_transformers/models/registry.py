@@ -183,6 +183,12 @@ OPTIONS: Dict[str, Option] = _options(
            "head per layer as in GIN", choices=("last", "layers")),
     Option("decoder", str, "dot", "link task: edge decoder",
            choices=("dot", "mlp")),
+    Option("pos", str, "sinusoidal",
+           "text task: token positions (added sinusoidal or learned "
+           "encodings, rotary queries/keys, T5 relative bias, or none)",
+           choices=("sinusoidal", "learned", "rope", "relative", None)),
+    Option("pooling", str, "cls", "text task: classify the [CLS] token or "
+           "the mean of the tokens", choices=("cls", "mean")),
 )
 
 

@@ -12,7 +12,11 @@ from ..data import check_task_dataset
 from ..models import OPTIONS, get_model, task_options
 from ..models.registry import AT_LEAST_ONE, POSITIVE, Option, Range
 
-TASKS = ("node", "graph", "link")
+TASKS = ("node", "graph", "link", "text")
+#: The attention graph of a sentence (``--pattern``; the names of
+#: :data:`~tgnn_transformers.functional.PATTERNS` with hyphens).
+TEXT_PATTERNS = ("full", "causal", "window", "dilated", "binary-partition",
+                 "global-window")
 
 _FRACTION = Range(0, 1, open_low=True, open_high=True)
 
@@ -29,7 +33,7 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            range=Range(0)),
     Option("folds", int, 10, "cross-validation folds (graph task)",
            range=Range(2)),
-    Option("batch_size", int, 32, "graphs per batch (graph task)",
+    Option("batch_size", int, 32, "graphs per batch (graph and text tasks)",
            range=AT_LEAST_ONE),
     Option("self_loops", bool, True, "add the missing self-loops"),
     Option("normalize_features", bool, False,
@@ -45,6 +49,27 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            "task)", range=_FRACTION),
     Option("checkpoint_every", int, 1, "epochs between checkpoints",
            range=AT_LEAST_ONE),
+    # text task
+    Option("optimizer", str, "adamw", "text task: Adam (L2 weight decay) or "
+           "AdamW (decoupled, not on biases, norms and embeddings)",
+           choices=("adam", "adamw")),
+    Option("warmup", float, 0.0, "text task: share of the training steps "
+           "with a linear learning-rate warm-up", range=Range(0, 1,
+                                                             open_high=True)),
+    Option("schedule", str, "linear", "text task: learning-rate decay after "
+           "the warm-up", choices=("constant", "linear", "cosine")),
+    Option("clip_grad", float, 0.0, "text task: clip the gradient norm to "
+           "this (0: no clipping)", range=Range(0)),
+    Option("label_smoothing", float, 0.0, "text task: label smoothing of "
+           "the training loss", range=Range(0, 1, open_high=True)),
+    Option("pattern", str, "full", "text task: attention graph of a "
+           "sentence", choices=TEXT_PATTERNS),
+    Option("window", int, 2, "text task: half width of the window, dilated,"
+           " global-window and binary-partition patterns", range=Range(0)),
+    Option("max_length", int, 128, "text task: tokens kept per sentence "
+           "([CLS] included)", range=Range(2, 512)),
+    Option("min_freq", int, 1, "text task: minimum count of a word in the "
+           "training split to enter the vocabulary", range=AT_LEAST_ONE),
 )}
 
 _COMMON = ("epochs", "patience", "lr", "weight_decay", "seeds", "self_loops",
@@ -54,6 +79,9 @@ TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "node": _COMMON + ("normalize_features", "sparse_features"),
     "graph": _COMMON + ("folds", "batch_size", "edge_features"),
     "link": _COMMON + ("val_ratio", "test_ratio"),
+    "text": tuple(o for o in _COMMON if o != "self_loops") + (
+        "batch_size", "optimizer", "warmup", "schedule", "clip_grad",
+        "label_smoothing", "pattern", "window", "max_length", "min_freq"),
 }
 
 
@@ -84,7 +112,13 @@ def resolve_config(task: str, dataset: str, model: str,
                          f"{', '.join(TASKS)}")
     spec = get_model(model)
     dataset = dataset.lower()
-    check_task_dataset(task, dataset)
+    if task == "text":
+        from ..data import TEXT_DATASETS
+        if dataset.lower() not in TEXT_DATASETS:
+            raise ValueError(f"the text task needs one of: "
+                             f"{', '.join(TEXT_DATASETS)}; got {dataset!r}")
+    else:
+        check_task_dataset(task, dataset)
     source = config_file or "the packaged defaults.json"
     table = load_defaults(config_file)
     if task not in table:

@@ -339,3 +339,134 @@ def link_recipe(data: Data, config: Dict[str, Any], seed: int) -> Recipe:
         return result
 
     return Recipe(model, optimizer, train_epoch, evaluate, metric="roc_auc")
+
+
+# --------------------------------------------------------------------------
+# Text classification
+# --------------------------------------------------------------------------
+
+def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    return param.dim() < 2 or "embedding" in name or "norm" in name
+
+
+def text_optimizer(model: torch.nn.Module, config: Dict[str, Any]):
+    """Adam with L2 decay on everything, or AdamW with decoupled decay on
+    the weight matrices only (not biases, norms, embeddings, scalars)."""
+    if config["optimizer"] == "adam":
+        return _optimizer(model, config)
+    decay, rest = [], []
+    for name, param in model.named_parameters():
+        (rest if _no_decay(name, param) else decay).append(param)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config["weight_decay"]},
+         {"params": rest, "weight_decay": 0.0}], lr=config["lr"])
+
+
+def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0-based) of
+    ``total``: linear warm-up over ``warmup * total`` steps, then constant,
+    linear decay to 0 or cosine decay to 0."""
+    warm = int(round(warmup * total))
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + float(np.cos(np.pi * progress)))
+
+
+def text_pattern(config: Dict[str, Any]) -> Tuple[str, Dict[str, int]]:
+    """``--pattern`` as a :func:`sequence_to_graph` pattern and arguments."""
+    pattern = config["pattern"].replace("-", "_")
+    kwargs: Dict[str, int] = {}
+    if pattern in ("window", "dilated", "global_window", "binary_partition"):
+        kwargs["window"] = config["window"]
+    if pattern == "dilated":
+        kwargs["dilation"] = 2
+    if pattern == "global_window":
+        kwargs["num_global"] = 1  # the [CLS] token
+    return pattern, kwargs
+
+
+def text_graphs(splits, config: Dict[str, Any]):
+    """The vocabulary and the sentence-graph datasets of every split."""
+    from ..data import SentenceGraphDataset, Vocabulary
+    vocab = Vocabulary.build(splits.splits["train"][0], config["min_freq"])
+    pattern, kwargs = text_pattern(config)
+    graphs = {name: SentenceGraphDataset(sentences, labels, vocab, pattern,
+                                         max_length=config["max_length"],
+                                         **kwargs)
+              for name, (sentences, labels) in splits.splits.items()}
+    return vocab, graphs
+
+
+def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
+    """Sentence classification on token graphs (``splits``: a
+    :class:`~tgnn_transformers.data.TextSplits`): mini-batches of sentence
+    graphs, AdamW or Adam, linear warm-up then linear/cosine decay per
+    step, gradient clipping, label smoothing."""
+    vocab, graphs = text_graphs(splits, config)
+    train = graphs["train"]
+    delta = _delta([train._data.edge_index],
+                   [int(train._data.num_nodes or train._data.x.size(0))])
+    gen = torch.Generator().manual_seed(seed)
+    loaders = {
+        "train": DataLoader(train, batch_size=config["batch_size"],
+                            shuffle=True, generator=gen),
+        "val": DataLoader(graphs["val"], batch_size=256),
+        "test": DataLoader(graphs["test"], batch_size=256),
+    }
+    model = build_model("text", config["model"], len(vocab),
+                        splits.num_classes,
+                        **model_options(config, delta=delta))
+    optimizer = text_optimizer(model, config)
+    total = config["epochs"] * len(loaders["train"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, config["warmup"],
+                                          config["schedule"]))
+    train_accuracy = float("nan")
+
+    def forward(batch):
+        return model(batch.x, batch.edge_index, batch.batch, batch.position,
+                     batch.virtual)
+
+    def train_epoch() -> float:
+        nonlocal train_accuracy
+        model.train()
+        total_loss, correct, count = 0.0, 0, 0
+        for batch in loaders["train"]:
+            optimizer.zero_grad()
+            out = forward(batch)
+            loss = F.cross_entropy(out, batch.y,
+                                   label_smoothing=config["label_smoothing"])
+            loss.backward()
+            if config["clip_grad"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                               config["clip_grad"])
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * batch.num_graphs
+            correct += int((out.argmax(-1) == batch.y).sum())
+            count += batch.num_graphs
+        train_accuracy = correct / max(count, 1)
+        return total_loss / max(count, 1)
+
+    @torch.no_grad()
+    def run(loader) -> Tuple[float, float]:
+        model.eval()
+        correct, loss, count = 0, 0.0, 0
+        for batch in loader:
+            out = forward(batch)
+            loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
+            correct += int((out.argmax(-1) == batch.y).sum())
+            count += batch.num_graphs
+        return correct / max(count, 1), loss / max(count, 1)
+
+    def evaluate() -> Dict[str, float]:
+        val_acc, val_loss = run(loaders["val"])
+        return {"val_loss": val_loss, "train": train_accuracy,
+                "val": val_acc, "test": run(loaders["test"])[0]}
+
+    return Recipe(model, optimizer, train_epoch, evaluate)

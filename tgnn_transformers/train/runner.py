@@ -18,7 +18,7 @@ from ..data import load_dataset
 from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
                  write_json)
 from .loop import fit, seed_everything
-from .recipes import graph_recipe, link_recipe, node_recipe
+from .recipes import graph_recipe, link_recipe, node_recipe, text_recipe
 
 log = logging.getLogger("tgnn_transformers.train")
 
@@ -69,6 +69,8 @@ def _make_recipe(config, dataset, run):
                          split=run["seed"])
     if task == "graph":
         return graph_recipe(dataset, config, run["fold"], run["seed"])
+    if task == "text":
+        return text_recipe(dataset, config, run["seed"])
     return link_recipe(dataset[0], config, run["seed"])
 
 
@@ -173,7 +175,12 @@ def check_resumable(out: Path, record: Dict[str, Any]) -> None:
 def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
     ckpt_dir = out / "checkpoints"
     started = time.time()
-    dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
+    if config["task"] == "text":
+        from ..data import load_text_splits
+        dataset = load_text_splits(config["dataset"], root=root,
+                                   mirror=mirror)
+    else:
+        dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
     results, history = [], []
     for run in _runs(config):
         name = _run_name(run)
