@@ -44,8 +44,10 @@ The dense path runs only on batches of complete / causal token graphs
 (empty sequences, single tokens, +-1e4 logits, both dtypes are covered
 there); biases, sparsification and duplicate edges are not such graphs, so
 ``backend="dense"`` refuses them and ``"auto"`` runs them sparse (see
-``test_backends_and_properties.py``).  The Triton backend was not on main
-when this was written.
+``test_backends_and_properties.py``).  The Triton backend's edge cases
+(empty and masked rows, empty graph, duplicates, +-1e4 logits, a single
+self-loop, bfloat16) run under Triton's interpreter in
+``_triton_interpreter_checks.py``.
 """
 import math
 
@@ -62,25 +64,7 @@ from tgnn_transformers.transforms import SequenceToGraph
 
 H, C = 2, 3
 
-
-def _bfloat16_kernels() -> bool:
-    """Whether the sparse kernels take bfloat16 (torch's CPU SDDMM and CSR
-    SpMM do not; the package computes such inputs in float32 once its
-    mixed-precision support is in)."""
-    q = torch.ones(1, 1, 1, dtype=torch.bfloat16)
-    try:
-        edge_attention(q, q, q, torch.zeros(2, 1, dtype=torch.long),
-                       backend="sparse")
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True
-
-
-DTYPES = [torch.float32, torch.float64, pytest.param(
-    torch.bfloat16, marks=pytest.mark.xfail(
-        not _bfloat16_kernels(), strict=False,
-        raises=(RuntimeError, NotImplementedError),
-        reason="no bfloat16 sparse kernels yet (mixed-precision work)"))]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 
 
 def _edges(pairs):
@@ -199,8 +183,7 @@ def test_duplicate_edges_weigh_as_log_multiplicity():
 
 
 @pytest.mark.parametrize("graph", list(GRAPHS))
-@pytest.mark.parametrize("dtype", DTYPES[2:])
-def test_bfloat16_is_float32_rounded(graph, dtype):
+def test_bfloat16_is_float32_rounded(graph):
     n, edge_index = GRAPHS[graph]
     q, k, v = qkv(n, torch.float32)
     ref = edge_attention(q, k, v, edge_index, reduce=REDUCTIONS).out
