@@ -15,9 +15,10 @@ sparse = dense = dense reference       100 + 100  ``dense_reference.py``
 (token batches; any graph: sparse =                (masked dense softmax
 reference, every reduction)                        and aggregation)
 every SequenceToGraph pattern has      120 + 80   the pattern's definition
-exactly its edges (full, causal,                   written out per pair
-window, dilated; global_random's                   ``(j, i)``
-seeding and degree rules)
+exactly its edges (full, causal,       + 100      written out per pair
+window, dilated, global_window;                   ``(j, i)``; the span tree
+global_random's seeding and degree                 of binary_partition by its
+rules; binary_partition's spans)                   halving rule
 =====================================  =========  ==========================
 """
 import itertools
@@ -180,11 +181,14 @@ def test_sparse_equals_reference_on_any_simple_graph(graph, reduce, seed):
 # sequence -> graph patterns
 # --------------------------------------------------------------------------
 
-RULES = {
-    "full": lambda i, j, w, d: True,
-    "causal": lambda i, j, w, d: j <= i,
-    "window": lambda i, j, w, d: abs(i - j) <= w,
-    "dilated": lambda i, j, w, d: abs(i - j) <= w * d and (i - j) % d == 0,
+RULES = {  # (target i, source j, window, dilation, global tokens)
+    "full": lambda i, j, w, d, g: True,
+    "causal": lambda i, j, w, d, g: j <= i,
+    "window": lambda i, j, w, d, g: abs(i - j) <= w,
+    "dilated": lambda i, j, w, d, g: abs(i - j) <= w * d and
+    (i - j) % d == 0,
+    "global_window": lambda i, j, w, d, g: abs(i - j) <= w or i < g or
+    j < g,
 }
 
 
@@ -194,17 +198,55 @@ def edge_list(edge_index):
 
 @settings(max_examples=120, deadline=None)
 @given(length=st.integers(0, 12), pattern=st.sampled_from(list(RULES)),
-       window=st.integers(0, 4), dilation=st.integers(1, 4))
+       window=st.integers(0, 4), dilation=st.integers(1, 4),
+       num_global=st.integers(0, 3))
 def test_patterns_have_exactly_their_edges(length, pattern, window,
-                                           dilation):
-    data = SequenceToGraph(pattern, window=window, dilation=dilation)(
+                                           dilation, num_global):
+    data = SequenceToGraph(pattern, window=window, dilation=dilation,
+                           num_global=num_global)(
         Data(x=torch.zeros(length, 1)))
     edges = edge_list(data.edge_index)
     rule = RULES[pattern]
+    g = min(num_global, length)
     expected = [(j, i) for i, j in itertools.product(range(length),
                                                      repeat=2)
-                if rule(i, j, window, dilation)]
+                if rule(i, j, window, dilation, g)]
     assert edges == expected  # the same set, sorted by target then source
+
+
+@settings(max_examples=100, deadline=None)
+@given(length=st.integers(0, 16), window=st.integers(0, 3))
+def test_binary_partition_has_exactly_its_edges(length, window):
+    """Tokens ``|i - j| <= window``; ``L - 1`` virtual span nodes after the
+    tokens, one per span of the balanced binary split of ``[0, L)`` with at
+    least two tokens; each span node has a self-loop and edges to and from
+    exactly the tokens of its span."""
+    data = SequenceToGraph("binary_partition", window=window)(
+        Data(x=torch.zeros(length, 1)))
+    num_spans = max(length - 1, 0)
+    assert data.num_nodes == length + num_spans
+    edges = edge_list(data.edge_index)
+    assert edges == sorted(set(edges), key=lambda e: (e[1], e[0]))
+    tokens = [(j, i) for j, i in edges if i < length and j < length]
+    assert tokens == [(j, i) for i, j in itertools.product(range(length),
+                                                           repeat=2)
+                      if abs(i - j) <= window]
+    spans = set()
+    for v in range(length, length + num_spans):
+        into = sorted(j for j, i in edges if i == v and j != v)
+        out_of = sorted(i for j, i in edges if j == v and i != v)
+        assert (v, v) in edges and into == out_of
+        assert all(u < length for u in into)  # no span-to-span edges
+        assert len(into) >= 2 and into == list(range(into[0],
+                                                     into[-1] + 1))
+        spans.add((into[0], into[-1] + 1))
+    assert len(spans) == num_spans
+    if length >= 2:  # the root and, under every span, its halves
+        assert (0, length) in spans
+        for start, end in spans:
+            mid = (start + end) // 2
+            for half in ((start, mid), (mid, end)):
+                assert half in spans or half[1] - half[0] < 2
 
 
 @settings(max_examples=80, deadline=None)
