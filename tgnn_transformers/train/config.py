@@ -49,6 +49,11 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            "task)", range=_FRACTION),
     Option("checkpoint_every", int, 1, "epochs between checkpoints",
            range=AT_LEAST_ONE),
+    Option("device", str, "auto", "where to train: auto (CUDA when "
+           "available, else CPU), cpu, cuda or cuda:N"),
+    Option("precision", str, "fp32", "fp32; bf16 or fp16 autocast (fp16 "
+           "with a gradient scaler, CUDA only)",
+           choices=("fp32", "bf16", "fp16")),
     # text task
     Option("optimizer", str, "adamw", "text task: Adam (L2 weight decay) or "
            "AdamW (decoupled, not on biases, norms and embeddings)",
@@ -73,7 +78,7 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
 )}
 
 _COMMON = ("epochs", "patience", "lr", "weight_decay", "seeds", "self_loops",
-           "checkpoint_every")
+           "checkpoint_every", "device", "precision")
 #: Which recipe options each task takes.
 TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "node": _COMMON + ("normalize_features", "sparse_features"),
@@ -169,6 +174,11 @@ def resolve_config(task: str, dataset: str, model: str,
     config = {k: list(v) if isinstance(v, tuple) else v
               for k, v in config.items()}  # JSON-friendly
     config.update(task=task, dataset=dataset, model=model)
+    if "device" in config:
+        # --device cuda without CUDA, fp16 on the CPU: errors before any
+        # data is loaded.
+        from .device import Precision, resolve_device
+        Precision(config["precision"], resolve_device(config["device"]))
     return config
 
 

@@ -15,6 +15,7 @@ from ..functional import to_sparse_csr
 from ..models import build_model, get_model
 from ..nn import average_log_degree, degree_histogram
 from .config import model_options
+from .device import run_setup
 from .loop import Recipe
 
 
@@ -98,23 +99,33 @@ def node_recipe(data: Data, num_classes: int, config: Dict[str, Any],
     data = prepare_node_data(data, config)
     train, val, test = node_splits(data, split)
     delta = _delta([data.edge_index], [data.num_nodes])
+    device, precision = run_setup(config)
     model = build_model("node", config["model"], data.num_features,
                         num_classes, **model_options(config, delta=delta))
+    model = model.to(device)
     optimizer = _optimizer(model, config)
+    if precision.dtype is not None and data.x.layout != torch.strided:
+        # torch has no low-precision sparse CSR matmul for the first
+        # projection under autocast: mixed precision takes dense features.
+        data.x = data.x.to_dense()
+    data = data.to(device)  # once, with the masks
+    train, val, test = (m.to(device) for m in (train, val, test))
 
     def train_epoch() -> float:
         model.train()
         optimizer.zero_grad()
-        out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[train], data.y[train])
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            out = model(data.x, data.edge_index)
+        loss = F.cross_entropy(out[train].float(), data.y[train])
+        precision.step(loss, optimizer)
         return loss.item()
 
     @torch.no_grad()
     def evaluate() -> Dict[str, float]:
         model.eval()
-        out = model(data.x, data.edge_index)
+        with precision.autocast():
+            out = model(data.x, data.edge_index)
+        out = out.float()
         return {"val_loss": float(F.cross_entropy(out[val], data.y[val])),
                 "train": _accuracy(out[train], data.y[train]),
                 "val": _accuracy(out[val], data.y[val]),
@@ -192,6 +203,8 @@ def graph_recipe(dataset, config: Dict[str, Any], fold: int,
                 g.edge_attr = edge_attr
     delta = _delta([graphs[i].edge_index for i in train_idx],
                    [graphs[i].num_nodes for i in train_idx])
+    device, precision = run_setup(config)
+    graphs = [g.to(device) for g in graphs]  # once; batches form there
     subset = lambda idx: [graphs[i] for i in idx]  # noqa: E731
     bs = config["batch_size"]
     loaders = {
@@ -202,7 +215,7 @@ def graph_recipe(dataset, config: Dict[str, Any], fold: int,
     model = build_model("graph", config["model"], graphs[0].num_features,
                         int(labels.max()) + 1,
                         **model_options(config, delta=delta,
-                                        edge_dim=edge_dim))
+                                        edge_dim=edge_dim)).to(device)
     optimizer = _optimizer(model, config)
 
     # Training accuracy is counted during the epoch (in training mode)
@@ -216,11 +229,11 @@ def graph_recipe(dataset, config: Dict[str, Any], fold: int,
         total, correct, count = 0.0, 0, 0
         for batch in loaders["train"]:
             optimizer.zero_grad()
-            out = model(batch.x, batch.edge_index, batch.edge_attr,
-                        batch.batch)
+            with precision.autocast():
+                out = model(batch.x, batch.edge_index, batch.edge_attr,
+                            batch.batch).float()
             loss = F.cross_entropy(out, batch.y)
-            loss.backward()
-            optimizer.step()
+            precision.step(loss, optimizer)
             total += loss.item() * batch.num_graphs
             correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
@@ -232,8 +245,9 @@ def graph_recipe(dataset, config: Dict[str, Any], fold: int,
         model.eval()
         correct, loss, count = 0, 0.0, 0
         for batch in loader:
-            out = model(batch.x, batch.edge_index, batch.edge_attr,
-                        batch.batch)
+            with precision.autocast():
+                out = model(batch.x, batch.edge_index, batch.edge_attr,
+                            batch.batch).float()
             loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
             correct += int((out.argmax(-1) == batch.y).sum())
             count += batch.num_graphs
@@ -302,27 +316,32 @@ def link_recipe(data: Data, config: Dict[str, Any], seed: int) -> Recipe:
         message_edges, _ = add_remaining_self_loops(
             message_edges, num_nodes=data.num_nodes)
     delta = _delta([message_edges], [data.num_nodes])
+    device, precision = run_setup(config)
     model = build_model("link", config["model"], data.num_features,
-                        **model_options(config, delta=delta))
+                        **model_options(config, delta=delta)).to(device)
     optimizer = _optimizer(model, config)
+    train_data, val_data, test_data, message_edges = (
+        train_data.to(device), val_data.to(device), test_data.to(device),
+        message_edges.to(device))
 
     def train_epoch() -> float:
         model.train()
         optimizer.zero_grad()
-        z = model.encode(train_data.x, message_edges)
         pairs, labels = _pairs_with_negatives(train_data.edge_label_index,
                                               train_data.edge_index,
                                               data.num_nodes)
-        loss = F.binary_cross_entropy_with_logits(model.decode(z, pairs),
-                                                  labels)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            logits = model.decode(model.encode(train_data.x, message_edges),
+                                  pairs)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), labels)
+        precision.step(loss, optimizer)
         return loss.item()
 
     @torch.no_grad()
     def evaluate() -> Dict[str, float]:
         model.eval()
-        z = model.encode(train_data.x, message_edges)
+        with precision.autocast():
+            z = model.encode(train_data.x, message_edges)
         result = {}
         for name, part in (("train", train_data), ("val", val_data),
                            ("test", test_data)):
@@ -331,7 +350,8 @@ def link_recipe(data: Data, config: Dict[str, Any], seed: int) -> Recipe:
                     part.edge_label_index, part.edge_index, data.num_nodes)
             else:
                 pairs, labels = part.edge_label_index, part.edge_label
-            logits = model.decode(z, pairs)
+            with precision.autocast():
+                logits = model.decode(z, pairs).float()
             result[name] = roc_auc(logits, labels)
             if name == "val":
                 result["val_loss"] = float(
@@ -418,9 +438,10 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
         "val": DataLoader(graphs["val"], batch_size=256),
         "test": DataLoader(graphs["test"], batch_size=256),
     }
+    device, precision = run_setup(config)
     model = build_model("text", config["model"], len(vocab),
                         splits.num_classes,
-                        **model_options(config, delta=delta))
+                        **model_options(config, delta=delta)).to(device)
     optimizer = text_optimizer(model, config)
     total = config["epochs"] * len(loaders["train"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -429,8 +450,12 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
     train_accuracy = float("nan")
 
     def forward(batch):
-        return model(batch.x, batch.edge_index, batch.batch, batch.position,
-                     batch.virtual)
+        # (sentence batches are collated on the CPU, then moved)
+        batch = batch.to(device, non_blocking=True)
+        with precision.autocast():
+            out = model(batch.x, batch.edge_index, batch.batch,
+                        batch.position, batch.virtual)
+        return out.float(), batch.y
 
     def train_epoch() -> float:
         nonlocal train_accuracy
@@ -438,17 +463,14 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
         total_loss, correct, count = 0.0, 0, 0
         for batch in loaders["train"]:
             optimizer.zero_grad()
-            out = forward(batch)
-            loss = F.cross_entropy(out, batch.y,
+            out, y = forward(batch)
+            loss = F.cross_entropy(out, y,
                                    label_smoothing=config["label_smoothing"])
-            loss.backward()
-            if config["clip_grad"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                               config["clip_grad"])
-            optimizer.step()
+            precision.step(loss, optimizer, clip_grad=config["clip_grad"],
+                           parameters=model.parameters())
             scheduler.step()
             total_loss += loss.item() * batch.num_graphs
-            correct += int((out.argmax(-1) == batch.y).sum())
+            correct += int((out.argmax(-1) == y).sum())
             count += batch.num_graphs
         train_accuracy = correct / max(count, 1)
         return total_loss / max(count, 1)
@@ -458,9 +480,9 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
         model.eval()
         correct, loss, count = 0, 0.0, 0
         for batch in loader:
-            out = forward(batch)
-            loss += float(F.cross_entropy(out, batch.y, reduction="sum"))
-            correct += int((out.argmax(-1) == batch.y).sum())
+            out, y = forward(batch)
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(-1) == y).sum())
             count += batch.num_graphs
         return correct / max(count, 1), loss / max(count, 1)
 

@@ -17,6 +17,7 @@ import torch
 from ..data import load_dataset
 from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
                  write_json)
+from .device import device_info, resolve_device
 from .loop import fit, seed_everything
 from .recipes import graph_recipe, link_recipe, node_recipe, text_recipe
 
@@ -175,6 +176,8 @@ def check_resumable(out: Path, record: Dict[str, Any]) -> None:
 def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
     ckpt_dir = out / "checkpoints"
     started = time.time()
+    # A missing GPU is an error before any data is loaded.
+    device = resolve_device(config.get("device", "auto"))
     if config["task"] == "text":
         from ..data import load_text_splits
         dataset = load_text_splits(config["dataset"], root=root,
@@ -219,6 +222,8 @@ def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
         "test": summarize([r["test"] for r in results]),
         "val": summarize([r["val"] for r in results]),
         "runs": results, "config": config, "environment": environment(),
+        "device": device_info(device),
+        "precision": config.get("precision", "fp32"),
         "wall_time_s": time.time() - started,
     }
     write_json(metrics, out / "metrics.json")
