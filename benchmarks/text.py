@@ -1,0 +1,245 @@
+"""Text classification as graphs: accuracy, parameters and time per epoch of
+the text task, the train/validation loss curves of GIN-Attention against
+standard attention (the paper's first claim) and the cost of the sparse
+patterns against ``full``.
+
+    TGNN_DATA_MIRROR=../shared/data python benchmarks/text.py accuracy \\
+        --datasets trec --models mha gin-attention --patterns full \\
+        --pos sinusoidal --seeds 0 1 2 --epochs 5 --out benchmarks/results/text
+    python benchmarks/text.py cost --out benchmarks/results/text
+    python benchmarks/text.py report --out benchmarks/results/text
+
+``accuracy`` appends one JSON line per run to ``runs.jsonl`` (test accuracy
+at the best validation epoch, per-epoch train/val loss, seconds per epoch,
+parameters); ``cost`` writes ``cost.json`` (edges per pattern and the time
+of a training pass over the same batches); ``report`` writes ``text.md``
+and ``loss_gap.png`` from them.  Validation picks the epoch; the test split
+is only read at that epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tgnn_transformers.data import load_text_splits
+from tgnn_transformers.train.config import resolve_config
+from tgnn_transformers.train.loop import seed_everything
+from tgnn_transformers.train.recipes import text_graphs, text_recipe
+
+
+def accuracy(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for dataset in args.datasets:
+        splits = load_text_splits(dataset)
+        for model in args.models:
+            for pattern in args.patterns:
+                for pos in args.pos:
+                    for seed in args.seeds:
+                        overrides = {"pattern": pattern, "pos": pos,
+                                     "epochs": args.epochs}
+                        config = resolve_config("text", dataset, model,
+                                                overrides)
+                        seed_everything(seed)
+                        recipe = text_recipe(splits, config, seed)
+                        params = sum(p.numel() for p in
+                                     recipe.model.parameters())
+                        history, best = [], None
+                        for epoch in range(1, args.epochs + 1):
+                            t0 = time.time()
+                            loss = recipe.train_epoch()
+                            seconds = time.time() - t0
+                            row = recipe.evaluate()
+                            row.update(epoch=epoch, train_loss=loss,
+                                       seconds=seconds)
+                            history.append(row)
+                            print(dataset, model, pattern, pos, seed, epoch,
+                                  f"loss {loss:.3f} val_loss "
+                                  f"{row['val_loss']:.3f} val {row['val']:.3f}"
+                                  f" {seconds:.0f}s", flush=True)
+                            if best is None or row["val"] > best["val"]:
+                                best = row
+                        record = {
+                            "dataset": dataset, "model": model,
+                            "pattern": pattern, "pos": pos, "seed": seed,
+                            "params": params, "best_epoch": best["epoch"],
+                            "val": best["val"], "test": best["test"],
+                            "seconds_per_epoch": statistics.fmean(
+                                r["seconds"] for r in history),
+                            "history": [{k: r[k] for k in (
+                                "epoch", "train_loss", "val_loss", "train",
+                                "val")} for r in history],
+                            "config": config}
+                        with open(out / "runs.jsonl", "a") as f:
+                            f.write(json.dumps(record) + "\n")
+
+
+def cost(args) -> None:
+    """Edges of every pattern on a data set's training sentences and the
+    time of one training pass of ``mha`` over the same first batches."""
+    from torch_geometric.loader import DataLoader
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for dataset in args.datasets:
+        splits = load_text_splits(dataset)
+        for pattern in ("full", "window", "dilated", "global-window",
+                        "binary-partition", "causal"):
+            config = resolve_config("text", dataset, "mha",
+                                    {"pattern": pattern, "epochs": 1})
+            _, graphs = text_graphs(splits, config)
+            train = graphs["train"]
+            nodes = int(train._data.x.size(0))
+            edges = int(train._data.edge_index.size(1))
+            seed_everything(0)
+            recipe = text_recipe(splits, config, 0)
+            model, opt = recipe.model, recipe.optimizer
+            loader = DataLoader(train[:args.cost_sentences], batch_size=32)
+            model.train()
+            t0 = time.time()
+            for batch in loader:
+                opt.zero_grad()
+                logits = model(batch.x, batch.edge_index, batch.batch,
+                               batch.position, batch.virtual)
+                torch.nn.functional.cross_entropy(logits, batch.y).backward()
+                opt.step()
+            seconds = time.time() - t0
+            results.append({"dataset": dataset, "pattern": pattern,
+                            "sentences": len(train), "nodes": nodes,
+                            "edges": edges, "timed_sentences":
+                            min(args.cost_sentences, len(train)),
+                            "seconds": seconds})
+            print(results[-1], flush=True)
+    (out / "cost.json").write_text(json.dumps(results, indent=1))
+
+
+def _mean_std(values):
+    values = list(values)
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), std
+
+
+def report(args) -> None:
+    out = Path(args.out)
+    runs = [json.loads(line) for line in
+            (out / "runs.jsonl").read_text().splitlines() if line.strip()]
+    groups = {}
+    for r in runs:
+        key = (r["dataset"], r["model"], r["pattern"], r["pos"])
+        groups.setdefault(key, []).append(r)
+    lines = ["| data set | model | pattern | pos | test accuracy | seeds | "
+             "val accuracy | params | s / epoch | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, model, pattern, pos), rs in sorted(groups.items()):
+        t, ts = _mean_std(r["test"] for r in rs)
+        v, vs = _mean_std(r["val"] for r in rs)
+        lines.append(
+            f"| {ds} | {model} | {pattern} | {pos} | {100 * t:.1f} ± "
+            f"{100 * ts:.1f} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{100 * v:.1f} ± {100 * vs:.1f} | {rs[0]['params']:,} | "
+            f"{statistics.fmean(r['seconds_per_epoch'] for r in rs):.0f} | "
+            f"{len(rs[0]['history'])} |")
+    text = ["# Text classification as graphs", "",
+            "Written by `benchmarks/text.py report` from `runs.jsonl`; test "
+            "accuracy at the best validation epoch, mean ± std over seeds.",
+            "", *lines, ""]
+    # The first claim: train/val loss gap, GIN-Attention vs standard.
+    gap_rows = ["| data set | model | seed | final train loss | final val "
+                "loss | gap (val - train) | min val loss |",
+                "|---|---|---|---|---|---|---|"]
+    for (ds, model, pattern, pos), rs in sorted(groups.items()):
+        for r in sorted(rs, key=lambda r: r["seed"]):
+            last = r["history"][-1]
+            gap_rows.append(
+                f"| {ds} | {model} | {r['seed']} | {last['train_loss']:.3f} "
+                f"| {last['val_loss']:.3f} | "
+                f"{last['val_loss'] - last['train_loss']:+.3f} | "
+                f"{min(h['val_loss'] for h in r['history']):.3f} |")
+    text += ["## Loss gap (GIN-Attention vs standard attention)", "",
+             "Train loss is the mean over the epoch with label smoothing "
+             "and dropout on; validation loss is plain cross-entropy in "
+             "eval mode.", "", *gap_rows, ""]
+    cost_path = out / "cost.json"
+    if cost_path.exists():
+        rows = json.loads(cost_path.read_text())
+        full = {r["dataset"]: r for r in rows if r["pattern"] == "full"}
+        text += ["## Pattern cost against `full`", "",
+                 "| data set | pattern | nodes | edges | edges / full | "
+                 "train pass s | time / full |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            f = full[r["dataset"]]
+            text.append(f"| {r['dataset']} | {r['pattern']} | {r['nodes']:,}"
+                        f" | {r['edges']:,} | {r['edges'] / f['edges']:.2f} |"
+                        f" {r['seconds']:.1f} | "
+                        f"{r['seconds'] / f['seconds']:.2f} |")
+        text.append("")
+    (out / "text.md").write_text("\n".join(text))
+    _plot(groups, out / "loss_gap.png")
+    print("\n".join(text))
+
+
+def _plot(groups, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    # the first claim's comparison: full graphs, sinusoidal positions
+    keys = sorted(k for k in groups if k[2] == "full" and
+                  k[3] == "sinusoidal" and k[1] in ("mha", "gin-attention"))
+    datasets = sorted({k[0] for k in keys})
+    fig, grid = plt.subplots(len(datasets), 2, figsize=(11, 4 *
+                                                         len(datasets)),
+                             squeeze=False)
+    colors = {"mha": "tab:blue", "gin-attention": "tab:red",
+              "pna-attention": "tab:green"}
+    for key in keys:
+        ds, model, pattern, pos = key
+        axes = grid[datasets.index(ds)]
+        for r in groups[key]:
+            ep = [h["epoch"] for h in r["history"]]
+            c = colors.get(model, "gray")
+            label = f"{model} seed {r['seed']}"
+            axes[0].plot(ep, [h["train_loss"] for h in r["history"]], c=c,
+                         lw=0.8, label=label + " train")
+            axes[0].plot(ep, [h["val_loss"] for h in r["history"]], c=c,
+                         lw=0.8, ls="--")
+            axes[1].plot(ep, [h["val_loss"] - h["train_loss"]
+                              for h in r["history"]], c=c, lw=0.8,
+                         label=label)
+    for ds, axes in zip(datasets, grid):
+        axes[0].set(xlabel="epoch", ylabel="loss", title=f"{ds}: train "
+                    "(solid) and validation (dashed) loss")
+        axes[1].set(xlabel="epoch", ylabel="val - train loss",
+                    title=f"{ds}: gap")
+        axes[1].axhline(0, c="k", lw=0.5)
+        axes[0].legend(fontsize=6)
+        axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("accuracy", "cost", "report"))
+    parser.add_argument("--datasets", nargs="+", default=["sst2", "trec",
+                                                          "r8"])
+    parser.add_argument("--models", nargs="+",
+                        default=["mha", "gin-attention", "pna-attention"])
+    parser.add_argument("--patterns", nargs="+", default=["full", "window"])
+    parser.add_argument("--pos", nargs="+", default=["sinusoidal", "rope"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--cost-sentences", type=int, default=640)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results/text")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    {"accuracy": accuracy, "cost": cost, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
