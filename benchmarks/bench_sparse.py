@@ -42,10 +42,19 @@ def cornell5():
     return data.num_nodes, data.edge_index
 
 
-def layers():
+#: ``--backends``: the package's kernels to time ("triton" needs CUDA).
+BACKENDS = ("sparse", "triton")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def layers(backends=("sparse", )):
+    ours = {f"tgnn MultiHeadAttentionConv ({b})" if b != "sparse" else
+            "tgnn MultiHeadAttentionConv":
+            (lambda b=b: MultiHeadAttentionConv(IN, CH, heads=HEADS,
+                                                backend=b))
+            for b in backends}
     return {
-        "tgnn MultiHeadAttentionConv": lambda: MultiHeadAttentionConv(
-            IN, CH, heads=HEADS, backend="sparse"),
+        **ours,
         "PyG TransformerConv": lambda: TransformerConv(IN, CH, heads=HEADS),
         "PyG GATConv": lambda: GATConv(IN, CH, heads=HEADS,
                                        add_self_loops=False),
@@ -57,19 +66,20 @@ def estimated_pyg_bytes(num_edges: int) -> int:
     return 6 * num_edges * HEADS * CH * 4
 
 
-def bench_graph(name, n, edge_index, repeats, device, max_pyg_gb):
-    x = torch.randn(n, IN, device=device)
+def bench_graph(name, n, edge_index, repeats, device, max_pyg_gb,
+                backends=("sparse", ), dtype="fp32"):
+    x = torch.randn(n, IN, device=device, dtype=DTYPES[dtype])
     edge_index = edge_index.to(device)
     rows = []
-    for label, make in layers().items():
-        if label != "tgnn MultiHeadAttentionConv" and \
+    for label, make in layers(backends).items():
+        if not label.startswith("tgnn") and \
                 estimated_pyg_bytes(edge_index.size(1)) > max_pyg_gb * 2**30:
             rows.append({"graph": name, "layer": label, "skipped":
                          f"would need > {max_pyg_gb} GB"})
             print(f"  {label:30s} skipped (memory)")
             continue
         torch.manual_seed(0)
-        conv = make().to(device)
+        conv = make().to(device, DTYPES[dtype])
         xg = x.clone().requires_grad_()
 
         def forward():
@@ -79,14 +89,15 @@ def bench_graph(name, n, edge_index, repeats, device, max_pyg_gb):
         def forward_backward():
             conv(xg, edge_index).sum().backward()
 
-        row = {"graph": name, "layer": label, "num_nodes": n,
+        row = {"graph": name, "layer": label, "dtype": dtype, "num_nodes": n,
                "num_edges": edge_index.size(1),
                "forward": time_it(forward, repeats, device=device),
                "forward_backward": time_it(forward_backward, repeats,
                                            device=device)}
 
         row["peak_memory_bytes"] = peak_memory(__file__, {
-            "graph": name, "layer": label, "device": device})
+            "graph": name, "layer": label, "device": device,
+            "backends": list(backends), "dtype": dtype})
         rows.append(row)
         print(f"  {label:30s} fwd {row['forward']['median_s']:.3f}s  "
               f"fwd+bwd {row['forward_backward']['median_s']:.3f}s  "
@@ -106,7 +117,8 @@ def bench_graph(name, n, edge_index, repeats, device, max_pyg_gb):
     ours.load_state_dict(ref.state_dict())
     if estimated_pyg_bytes(edge_index.size(1)) <= max_pyg_gb * 2**30:
         with torch.no_grad():
-            err = (ours(x, edge_index) - ref(x, edge_index)).abs().max()
+            xf = x.float()
+            err = (ours(xf, edge_index) - ref(xf, edge_index)).abs().max()
         rows.append({"graph": name, "max_abs_diff_vs_TransformerConv":
                      float(err)})
         print(f"  max |ours - TransformerConv| = {float(err):.2e}")
@@ -123,9 +135,11 @@ def build_probe(spec):
     """The fwd+bwd workload of one (graph, layer) for the memory probe."""
     n, edge_index = load_graph(spec["graph"])
     device = spec.get("device", "cpu")
+    dtype = DTYPES[spec.get("dtype", "fp32")]
     torch.manual_seed(0)
-    conv = layers()[spec["layer"]]().to(device)
-    x = torch.randn(n, IN, device=device, requires_grad=True)
+    conv = layers(spec.get("backends", ["sparse"]))[spec["layer"]]().to(
+        device, dtype)
+    x = torch.randn(n, IN, device=device, dtype=dtype, requires_grad=True)
     edge_index = edge_index.to(device)
     with torch.no_grad():  # caches (CSR index) are built outside the peak
         conv(x, edge_index)
@@ -142,19 +156,27 @@ def main(argv=None):
                         help="skip PyG layers whose estimated memory exceeds "
                         "this")
     parser.add_argument("--no-cornell5", action="store_true")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS,
+                        default=["sparse"],
+                        help="the package's kernels to time (triton: CUDA)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="inputs and weights of every layer")
     args = parser.parse_args(argv)
+    extra = dict(backends=args.backends, dtype=args.dtype)
     rows = []
     if not args.no_cornell5:
         n, ei = cornell5()
         print(f"Cornell5: {n} nodes, {ei.size(1)} edges")
         rows += bench_graph("cornell5", n, ei, args.repeats, args.device,
-                            args.max_pyg_gb)
+                            args.max_pyg_gb, **extra)
     for size in args.sizes:
         n, ei = power_law_graph(int(size))
         print(f"power-law: {n} nodes, {ei.size(1)} edges")
         rows += bench_graph(f"powerlaw-1e{int(math.log10(size))}", n, ei,
-                            args.repeats, args.device, args.max_pyg_gb)
+                            args.repeats, args.device, args.max_pyg_gb,
+                            **extra)
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+    suffix += "" if args.dtype == "fp32" else "_" + args.dtype
     path = write_result(f"sparse{suffix}", {"machine": machine(),
                                             "in_channels": IN,
                                             "heads": HEADS, "channels": CH,
