@@ -33,10 +33,13 @@ from .patterns import lengths_to_ptr, recognize_sequence_pattern
 from .softmax import edge_softmax
 from .sparse_ops import (build_graph_index, edge_dot, graph_index,
                          sddmm)
+from .flex_attention import block_mask as flex_block_mask
+from .flex_attention import (flex_attention_padded, flex_supported,
+                             recognize_flex_pattern)
 from .triton_attention import triton_attention, triton_available
 from .triton_attention import unsupported as triton_unsupported
 
-BACKENDS = ("auto", "sparse", "dense", "triton")
+BACKENDS = ("auto", "sparse", "dense", "triton", "flex")
 SCORE_NORMALIZATIONS = ("softmax", "relu")
 
 
@@ -265,7 +268,9 @@ def edge_attention(
             :mod:`~tgnn_transformers.functional.triton_attention`; options
             it does not support -- dropout, reductions other than sum,
             ReLU scores, sparsification -- run the sparse path with a
-            warning).
+            warning) or ``"flex"`` (FlexAttention on a batch of full,
+            causal or (dilated) window token graphs given with ``batch``;
+            an error if not applicable; forward-only on the CPU).
 
     Returns:
         :class:`EdgeAttention` ``(out, alpha, edge_index)``.
@@ -345,6 +350,13 @@ def edge_attention(
             raise ValueError("backend='dense' cannot be used here: " +
                              "; ".join(blockers))
 
+    if backend == "flex":
+        return EdgeAttention(
+            _flex_attention(query, key, value, edge_index, batch, scale,
+                            need_weights, (edge_key, edge_value, bias),
+                            normalization, threshold, top_k, reduce,
+                            dropout_p), None, edge_index)
+
     if backend == "triton" or (backend == "auto" and query.is_cuda and
                                triton_available() and not tracing()):
         reason = triton_unsupported(query, dropout_p=dropout_p,
@@ -365,6 +377,56 @@ def edge_attention(
     return _sparse_attention(query, key, value, edge_index, edge_key,
                              edge_value, bias, scale, normalization,
                              dropout_p, reduce, threshold, top_k)
+
+
+def _flex_attention(query, key, value, edge_index, batch, scale,
+                    need_weights, edge_terms, normalization, threshold,
+                    top_k, reduce, dropout_p) -> Tensor:
+    """``backend="flex"``: FlexAttention on the padded token batch, or a
+    ``ValueError`` that names what stands in the way."""
+    blockers = []
+    if not flex_supported():
+        blockers.append("this torch has no FlexAttention")
+    if need_weights:
+        blockers.append("need_weights=True")
+    if any(t is not None for t in edge_terms):
+        blockers.append("per-edge terms (edge features or bias)")
+    if normalization != "softmax":
+        blockers.append(f"normalization={normalization!r}")
+    if threshold is not None or top_k is not None:
+        blockers.append("sparsification")
+    if not (isinstance(reduce, str) and reduce == "sum"):
+        blockers.append(f"reduce={reduce!r}")
+    if dropout_p > 0:
+        blockers.append("attention dropout")
+    if key.size(0) != query.size(0):
+        blockers.append("bipartite input")
+    if not query.is_cuda and torch.is_grad_enabled() and any(
+            t.requires_grad for t in (query, key, value)):
+        blockers.append("gradients on the CPU (torch runs FlexAttention's "
+                        "backward only on GPUs)")
+    if tracing():
+        blockers.append("torch.compile tracing")
+    pattern = None
+    if not blockers:
+        pattern = recognize_flex_pattern(edge_index, batch, query.size(0))
+        if pattern is None:
+            blockers.append("the graph is not a batch of full, causal or "
+                            "(dilated) window token graphs")
+    if blockers:
+        raise ValueError("backend='flex' cannot be used here: " +
+                         "; ".join(blockers))
+    layout = cached_on(edge_index, "padded_layout",
+                       lambda: _PaddedLayout(pattern.lengths,
+                                             query.size(0)),
+                       batch, query.size(0))
+    q, k, v = layout.pad(query), layout.pad(key), layout.pad(value)
+    if isinstance(scale, Tensor):
+        q, scale = q * scale, 1.0
+    mask = flex_block_mask(pattern, layout.max_len, edge_index)
+    out = flex_attention_padded(q.contiguous(), k.contiguous(),
+                                v.contiguous(), mask, float(scale))
+    return layout.unpad(out)
 
 
 # Sparse CSR tensors and data-dependent index building are not traceable by

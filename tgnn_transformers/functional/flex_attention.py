@@ -1,0 +1,155 @@
+"""FlexAttention for batches of token graphs (``backend="flex"``).
+
+When the graph is a batch of token graphs of a known pattern -- complete,
+causal, or a (dilated) sliding window as :func:`sequence_edge_index` builds
+them, ragged lengths allowed -- the attention runs as
+:func:`torch.nn.attention.flex_attention.flex_attention` on the padded
+``[B, H, L, C]`` layout with a block mask built from the pattern (cached
+with the ``edge_index``), instead of per-edge work.
+
+The pattern is recognised from the edges themselves (each target's sources
+are exactly its window ``i + k * dilation``, ``|k| <= window``, inside its
+sequence), so any ``edge_index`` gives the same answer as the sparse path
+or is refused.  Torch runs FlexAttention's backward only on GPUs: on the
+CPU it is forward-only (inputs that need gradients are refused).
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from ._cache import cached_on
+from .patterns import complete_edge_index, lengths_to_ptr
+
+
+class FlexPattern(NamedTuple):
+    kind: str  # "full", "causal" or "window"
+    lengths: Tensor  # [B] tokens per sequence
+    window: int = 0
+    dilation: int = 1
+
+
+def _graph_lengths(batch: Optional[Tensor], num_nodes: int,
+                   device) -> Tensor:
+    if batch is None:
+        return torch.tensor([num_nodes], device=device)
+    return torch.bincount(batch.long(), minlength=1)
+
+
+def _sorted_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
+    return torch.sort(edge_index[1].long() * max(num_nodes, 1) +
+                      edge_index[0].long()).values
+
+
+def _window_edges(lengths: Tensor, window: int, dilation: int) -> Tensor:
+    """Edges ``i + k * dilation -> i``, ``|k| <= window``, in range, for a
+    batch of sequences (node ids offset per sequence)."""
+    ptr = lengths_to_ptr(lengths)
+    graph = torch.repeat_interleave(torch.arange(lengths.numel(),
+                                                 device=lengths.device),
+                                    lengths)
+    target = torch.arange(int(lengths.sum()), device=lengths.device)
+    position = target - ptr[graph]
+    offsets = torch.arange(-window, window + 1,
+                           device=lengths.device) * dilation
+    src_pos = position.view(-1, 1) + offsets.view(1, -1)
+    keep = (src_pos >= 0) & (src_pos < lengths[graph].view(-1, 1))
+    source = (src_pos + ptr[graph].view(-1, 1))[keep]
+    target = target.view(-1, 1).expand_as(src_pos)[keep]
+    return torch.stack([source, target])
+
+
+def _recognize(edge_index: Tensor, batch: Optional[Tensor],
+               num_nodes: int) -> Optional[FlexPattern]:
+    if edge_index.size(1) == 0 or num_nodes == 0:
+        return None
+    lengths = _graph_lengths(batch, num_nodes, edge_index.device)
+    if batch is not None and bool((batch[1:] < batch[:-1]).any()):
+        return None  # sequences must be contiguous blocks of nodes
+    keys = _sorted_keys(edge_index, num_nodes)
+    if bool((keys[1:] == keys[:-1]).any()):
+        return None  # duplicate edges weigh differently
+    candidates = [FlexPattern("full", lengths),
+                  FlexPattern("causal", lengths)]
+    delta = (edge_index[0] - edge_index[1]).long()
+    positive = delta[delta > 0]
+    if positive.numel():
+        dilation = int(positive.min())
+        window = int(delta.abs().max()) // dilation
+        candidates.append(FlexPattern("window", lengths, window, dilation))
+    for cand in candidates:
+        if cand.kind == "window":
+            expected = _window_edges(lengths, cand.window, cand.dilation)
+        else:
+            expected = complete_edge_index(lengths, causal=cand.kind ==
+                                           "causal")
+        if expected.size(1) == edge_index.size(1) and torch.equal(
+                _sorted_keys(expected.to(edge_index.device), num_nodes),
+                keys):
+            return cand
+    return None
+
+
+def recognize_flex_pattern(edge_index: Tensor, batch: Optional[Tensor],
+                           num_nodes: int) -> Optional[FlexPattern]:
+    """The :class:`FlexPattern` of a batch of token graphs, or ``None``
+    (cached per ``edge_index``)."""
+    return cached_on(edge_index, "flex_pattern",
+                     lambda: _recognize(edge_index, batch, num_nodes), batch,
+                     num_nodes)
+
+
+def _mask_mod(pattern: FlexPattern):
+    lengths = pattern.lengths
+    kind, window, dilation = pattern.kind, pattern.window, pattern.dilation
+
+    def mask_mod(b, h, q, kv):
+        inside = (kv < lengths[b]) & (q < lengths[b])
+        if kind == "causal":
+            return inside & (kv <= q)
+        if kind == "window":
+            d = kv - q
+            return inside & (d.abs() <= window * dilation) & \
+                (d % dilation == 0)
+        return inside
+
+    return mask_mod
+
+
+def block_mask(pattern: FlexPattern, max_len: int, edge_index: Tensor):
+    """The FlexAttention block mask of ``pattern`` (cached)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def build():
+        return create_block_mask(_mask_mod(pattern), pattern.lengths.numel(),
+                                 None, max_len, max_len,
+                                 device=pattern.lengths.device)
+    return cached_on(edge_index, "flex_block_mask", build, max_len)
+
+
+def flex_supported() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_attention_padded(q: Tensor, k: Tensor, v: Tensor, mask,
+                          scale: float) -> Tensor:
+    """``[B, H, L, C]`` attention under the block mask (compiled on GPUs,
+    where eager FlexAttention would materialise the scores; eager on the
+    CPU)."""
+    if q.is_cuda:
+        return _compiled_flex()(q, k, v, block_mask=mask, scale=scale)
+    from torch.nn.attention.flex_attention import flex_attention
+    return flex_attention(q, k, v, block_mask=mask, scale=scale)
