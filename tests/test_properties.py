@@ -1,5 +1,6 @@
 """Properties checked by ``hypothesis`` on small random graphs (at most 9
-nodes, 24 edges, 4 sequences of at most 6 tokens), deterministic in CI
+nodes, 24 edges, 4 sequences of at most 6 tokens; single sequences of up
+to 32 tokens for the patterns), deterministic in CI
 (the ``ci`` profile of ``conftest.py``, selected when ``CI`` is set, sets
 ``derandomize=True``).
 
@@ -215,7 +216,7 @@ def test_patterns_have_exactly_their_edges(length, pattern, window,
 
 
 @settings(max_examples=100, deadline=None)
-@given(length=st.integers(0, 16), window=st.integers(0, 3))
+@given(length=st.integers(0, 32), window=st.integers(0, 3))
 def test_binary_partition_has_exactly_its_edges(length, window):
     """Tokens ``|i - j| <= window``; ``L - 1`` virtual span nodes after the
     tokens, one per span of the balanced binary split of ``[0, L)`` with at
