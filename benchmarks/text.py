@@ -149,17 +149,23 @@ def report(args) -> None:
             "accuracy at the best validation epoch, mean ± std over seeds.",
             "", *lines, ""]
     # The first claim: train/val loss gap, GIN-Attention vs standard.
-    gap_rows = ["| data set | model | seed | final train loss | final val "
-                "loss | gap (val - train) | min val loss |",
-                "|---|---|---|---|---|---|---|"]
+    gap_rows = ["| data set | model | pattern | pos | seed | final train "
+                "loss | final val loss | gap (val - train) | min val loss |",
+                "|---|---|---|---|---|---|---|---|---|"]
     for (ds, model, pattern, pos), rs in sorted(groups.items()):
+        gaps = [r["history"][-1]["val_loss"] - r["history"][-1]["train_loss"]
+                for r in rs]
         for r in sorted(rs, key=lambda r: r["seed"]):
             last = r["history"][-1]
             gap_rows.append(
-                f"| {ds} | {model} | {r['seed']} | {last['train_loss']:.3f} "
+                f"| {ds} | {model} | {pattern} | {pos} | {r['seed']} | "
+                f"{last['train_loss']:.3f} "
                 f"| {last['val_loss']:.3f} | "
                 f"{last['val_loss'] - last['train_loss']:+.3f} | "
                 f"{min(h['val_loss'] for h in r['history']):.3f} |")
+        g, gs = _mean_std(gaps)
+        gap_rows.append(f"| {ds} | {model} | {pattern} | {pos} | mean | | |"
+                        f" **{g:+.3f} ± {gs:.3f}** | |")
     text += ["## Loss gap (GIN-Attention vs standard attention)", "",
              "Train loss is the mean over the epoch with label smoothing "
              "and dropout on; validation loss is plain cross-entropy in "
