@@ -93,7 +93,8 @@ def test_layer_state_dict_round_trip(name, tmp_path):
     assert torch.equal(forward(fresh, args), expected)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [n for n, s in MODELS.items()
+                                  if "node" in s.tasks])
 @pytest.mark.parametrize("task", ["node", "graph", "link"])
 def test_model_state_dict_round_trip(task, name, tmp_path):
     torch.manual_seed(0)

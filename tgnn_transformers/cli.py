@@ -48,41 +48,63 @@ def build_parser() -> argparse.ArgumentParser:
         "curves.png into --out.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--task", choices=TASKS, default="node",
-                       help="node classification, graph classification or "
-                       "link prediction (default: node)")
+                       help="node classification, graph classification, "
+                       "link prediction, text classification or "
+                       "fine-tuning a pretrained encoder (default: node)")
     train.add_argument("--dataset", default="cora",
                        help="cora, citeseer, pubmed, cornell5, ogbn-arxiv, "
-                       "mutag, proteins (default: cora)")
+                       "mutag, proteins; sst2, trec, r8 for text "
+                       "(default: cora)")
     train.add_argument("--model", choices=list(MODELS), default="mha",
                        help="attention model or PyG baseline (default: mha;"
                        " `tgnn models` lists them)")
-    train.add_argument("--out", default=None,
-                       help="output folder (default: runs/<task>-<dataset>-"
-                       "<model>)")
-    train.add_argument("--root", default=None,
-                       help="data root (default: $TGNN_DATA_ROOT or "
-                       "~/.cache/tgnn_transformers/data)")
-    train.add_argument("--mirror", default=None,
-                       help="offline data mirror (default: "
-                       "$TGNN_DATA_MIRROR)")
-    train.add_argument("--config", default=None,
-                       help="a JSON file replacing the packaged defaults")
-    group = train.add_argument_group(
+    _add_run_arguments(train)
+    finetune = sub.add_parser(
+        "finetune", help="fine-tune a pretrained encoder on a text data set",
+        description="tgnn train --task finetune: a pretrained encoder "
+        "(--pretrained) with a classification head, trained through "
+        "--adapter (sparse-gin, lora at the same trainable budget, head, "
+        "full); the trainable-parameter count is printed and recorded in "
+        "metrics.json.")
+    finetune.add_argument("--dataset", default="trec",
+                          help="sst2, trec or r8 (default: trec)")
+    finetune.add_argument("--pretrained", dest="model", default="minilm",
+                          choices=[n for n, s in MODELS.items()
+                                   if "finetune" in s.tasks],
+                          help="the pretrained encoder (default: minilm)")
+    finetune.set_defaults(task="finetune")
+    _add_run_arguments(finetune)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Output, data, option and run-control flags of train and finetune."""
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: runs/<task>-<dataset>-"
+                        "<model>)")
+    parser.add_argument("--root", default=None,
+                        help="data root (default: $TGNN_DATA_ROOT or "
+                        "~/.cache/tgnn_transformers/data)")
+    parser.add_argument("--mirror", default=None,
+                        help="offline data mirror (default: "
+                        "$TGNN_DATA_MIRROR)")
+    parser.add_argument("--config", default=None,
+                        help="a JSON file replacing the packaged defaults")
+    group = parser.add_argument_group(
         "model options (override the defaults; `tgnn models` shows which "
         "model takes which)")
     for option in OPTIONS.values():
         if option.user:
             _add_flag(group, option)
-    group = train.add_argument_group("training options (override the "
-                                     "defaults)")
+    group = parser.add_argument_group("training options (override the "
+                                      "defaults)")
     for option in RECIPE_OPTIONS.values():
         _add_flag(group, option)
-    run = train.add_argument_group("run control")
+    run = parser.add_argument_group("run control")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted run in --out")
     run.add_argument("--quiet", action="store_true",
                      help="no progress output")
-    return parser
 
 
 def _add_flag(group, option: Option) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import global_add_pool, global_mean_pool
 
+from ..adapters.classifier import PretrainedClassifier
 from ..functional import feature_dropout
 from ..nn import GraphTransformer
 from .registry import VARIANT_OPTIONS, ModelSpec, get_model, resolve_options
@@ -318,7 +319,8 @@ class TextClassifier(torch.nn.Module):
 
 #: The model heads, by task name.
 TASK_HEADS = {"node": NodeClassifier, "graph": GraphClassifier,
-              "link": LinkPredictor, "text": TextClassifier}
+              "link": LinkPredictor, "text": TextClassifier,
+              "finetune": PretrainedClassifier}
 
 
 def task_options(task: str):
@@ -330,8 +332,9 @@ def build_model(task: str, model: str, in_channels: int,
                 num_classes: Optional[int] = None,
                 **options) -> torch.nn.Module:
     """Builds registry model ``model`` with the head of ``task``
-    (``"node"``, ``"graph"``, ``"link"`` or ``"text"``; for ``"text"``
-    ``in_channels`` is the vocabulary size).
+    (``"node"``, ``"graph"``, ``"link"``, ``"text"`` or ``"finetune"``;
+    for ``"text"`` ``in_channels`` is the vocabulary size, for
+    ``"finetune"`` (pretrained models) it is unused).
 
     ``options`` are the model's options (``tgnn models`` lists them) and the
     head's (``pool``, ``readout`` for graphs, ``decoder`` for links,
@@ -342,6 +345,15 @@ def build_model(task: str, model: str, in_channels: int,
     if task not in TASK_HEADS:
         raise ValueError(f"unknown task {task!r}; expected one of "
                          f"{', '.join(TASK_HEADS)}")
+    spec = get_model(model)
+    if task not in spec.tasks:
+        raise ValueError(f"model {model!r} runs on the "
+                         f"{' or '.join(spec.tasks)} task, not {task!r}")
+    if task == "finetune":
+        head = _split_head_options(options, PretrainedClassifier.HEAD_OPTIONS,
+                                   "finetune")
+        return PretrainedClassifier(model, in_channels, num_classes,
+                                    **spec.resolve(options), **head)
     if task == "link":
         if num_classes is not None:
             raise ValueError("the link task scores node pairs: num_classes "

@@ -22,6 +22,7 @@ from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
 from ..functional import REDUCTIONS
 from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
                   PNAAttentionConv)
+from ..adapters.classifier import PretrainedClassifier
 from ..nn.pna_attention_conv import SCALERS
 
 
@@ -189,6 +190,17 @@ OPTIONS: Dict[str, Option] = _options(
            choices=("sinusoidal", "learned", "rope", "relative", None)),
     Option("pooling", str, "cls", "text task: classify the [CLS] token or "
            "the mean of the tokens", choices=("cls", "mean")),
+    # pretrained encoders (finetune task)
+    Option("adapter", str, "sparse-gin",
+           "finetune task: what trains besides the head (Sparse GIN "
+           "adapter, LoRA at its budget, the head alone, everything)",
+           choices=("sparse-gin", "lora", "head", "full")),
+    Option("adapter_hidden", int, 8,
+           "finetune task: width of each layer's Sparse GIN MLP",
+           range=AT_LEAST_ONE),
+    Option("adapter_top_k", int, 4,
+           "finetune task: keys kept per query in the adapter's graph",
+           range=AT_LEAST_ONE),
 )
 
 
@@ -223,6 +235,8 @@ class ModelSpec:
     compared_on: Tuple[str, ...] = ("node", "graph")
     """tasks on which the accuracy report runs it (a baseline is run where
     its paper reports the published anchor)"""
+    tasks: Tuple[str, ...] = ("node", "graph", "link", "text")
+    """the tasks whose heads can run it"""
 
     @property
     def edge_features(self) -> bool:
@@ -246,7 +260,7 @@ class ModelSpec:
         owner = f"model {self.name!r}"
         resolved = resolve_options(options, self.accepted(options), owner)
         heads = resolved.get("heads", 1)
-        if resolved["hidden"] % heads:
+        if resolved.get("hidden", heads) % heads:
             raise ValueError(f"option 'heads' of {owner} must divide "
                              f"hidden={resolved['hidden']}, got "
                              f"heads={heads}")
@@ -365,6 +379,11 @@ MODELS: Dict[str, ModelSpec] = _specs(
               "PyG's TransformerConv", "baseline",
               ATTENTION_SHARED, _transformer_conv, ("edge_attr", ),
               compared_on=("node", )),
+    ModelSpec("minilm", PretrainedClassifier,
+              "pretrained all-MiniLM-L6-v2 (6 layers, 384 wide) with an "
+              "adapter", "pretrained",
+              ("dropout", "adapter", "adapter_hidden", "adapter_top_k"),
+              compared_on=("finetune", ), tasks=("finetune", )),
 )
 
 

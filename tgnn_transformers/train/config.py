@@ -12,7 +12,7 @@ from ..data import check_task_dataset
 from ..models import OPTIONS, get_model, task_options
 from ..models.registry import AT_LEAST_ONE, POSITIVE, Option, Range
 
-TASKS = ("node", "graph", "link", "text")
+TASKS = ("node", "graph", "link", "text", "finetune")
 #: The attention graph of a sentence (``--pattern``; the names of
 #: :data:`~tgnn_transformers.functional.PATTERNS` with hyphens).
 TEXT_PATTERNS = ("full", "causal", "window", "dilated", "binary-partition",
@@ -87,6 +87,9 @@ TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "text": tuple(o for o in _COMMON if o != "self_loops") + (
         "batch_size", "optimizer", "warmup", "schedule", "clip_grad",
         "label_smoothing", "pattern", "window", "max_length", "min_freq"),
+    "finetune": tuple(o for o in _COMMON if o != "self_loops") + (
+        "batch_size", "optimizer", "warmup", "schedule", "clip_grad",
+        "label_smoothing", "max_length"),
 }
 
 
@@ -117,10 +120,13 @@ def resolve_config(task: str, dataset: str, model: str,
                          f"{', '.join(TASKS)}")
     spec = get_model(model)
     dataset = dataset.lower()
-    if task == "text":
+    if task not in spec.tasks:
+        raise ValueError(f"model {model!r} runs on the "
+                         f"{' or '.join(spec.tasks)} task, not {task!r}")
+    if task in ("text", "finetune"):
         from ..data import TEXT_DATASETS
         if dataset.lower() not in TEXT_DATASETS:
-            raise ValueError(f"the text task needs one of: "
+            raise ValueError(f"the {task} task needs one of: "
                              f"{', '.join(TEXT_DATASETS)}; got {dataset!r}")
     else:
         check_task_dataset(task, dataset)

@@ -442,12 +442,6 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
     model = build_model("text", config["model"], len(vocab),
                         splits.num_classes,
                         **model_options(config, delta=delta)).to(device)
-    optimizer = text_optimizer(model, config)
-    total = config["epochs"] * len(loaders["train"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total, config["warmup"],
-                                          config["schedule"]))
-    train_accuracy = float("nan")
 
     def forward(batch):
         # (sentence batches are collated on the CPU, then moved)
@@ -456,6 +450,24 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
             out = model(batch.x, batch.edge_index, batch.batch,
                         batch.position, batch.virtual)
         return out.float(), batch.y
+
+    return minibatch_recipe(model, config, precision, loaders, forward)
+
+
+def minibatch_recipe(model: torch.nn.Module, config: Dict[str, Any],
+                     precision, loaders: Dict[str, Any],
+                     forward) -> Recipe:
+    """Classification over mini-batches (the text and finetune tasks):
+    ``loaders`` maps ``train``/``val``/``test`` to re-iterable batch
+    sources, ``forward(batch) -> (logits, labels)``.  AdamW or Adam, linear
+    warm-up then linear/cosine decay per step, gradient clipping, label
+    smoothing; training accuracy counted during the epoch."""
+    optimizer = text_optimizer(model, config)
+    total = config["epochs"] * len(loaders["train"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, config["warmup"],
+                                          config["schedule"]))
+    train_accuracy = float("nan")
 
     def train_epoch() -> float:
         nonlocal train_accuracy
@@ -467,11 +479,12 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
             loss = F.cross_entropy(out, y,
                                    label_smoothing=config["label_smoothing"])
             precision.step(loss, optimizer, clip_grad=config["clip_grad"],
-                           parameters=model.parameters())
+                           parameters=[p for p in model.parameters()
+                                       if p.requires_grad])
             scheduler.step()
-            total_loss += loss.item() * batch.num_graphs
+            total_loss += loss.item() * y.numel()
             correct += int((out.argmax(-1) == y).sum())
-            count += batch.num_graphs
+            count += y.numel()
         train_accuracy = correct / max(count, 1)
         return total_loss / max(count, 1)
 
@@ -483,7 +496,7 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
             out, y = forward(batch)
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(-1) == y).sum())
-            count += batch.num_graphs
+            count += y.numel()
         return correct / max(count, 1), loss / max(count, 1)
 
     def evaluate() -> Dict[str, float]:
@@ -492,3 +505,50 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
                 "val": val_acc, "test": run(loaders["test"])[0]}
 
     return Recipe(model, optimizer, train_epoch, evaluate)
+
+
+class _SentenceBatches:
+    """Re-iterable tokenized mini-batches of one split (shuffled anew each
+    pass when a generator is given)."""
+
+    def __init__(self, model, sentences, labels, size: int,
+                 max_length: int, generator=None):
+        self.model, self.sentences, self.labels = model, sentences, labels
+        self.size, self.max_length = size, max_length
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return -(-len(self.sentences) // self.size)
+
+    def __iter__(self):
+        from ..adapters.classifier import batches
+        for words, labels in batches(self.sentences, self.labels,
+                                     self.size, self.generator):
+            yield self.model.tokenize(words, self.max_length), labels
+
+
+def finetune_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
+    """A pretrained encoder (registry model, e.g. ``minilm``) with a
+    classification head, fine-tuned by its ``adapter`` on a text data set
+    (``splits``: :class:`~tgnn_transformers.data.TextSplits`), with the text
+    task's optimiser options."""
+    device, precision = run_setup(config)
+    model = build_model("finetune", config["model"], None,
+                        splits.num_classes,
+                        **model_options(config)).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    size, length = config["batch_size"], config["max_length"]
+    loaders = {name: _SentenceBatches(model, *splits.splits[name],
+                                      size if name == "train" else 128,
+                                      length,
+                                      gen if name == "train" else None)
+               for name in ("train", "val", "test")}
+
+    def forward(batch):
+        tokens, labels = batch
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        with precision.autocast():
+            out = model(**tokens)
+        return out.float(), labels.to(device)
+
+    return minibatch_recipe(model, config, precision, loaders, forward)

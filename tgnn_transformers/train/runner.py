@@ -19,7 +19,8 @@ from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
                  write_json)
 from .device import device_info, resolve_device
 from .loop import fit, seed_everything
-from .recipes import graph_recipe, link_recipe, node_recipe, text_recipe
+from .recipes import (finetune_recipe, graph_recipe, link_recipe,
+                      node_recipe, text_recipe)
 
 log = logging.getLogger("tgnn_transformers.train")
 
@@ -72,6 +73,8 @@ def _make_recipe(config, dataset, run):
         return graph_recipe(dataset, config, run["fold"], run["seed"])
     if task == "text":
         return text_recipe(dataset, config, run["seed"])
+    if task == "finetune":
+        return finetune_recipe(dataset, config, run["seed"])
     return link_recipe(dataset[0], config, run["seed"])
 
 
@@ -178,7 +181,7 @@ def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
     started = time.time()
     # A missing GPU is an error before any data is loaded.
     device = resolve_device(config.get("device", "auto"))
-    if config["task"] == "text":
+    if config["task"] in ("text", "finetune"):
         from ..data import load_text_splits
         dataset = load_text_splits(config["dataset"], root=root,
                                    mirror=mirror)
@@ -208,11 +211,16 @@ def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
                      "epochs_run": result.epochs_run,
                      "history": result.history,
                      "metric": recipe.metric,
+                     "trainable_parameters": sum(
+                         p.numel() for p in recipe.model.parameters()
+                         if p.requires_grad),
                      "seconds": time.time() - t0}
             save_checkpoint(state, done)
             if not quiet:
-                log.info("%s: best epoch %d, val %.4f, test %.4f", name,
-                         state["best_epoch"], state["val"], state["test"])
+                log.info("%s: best epoch %d, val %.4f, test %.4f, %d "
+                         "trainable parameters", name, state["best_epoch"],
+                         state["val"], state["test"],
+                         state["trainable_parameters"])
         results.append({k: v for k, v in state.items() if k != "history"})
         history.extend({"run": name, **row} for row in state["history"])
     metric = results[0]["metric"] if results else "accuracy"
