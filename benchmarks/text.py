@@ -46,7 +46,7 @@ def accuracy(args) -> None:
                         config = resolve_config("text", dataset, model,
                                                 overrides)
                         seed_everything(seed)
-                        recipe = text_recipe(splits, config, seed)
+                        recipe = text_recipe(splits, config)
                         params = sum(p.numel() for p in
                                      recipe.model.parameters())
                         history, best = [], None
@@ -97,7 +97,7 @@ def cost(args) -> None:
             nodes = int(train._data.x.size(0))
             edges = int(train._data.edge_index.size(1))
             seed_everything(0)
-            recipe = text_recipe(splits, config, 0)
+            recipe = text_recipe(splits, config)
             model, opt = recipe.model, recipe.optimizer
             loader = DataLoader(train[:args.cost_sentences], batch_size=32)
             model.train()

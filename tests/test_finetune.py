@@ -49,7 +49,7 @@ def test_one_epoch_trains_only_the_adapter(splits, adapter):
                             {"adapter": adapter, "epochs": 1,
                              "batch_size": 16})
     torch.manual_seed(0)
-    recipe = finetune_recipe(splits, config, seed=0)
+    recipe = finetune_recipe(splits, config)
     frozen = {n: p.clone() for n, p in recipe.model.named_parameters()
               if not p.requires_grad}
     result = fit(recipe, epochs=1, patience=1, quiet=True)

@@ -62,7 +62,7 @@ def test_text_recipe_learns_on_trec_slice(data_mirror, tmp_path, model, pos,
         "pos": pos, "pattern": pattern, "epochs": 4, "hidden": 32,
         "heads": 4, "batch_size": 16, "warmup": 0.2, "schedule": "cosine",
         "clip_grad": 0.5, "label_smoothing": 0.1})
-    recipe = text_recipe(splits, config, seed=0)
+    recipe = text_recipe(splits, config)
     losses = [recipe.train_epoch() for _ in range(4)]
     assert losses[-1] < losses[0]
     result = recipe.evaluate()
@@ -88,3 +88,34 @@ def test_cli_text_task(data_mirror, tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "text" and metrics["config"]["pos"] == "rope"
     assert 0 <= metrics["test"]["mean"] <= 1
+
+
+def test_resumed_text_run_continues_its_learning_rate_schedule(
+        data_mirror, tmp_path):
+    """The scheduler is checkpointed: interrupted + resumed == straight."""
+    from tgnn_transformers.train import fit, seed_everything
+    from tgnn_transformers.train.recipes import text_recipe
+    splits = load_text_splits("trec", tmp_path, data_mirror, limit=120)
+    config = resolve_config("text", "trec", "mha", {
+        "epochs": 3, "hidden": 16, "heads": 2, "batch_size": 32,
+        "warmup": 0.3, "schedule": "cosine"})
+
+    def run(checkpoint, stop_after=None, resume=False):
+        seed_everything(0)
+        recipe = text_recipe(splits, config)
+
+        def stop(epoch):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+        try:
+            return fit(recipe, epochs=3, patience=10, quiet=True,
+                       checkpoint=checkpoint, resume=resume,
+                       on_epoch_end=stop)
+        except KeyboardInterrupt:
+            return None
+
+    straight = run(tmp_path / "a.pt")
+    assert run(tmp_path / "b.pt", stop_after=1) is None
+    resumed = run(tmp_path / "b.pt", resume=True)
+    assert resumed.history == straight.history

@@ -107,10 +107,11 @@ class PretrainedClassifier(torch.nn.Module):
 
 
 def batches(sentences: List[List[str]], labels: List[int], size: int,
-            generator: Optional[torch.Generator] = None):
-    """Index batches of a split (shuffled with ``generator``)."""
-    order = (torch.randperm(len(sentences), generator=generator).tolist()
-             if generator is not None else list(range(len(sentences))))
+            shuffle: bool = False):
+    """``(words, labels)`` batches of a split, in order or shuffled by the
+    global RNG."""
+    order = (torch.randperm(len(sentences)).tolist() if shuffle
+             else list(range(len(sentences))))
     for start in range(0, len(order), size):
         ids = order[start:start + size]
         yield [sentences[i] for i in ids], torch.tensor([labels[i]

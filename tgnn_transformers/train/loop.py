@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ class Recipe:
     evaluate: Callable[[], Dict[str, float]]
     """returns ``val_loss`` and ``train``/``val``/``test`` metric values"""
     metric: str = "accuracy"
+    scheduler: Optional[Any] = None
+    """a learning-rate scheduler stepped by ``train_epoch``; checkpointed
+    with the optimizer so a resumed run continues its schedule"""
 
 
 @dataclass
@@ -135,6 +138,8 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
         state = load_checkpoint(checkpoint)
         recipe.model.load_state_dict(state["model"])
         recipe.optimizer.load_state_dict(state["optimizer"])
+        if recipe.scheduler is not None:
+            recipe.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         start, history, best = state["epoch"] + 1, state["history"], \
             state["best"]
@@ -159,6 +164,9 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
                                            or epoch == epochs):
                 save_checkpoint({"model": recipe.model.state_dict(),
                                  "optimizer": recipe.optimizer.state_dict(),
+                                 "scheduler": (None if recipe.scheduler is
+                                               None else
+                                               recipe.scheduler.state_dict()),
                                  "rng": _rng_state(), "epoch": epoch,
                                  "history": history, "best": best},
                                 checkpoint)

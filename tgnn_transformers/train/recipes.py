@@ -422,7 +422,7 @@ def text_graphs(splits, config: Dict[str, Any]):
     return vocab, graphs
 
 
-def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
+def text_recipe(splits, config: Dict[str, Any]) -> Recipe:
     """Sentence classification on token graphs (``splits``: a
     :class:`~tgnn_transformers.data.TextSplits`): mini-batches of sentence
     graphs, AdamW or Adam, linear warm-up then linear/cosine decay per
@@ -431,10 +431,11 @@ def text_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
     train = graphs["train"]
     delta = _delta([train._data.edge_index],
                    [int(train._data.num_nodes or train._data.x.size(0))])
-    gen = torch.Generator().manual_seed(seed)
+    # Shuffled by the global RNG, which checkpoints save and restore, so a
+    # resumed run sees the batches an uninterrupted one sees.
     loaders = {
         "train": DataLoader(train, batch_size=config["batch_size"],
-                            shuffle=True, generator=gen),
+                            shuffle=True),
         "val": DataLoader(graphs["val"], batch_size=256),
         "test": DataLoader(graphs["test"], batch_size=256),
     }
@@ -504,18 +505,20 @@ def minibatch_recipe(model: torch.nn.Module, config: Dict[str, Any],
         return {"val_loss": val_loss, "train": train_accuracy,
                 "val": val_acc, "test": run(loaders["test"])[0]}
 
-    return Recipe(model, optimizer, train_epoch, evaluate)
+    return Recipe(model, optimizer, train_epoch, evaluate,
+                  scheduler=scheduler)
 
 
 class _SentenceBatches:
-    """Re-iterable tokenized mini-batches of one split (shuffled anew each
-    pass when a generator is given)."""
+    """Re-iterable tokenized mini-batches of one split (with ``shuffle``,
+    in a new order each pass, drawn from the global RNG that checkpoints
+    restore)."""
 
     def __init__(self, model, sentences, labels, size: int,
-                 max_length: int, generator=None):
+                 max_length: int, shuffle: bool = False):
         self.model, self.sentences, self.labels = model, sentences, labels
         self.size, self.max_length = size, max_length
-        self.generator = generator
+        self.shuffle = shuffle
 
     def __len__(self) -> int:
         return -(-len(self.sentences) // self.size)
@@ -523,11 +526,11 @@ class _SentenceBatches:
     def __iter__(self):
         from ..adapters.classifier import batches
         for words, labels in batches(self.sentences, self.labels,
-                                     self.size, self.generator):
+                                     self.size, self.shuffle):
             yield self.model.tokenize(words, self.max_length), labels
 
 
-def finetune_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
+def finetune_recipe(splits, config: Dict[str, Any]) -> Recipe:
     """A pretrained encoder (registry model, e.g. ``minilm``) with a
     classification head, fine-tuned by its ``adapter`` on a text data set
     (``splits``: :class:`~tgnn_transformers.data.TextSplits`), with the text
@@ -536,12 +539,10 @@ def finetune_recipe(splits, config: Dict[str, Any], seed: int) -> Recipe:
     model = build_model("finetune", config["model"], None,
                         splits.num_classes,
                         **model_options(config)).to(device)
-    gen = torch.Generator().manual_seed(seed)
     size, length = config["batch_size"], config["max_length"]
     loaders = {name: _SentenceBatches(model, *splits.splits[name],
                                       size if name == "train" else 128,
-                                      length,
-                                      gen if name == "train" else None)
+                                      length, shuffle=name == "train")
                for name in ("train", "val", "test")}
 
     def forward(batch):

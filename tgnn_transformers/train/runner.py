@@ -72,9 +72,9 @@ def _make_recipe(config, dataset, run):
     if task == "graph":
         return graph_recipe(dataset, config, run["fold"], run["seed"])
     if task == "text":
-        return text_recipe(dataset, config, run["seed"])
+        return text_recipe(dataset, config)
     if task == "finetune":
-        return finetune_recipe(dataset, config, run["seed"])
+        return finetune_recipe(dataset, config)
     return link_recipe(dataset[0], config, run["seed"])
 
 
