@@ -58,8 +58,10 @@ class EdgeAttention(NamedTuple):
     out: Tensor
     """``[N_dst, H, C]`` (or ``[N_dst, H, R, C]`` for several reductions)."""
     alpha: Optional[Tensor]
-    """``[E', H]`` attention weights before dropout, or ``None`` when the
-    dense or Triton path ran and ``need_weights`` was not set."""
+    """``[E', H]`` attention weights before dropout (for the published
+    threshold modes, which act on the dropped-out weights: after it and
+    the thresholding), or ``None`` when the dense or Triton path ran and
+    ``need_weights`` was not set."""
     edge_index: Tensor
     """``[2, E']`` the edges that carried attention: the input edges, or the
     kept subgraph after ``threshold`` / ``top_k`` sparsification."""
