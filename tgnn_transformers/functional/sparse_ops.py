@@ -69,6 +69,18 @@ def to_sparse_csr(x: Tensor) -> Tensor:
     return _without_csr_beta_warning(x.to_sparse_csr)
 
 
+def leading_rows(x: Tensor, n: int) -> Tensor:
+    """The first ``n`` rows of ``x``, dense or sparse CSR (which torch
+    cannot slice): the target features ``x_dst`` of a sampled block whose
+    targets come first."""
+    if x.layout != torch.sparse_csr:
+        return x[:n]
+    crow = x.crow_indices()[:n + 1]
+    end = int(crow[-1])
+    return _sparse_csr(crow, x.col_indices()[:end], x.values()[:end],
+                       (n, x.size(1)))
+
+
 #: edges per chunk for the primitives that must gather ``[chunk, H, C]``
 EDGE_CHUNK = 1 << 16
 

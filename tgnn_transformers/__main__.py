@@ -1,0 +1,7 @@
+"""``python -m tgnn_transformers`` runs the ``tgnn`` command line (what
+``torchrun ... -m tgnn_transformers train ...`` starts on every rank)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
