@@ -4,7 +4,11 @@ import os
 
 
 def join(rank: int, world: int, port: int) -> None:
-    """What torchrun does for a worker: the env:// rendezvous variables."""
+    """What torchrun does for a worker: the env:// rendezvous variables.
+    A worker stuck for 3 minutes prints its stack and exits, so a hang
+    fails the test with a reason instead of stalling the suite."""
+    import faulthandler
+    faulthandler.dump_traceback_later(180, exit=True)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank),
                        "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})

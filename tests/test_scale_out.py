@@ -17,7 +17,8 @@ from torch_geometric.data import Data
 from torch_geometric.utils import add_remaining_self_loops
 
 from tgnn_transformers.cli import main
-from tgnn_transformers.functional import leading_rows, to_sparse_csr
+from tgnn_transformers.functional import (leading_rows, select_rows,
+                                          to_sparse_csr)
 from tgnn_transformers.models import MODELS, build_model
 from tgnn_transformers.train import resolve_config, run_experiment
 from tgnn_transformers.train.distributed import ShardSampler
@@ -134,6 +135,21 @@ def test_unordered_nodes_fall_back_to_the_whole_subgraph():
     # node 1 is 2 hops away, node 2 one hop: not ordered by hop
     edge_index = torch.tensor([[2, 1], [0, 2]])
     assert sampled_blocks(edge_index, 3, 1, 2) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_select_rows_of_csr_features(seed):
+    """Gathered CSR rows (repeats, empty rows, any order) equal the dense
+    rows."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(12, 7, generator=gen) > 0.7).float()
+    x[3] = 0
+    index = torch.randint(0, 12, (15, ), generator=gen)
+    index[0] = 3
+    torch.testing.assert_close(
+        select_rows(to_sparse_csr(x), index).to_dense(), x[index])
+    assert select_rows(to_sparse_csr(x), index[:0]).shape == (0, 7)
+    torch.testing.assert_close(select_rows(x, index), x[index])
 
 
 def test_leading_rows_of_csr_features():

@@ -18,6 +18,7 @@ call into these (and only into what this module exports).
     feature_dropout
     to_sparse_csr
     leading_rows
+    select_rows
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
@@ -31,7 +32,7 @@ from .dropout import feature_dropout
 from .patterns import (PATTERNS, binary_partition_spans, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
-from .sparse_ops import leading_rows, to_sparse_csr
+from .sparse_ops import leading_rows, select_rows, to_sparse_csr
 from .weights import attention_dropout, attention_weights
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "feature_dropout",
     "to_sparse_csr",
     "leading_rows",
+    "select_rows",
     "sequence_edge_index",
     "binary_partition_spans",
     "complete_edge_index",

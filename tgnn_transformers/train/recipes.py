@@ -11,7 +11,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import add_remaining_self_loops, negative_sampling
 
-from ..functional import to_sparse_csr
+from ..functional import select_rows, to_sparse_csr
 from ..models import build_model, get_model
 from ..nn import average_log_degree, degree_histogram
 from . import distributed
@@ -213,16 +213,15 @@ def _sampled_node_epoch(net, optimizer, precision, data: Data,
     layer on the subgraph's blocks (:func:`sampled_blocks`); the others run
     the whole subgraph."""
     train_idx = train_mask.nonzero().view(-1)
-    x = data.x.to_dense() if data.x.layout != torch.strided else data.x
+    # The loader samples the structure only; features are gathered per
+    # batch from the (possibly sparse CSR) matrix, never densified whole.
     loader = neighbor_loader(
-        Data(x=x, edge_index=data.edge_index, y=data.y,
-             num_nodes=data.num_nodes),
+        Data(edge_index=data.edge_index, y=data.y, num_nodes=data.num_nodes),
         neighbor_hops(config), train_idx, config["batch_size"],
         ShardSampler(train_idx.numel(), shuffle=True))
-    # Sampled rows are sliced densely; they go back to CSR where the
-    # whole graph's features were (the first projection then costs per
-    # nonzero).
-    sparse = data.x.layout != torch.strided and precision.dtype is None
+    features = data.x
+    if precision.dtype is not None and features.layout != torch.strided:
+        features = features.to_dense()  # no low-precision CSR matmul
     model = getattr(net, "module", net)
     layers = len(neighbor_hops(config))
     use_blocks = model.takes_blocks and layers == len(model.encoder.convs)
@@ -232,8 +231,8 @@ def _sampled_node_epoch(net, optimizer, precision, data: Data,
         tally = Tally()
         for batch in loader:
             seeds = batch.batch_size
-            x = to_sparse_csr(batch.x) if sparse else batch.x
-            x, edge_index = x.to(device), batch.edge_index.to(device)
+            x = select_rows(features, batch.n_id).to(device)
+            edge_index = batch.edge_index.to(device)
             y = batch.y[:seeds].to(device)
             blocks = sampled_blocks(edge_index, batch.num_nodes, seeds,
                                     layers, config["self_loops"]) \
