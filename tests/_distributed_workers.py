@@ -39,20 +39,15 @@ def shard_indices(rank: int, world: int, port: int, size: int,
 
 def interrupted_run(rank: int, world: int, port: int, config: dict,
                     out: str, stop_after: int) -> None:
-    """``run_experiment`` on ``world`` processes, stopped after epoch
-    ``stop_after`` as a crash would stop it."""
+    """``run_experiment`` on ``world`` processes that die after epoch
+    ``stop_after`` as a crash kills them (no cleanup, no exception
+    handling; rank 0 has written that epoch's checkpoint)."""
     import torch
     from tgnn_transformers.train import run_experiment
     torch.set_num_threads(1)
     join(rank, world, port)
 
-    class Stop(Exception):
-        pass
-
-    def stop(name, epoch):
+    def crash(name, epoch):
         if epoch == stop_after:
-            raise Stop
-    try:
-        run_experiment(config, out, quiet=True, on_epoch_end=stop)
-    except Stop:
-        pass
+            os._exit(0)
+    run_experiment(config, out, quiet=True, on_epoch_end=crash)

@@ -331,7 +331,7 @@ def test_two_processes_graph_task_matches_one(env):
 
 
 def test_checkpoint_of_two_processes_resumes_in_one(env):
-    """A 2-process run stopped after epoch 3 resumes in a single process:
+    """A 2-process run killed after epoch 3 resumes in a single process:
     its first 3 epochs are the 2-process history, the rest continue from
     the checkpoint rank 0 wrote."""
     import torch.multiprocessing as mp

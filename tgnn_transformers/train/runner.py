@@ -144,37 +144,37 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
                          f"{distributed.env_world_size()})")
     created = distributed.setup(device)
     main = distributed.is_main()
+    if resume:
+        problem = None
+        if main:
+            try:
+                check_resumable(out, record)
+            except ResumeError as exc:
+                problem = str(exc)
+        problem = distributed.broadcast(problem)
+        if problem is not None:
+            raise ResumeError(problem)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(record, out / RUN_FILE)
     try:
-        if resume:
-            problem = None
-            if main:
-                try:
-                    check_resumable(out, record)
-                except ResumeError as exc:
-                    problem = str(exc)
-            problem = distributed.broadcast(problem)
-            if problem is not None:
-                raise ResumeError(problem)
+        metrics = _run_all(config, out, device, resume, quiet or not main,
+                           root, mirror, on_epoch_end)
+    except Exception as exc:
         if main:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(record, out / RUN_FILE)
-        try:
-            metrics = _run_all(config, out, device, resume,
-                               quiet or not main, root, mirror, on_epoch_end)
-        except Exception as exc:
-            if main:
-                # A failed run leaves its reason, not an empty folder.
-                write_json({"error": type(exc).__name__,
-                            "message": str(exc),
-                            "traceback": traceback.format_exc()},
-                           out / ERROR_FILE)
-            raise
-        if main:
-            (out / ERROR_FILE).unlink(missing_ok=True)
-        return metrics
-    finally:
-        if created:
-            distributed.teardown()
+            # A failed run leaves its reason, not an empty folder.
+            write_json({"error": type(exc).__name__, "message": str(exc),
+                        "traceback": traceback.format_exc()},
+                       out / ERROR_FILE)
+        # No teardown on failure: other ranks may still wait in a
+        # collective, and destroying the group under them can block; the
+        # process exits and torchrun stops the rest.
+        raise
+    if main:
+        (out / ERROR_FILE).unlink(missing_ok=True)
+    if created:
+        distributed.teardown()
+    return metrics
 
 
 def _version() -> str:

@@ -20,10 +20,14 @@ Block = Tuple[Tensor, int]
 
 
 def neighbor_loader(data: Data, num_neighbors: Sequence[int],
-                    input_nodes: Tensor, batch_size: int, sampler):
+                    input_nodes: Tensor, batch_size: int, sampler=None):
     """PyG's ``NeighborLoader`` over ``input_nodes`` with the batch order
-    of ``sampler`` (this rank's shard)."""
+    of ``sampler`` (default: this rank's shard, reshuffled every pass; see
+    :class:`~tgnn_transformers.train.distributed.ShardSampler`)."""
     from torch_geometric.loader import NeighborLoader
+    from .distributed import ShardSampler
+    if sampler is None:
+        sampler = ShardSampler(input_nodes.numel(), shuffle=True)
     with warnings.catch_warnings():
         # Without pyg-lib (no PyPI wheels) PyG samples with torch-sparse,
         # the engine of the `scatter` extra, and says so on every loader.
