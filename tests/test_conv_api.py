@@ -19,9 +19,14 @@ SHARED = ["in_channels", "out_channels", "heads", "concat", "beta", "dropout",
 OPTIONS = {
     MultiHeadAttentionConv: [],
     GINAttentionConv: ["eps", "train_eps", "mlp_multiplier", "mlp_norm",
-                       "sharpen", "normalization", "threshold", "top_k"],
+                       "sharpen", "normalization", "threshold", "top_k",
+                       "gin_form", "mlp_dropout", "mlp_rounding",
+                       "value_proj", "threshold_mode", "top_k_fraction"],
     PNAAttentionConv: ["aggregators", "scalers", "deg", "delta", "mixer",
-                       "include_self"],
+                       "include_self", "mixer_multiplier", "mlp_norm",
+                       "mlp_rounding", "value_proj", "normalization",
+                       "threshold", "top_k", "threshold_mode",
+                       "top_k_fraction"],
 }
 CONVS = list(OPTIONS)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .models import MODELS, OPTIONS, Option, models_table
+from .models.registry import preset_names
 from .train.config import RECIPE_OPTIONS, TASKS, resolve_config
 
 EPILOG = """examples:
@@ -16,6 +17,7 @@ EPILOG = """examples:
       --out runs/cora-gin
   tgnn train --task graph --dataset mutag --model mha --folds 10
   tgnn train --task link --dataset cora --model mha
+  tgnn train --task text --dataset trec --model gin-attention --preset paper
 
 data: raw files are read from --root (or $TGNN_DATA_ROOT); with --mirror
 (or $TGNN_DATA_MIRROR) they are copied from that offline mirror instead of
@@ -91,6 +93,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "$TGNN_DATA_MIRROR)")
     parser.add_argument("--config", default=None,
                         help="a JSON file replacing the packaged defaults")
+    parser.add_argument("--preset", default=None, choices=preset_names(),
+                        help="a named configuration of the model from the "
+                        "registry (paper: the published code's "
+                        "GIN-/PNA-Attention, see `tgnn models`); explicit "
+                        "flags override it")
     group = parser.add_argument_group(
         "model options (override the defaults; `tgnn models` shows which "
         "model takes which)")
@@ -164,7 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         check_locations(args.mirror, args.config)
         config = resolve_config(args.task, args.dataset, args.model,
-                                _overrides(args), args.config)
+                                _overrides(args), args.config,
+                                preset=args.preset)
     except (ValueError, TypeError, OSError) as exc:
         print(f"tgnn: error: {exc}", file=sys.stderr)
         return 2

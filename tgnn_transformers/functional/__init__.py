@@ -11,6 +11,7 @@ call into these (and only into what this module exports).
     attention_dropout
     attention_aggregate
     sparsify_attention
+    check_sparsify_options
     in_degree
     adjacency_to_edge_index
     adjacency_size
@@ -26,8 +27,9 @@ call into these (and only into what this module exports).
 from ._checks import check_edge_index_layout
 from .adjacency import adjacency_size, adjacency_to_edge_index, in_degree
 from .aggregate import REDUCTIONS, attention_aggregate
-from .attention import (BACKENDS, EdgeAttention, edge_attention,
-                        sparsify_attention)
+from .attention import (BACKENDS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
+                        EdgeAttention, check_sparsify_options,
+                        edge_attention, sparsifies, sparsify_attention)
 from .dropout import feature_dropout
 from .patterns import (PATTERNS, binary_partition_spans, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
@@ -43,6 +45,8 @@ __all__ = [
     "attention_dropout",
     "attention_aggregate",
     "sparsify_attention",
+    "check_sparsify_options",
+    "sparsifies",
     "in_degree",
     "adjacency_to_edge_index",
     "adjacency_size",
@@ -58,4 +62,6 @@ __all__ = [
     "BACKENDS",
     "PATTERNS",
     "REDUCTIONS",
+    "SCORE_NORMALIZATIONS",
+    "THRESHOLD_MODES",
 ]

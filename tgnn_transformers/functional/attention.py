@@ -40,7 +40,17 @@ from .triton_attention import triton_attention, triton_available
 from .triton_attention import unsupported as triton_unsupported
 
 BACKENDS = ("auto", "sparse", "dense", "triton", "flex")
-SCORE_NORMALIZATIONS = ("softmax", "relu")
+#: Score modes of :func:`edge_attention`: the softmax over each target's
+#: incoming edges, the non-negative ReLU of the scores, or the raw scores
+#: (the published GIN-Attention code's non-softmax mode).
+SCORE_NORMALIZATIONS = ("softmax", "relu", "raw")
+#: How :func:`sparsify_attention` applies its options: ``"drop"`` (weights
+#: below ``threshold`` / outside the ``top_k`` largest become 0, the others
+#: keep their value) or one of the published code's three modes
+#: (``"shifted-relu"``: ``relu(alpha - threshold)``, ``"binary"``:
+#: ``1[alpha > threshold]``, ``"top-k-fraction"``: 1 on the
+#: ``max(1, floor(top_k_fraction * d_i))`` largest weights of target ``i``).
+THRESHOLD_MODES = ("drop", "shifted-relu", "binary", "top-k-fraction")
 
 
 class EdgeAttention(NamedTuple):
@@ -48,15 +58,19 @@ class EdgeAttention(NamedTuple):
     out: Tensor
     """``[N_dst, H, C]`` (or ``[N_dst, H, R, C]`` for several reductions)."""
     alpha: Optional[Tensor]
-    """``[E', H]`` attention weights before dropout, or ``None`` when the
-    dense or Triton path ran and ``need_weights`` was not set."""
+    """``[E', H]`` attention weights before dropout (for the published
+    threshold modes, which act on the dropped-out weights: after it and
+    the thresholding), or ``None`` when the dense or Triton path ran and
+    ``need_weights`` was not set."""
     edge_index: Tensor
     """``[2, E']`` the edges that carried attention: the input edges, or the
     kept subgraph after ``threshold`` / ``top_k`` sparsification."""
 
 
-def _top_k_mask(alpha: Tensor, index: Tensor, k: int) -> Tensor:
-    """``[E, H]`` mask of the ``k`` largest weights of each target and head."""
+def _top_k_mask(alpha: Tensor, index: Tensor,
+                k: Union[int, Tensor]) -> Tensor:
+    """``[E, H]`` mask of the ``k`` largest weights of each target and head
+    (``k`` an int, or a ``[num_targets]`` tensor: one count per target)."""
     num_edges, heads = alpha.shape
     flat = alpha.t().reshape(-1)  # head-major: [H * E]
     segment = (torch.arange(heads, device=alpha.device).repeat_interleave(
@@ -71,27 +85,114 @@ def _top_k_mask(alpha: Tensor, index: Tensor, k: int) -> Tensor:
     run_start = torch.cummax(torch.where(start, position, 0), 0).values
     rank = torch.empty_like(position)
     rank[order] = position - run_start
-    return (rank < k).view(heads, num_edges).t()
+    rank = rank.view(heads, num_edges).t()
+    if isinstance(k, Tensor):
+        return rank < k[index].unsqueeze(-1)
+    return rank < k
+
+
+def check_sparsify_options(threshold: Optional[float] = None,
+                           top_k: Optional[int] = None,
+                           threshold_mode: str = "drop",
+                           top_k_fraction: Optional[float] = None) -> None:
+    """Raises a ``ValueError`` naming the argument, what it accepts and what
+    it got, for a combination :func:`sparsify_attention` cannot apply.
+
+    ``"drop"`` takes ``threshold`` and / or ``top_k``; ``"shifted-relu"``
+    and ``"binary"`` need ``threshold`` (and take no ``top_k``);
+    ``"top-k-fraction"`` needs ``top_k_fraction`` in ``(0, 1]`` (and takes
+    neither ``threshold`` nor ``top_k``).
+    """
+    if threshold_mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold_mode must be one of "
+                         f"{', '.join(map(repr, THRESHOLD_MODES))}, got "
+                         f"{threshold_mode!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None), got {top_k!r}")
+    if top_k_fraction is not None and (
+            isinstance(top_k_fraction, bool) or
+            not isinstance(top_k_fraction, (int, float)) or
+            not 0.0 < top_k_fraction <= 1.0):
+        raise ValueError(f"top_k_fraction must be a float in (0, 1] or "
+                         f"None, got {top_k_fraction!r}")
+    if threshold_mode in ("shifted-relu", "binary"):
+        if threshold is None:
+            raise ValueError(f"threshold_mode={threshold_mode!r} needs a "
+                             "threshold (a float), got threshold=None")
+        if top_k is not None:
+            raise ValueError(f"top_k applies to threshold_mode='drop' only; "
+                             f"got top_k={top_k} with threshold_mode="
+                             f"{threshold_mode!r}")
+    if threshold_mode == "top-k-fraction":
+        if top_k_fraction is None:
+            raise ValueError("threshold_mode='top-k-fraction' needs "
+                             "top_k_fraction (a float in (0, 1]), got None")
+        if threshold is not None or top_k is not None:
+            raise ValueError(
+                "threshold_mode='top-k-fraction' takes neither threshold "
+                f"nor top_k; got threshold={threshold!r}, top_k={top_k!r}")
+    elif top_k_fraction is not None:
+        raise ValueError(f"top_k_fraction applies to threshold_mode="
+                         f"'top-k-fraction' only; got top_k_fraction="
+                         f"{top_k_fraction!r} with threshold_mode="
+                         f"{threshold_mode!r}")
+
+
+def sparsifies(threshold: Optional[float] = None,
+               top_k: Optional[int] = None, threshold_mode: str = "drop",
+               top_k_fraction: Optional[float] = None) -> bool:
+    """Whether these options make :func:`sparsify_attention` change the
+    weights at all."""
+    return (threshold is not None or top_k is not None or
+            top_k_fraction is not None or threshold_mode != "drop")
 
 
 def sparsify_attention(alpha: Tensor, edge_index: Tensor, *,
                        threshold: Optional[float] = None,
-                       top_k: Optional[int] = None):
-    """Drops weak attention edges, returning ``(alpha, edge_index, kept)``.
+                       top_k: Optional[int] = None,
+                       threshold_mode: str = "drop",
+                       top_k_fraction: Optional[float] = None):
+    r"""Drops weak attention edges, returning ``(alpha, edge_index, kept)``.
 
-    Per head, weights below ``threshold`` and weights outside the ``top_k``
-    largest of their target are set to 0; edges left with no weight in any
-    head are removed, so the result is a real subgraph (``kept`` is the
-    boolean mask of the surviving input edges).
+    Per head, with ``threshold_mode="drop"`` (the default), weights below
+    ``threshold`` and weights outside the ``top_k`` largest of their target
+    are set to 0 and the others keep their value.  The published
+    GIN-Attention code's modes, for target :math:`i` with in-degree
+    :math:`d_i`:
+
+    * ``"shifted-relu"``: :math:`lpha \leftarrow \mathrm{relu}(lpha - t)`
+    * ``"binary"``: :math:`lpha \leftarrow \mathbb{1}[lpha > t]`
+    * ``"top-k-fraction"``: :math:`lpha \leftarrow 1` on the
+      :math:`\max(1, \lfloor f \cdot d_i 
+floor)` largest weights of
+      :math:`i` (:math:`f` = ``top_k_fraction``), 0 elsewhere
+
+    (:math:`t` = ``threshold``; ``binary`` and ``top-k-fraction`` pass no
+    gradient to the weights, as in that code).  Edges left with no weight
+    in any head are removed, so the result is a real subgraph (``kept`` is
+    the boolean mask of the surviving input edges).  Bad combinations raise
+    (:func:`check_sparsify_options`).
     """
-    keep = torch.ones_like(alpha, dtype=torch.bool)
-    if threshold is not None:
-        keep &= alpha >= threshold
-    if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        keep &= _top_k_mask(alpha.detach(), edge_index[1], top_k)
-    alpha = alpha * keep
+    check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)
+    if threshold_mode == "shifted-relu":
+        alpha = F.relu(alpha - threshold)
+        keep = alpha > 0
+    elif threshold_mode == "binary":
+        keep = alpha > threshold
+        alpha = keep.to(alpha.dtype)
+    elif threshold_mode == "top-k-fraction":
+        num_dst = int(edge_index[1].max()) + 1 if edge_index.numel() else 0
+        degree = torch.bincount(edge_index[1], minlength=num_dst)
+        k = (top_k_fraction * degree.double()).floor().long().clamp_min(1)
+        keep = _top_k_mask(alpha.detach(), edge_index[1], k)
+        alpha = keep.to(alpha.dtype)
+    else:
+        keep = torch.ones_like(alpha, dtype=torch.bool)
+        if threshold is not None:
+            keep &= alpha >= threshold
+        if top_k is not None:
+            keep &= _top_k_mask(alpha.detach(), edge_index[1], top_k)
+        alpha = alpha * keep
     kept = keep.any(dim=1)
     return alpha[kept], edge_index[:, kept], kept
 
@@ -220,6 +321,8 @@ def edge_attention(
     reduce: Union[str, Sequence[str]] = "sum",
     threshold: Optional[float] = None,
     top_k: Optional[int] = None,
+    threshold_mode: str = "drop",
+    top_k_fraction: Optional[float] = None,
     need_weights: bool = False,
     batch: Optional[Tensor] = None,
     backend: str = "auto",
@@ -250,13 +353,18 @@ def edge_attention(
             masks as ``-inf``).
         scale: score scale, a float or a 0-d tensor (a trainable sharpening
             factor); default :math:`1/\sqrt{C}`.
-        normalization: ``"softmax"`` over each target's incoming edges, or
-            ``"relu"`` (non-normalised, non-negative scores).
+        normalization: ``"softmax"`` over each target's incoming edges,
+            ``"relu"`` (non-normalised, non-negative scores) or ``"raw"``
+            (the scores themselves, signed).
         dropout_p: dropout probability on the attention weights.
         training: apply dropout only when set (as in ``F.dropout``).
         reduce: a reduction of :func:`attention_aggregate` or a sequence.
-        threshold, top_k: optional sparsification of the weights before
-            aggregation (see :func:`sparsify_attention`).
+        threshold, top_k, threshold_mode, top_k_fraction: optional
+            sparsification of the weights before aggregation (see
+            :func:`sparsify_attention`).  ``"drop"`` (the default) applies
+            before the attention dropout; the published code's modes
+            (``"shifted-relu"``, ``"binary"``, ``"top-k-fraction"``) after
+            it, as that code does.
         need_weights: return the ``[E, H]`` weights (forces the sparse path).
         batch: optional ``[N]`` graph id of every node (PyG's batch vector);
             lets the dense path recognise a batch of token graphs.
@@ -290,6 +398,8 @@ def edge_attention(
                          f"one of {', '.join(SCORE_NORMALIZATIONS)}")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)
+    sparsify = sparsifies(threshold, top_k, threshold_mode, top_k_fraction)
     check_query_key(query, key)
     if value.dim() != 3:
         raise ValueError(f"value must have shape [N, H, C], got "
@@ -317,7 +427,7 @@ def edge_attention(
             blockers.append("per-edge terms (edge features or bias)")
         if normalization != "softmax":
             blockers.append(f"normalization={normalization!r}")
-        if threshold is not None or top_k is not None:
+        if sparsify:
             blockers.append("sparsification")
         if not _dense_supported(reduce, dropout_p > 0):
             blockers.append(f"reduce={reduce!r}")
@@ -354,15 +464,15 @@ def edge_attention(
         return EdgeAttention(
             _flex_attention(query, key, value, edge_index, batch, scale,
                             need_weights, (edge_key, edge_value, bias),
-                            normalization, threshold, top_k, reduce,
-                            dropout_p), None, edge_index)
+                            normalization, sparsify, reduce, dropout_p),
+            None, edge_index)
 
     if backend == "triton" or (backend == "auto" and query.is_cuda and
                                triton_available() and not tracing()):
         reason = triton_unsupported(query, dropout_p=dropout_p,
                                     reduce=reduce,
                                     normalization=normalization,
-                                    threshold=threshold, top_k=top_k)
+                                    sparsify=sparsify)
         if reason is None:
             out, alpha = triton_attention(
                 query, key, value, edge_index, edge_key=edge_key,
@@ -376,12 +486,13 @@ def edge_attention(
 
     return _sparse_attention(query, key, value, edge_index, edge_key,
                              edge_value, bias, scale, normalization,
-                             dropout_p, reduce, threshold, top_k)
+                             dropout_p, reduce, threshold, top_k,
+                             threshold_mode, top_k_fraction)
 
 
 def _flex_attention(query, key, value, edge_index, batch, scale,
-                    need_weights, edge_terms, normalization, threshold,
-                    top_k, reduce, dropout_p) -> Tensor:
+                    need_weights, edge_terms, normalization, sparsify,
+                    reduce, dropout_p) -> Tensor:
     """``backend="flex"``: FlexAttention on the padded token batch, or a
     ``ValueError`` that names what stands in the way."""
     blockers = []
@@ -393,7 +504,7 @@ def _flex_attention(query, key, value, edge_index, batch, scale,
         blockers.append("per-edge terms (edge features or bias)")
     if normalization != "softmax":
         blockers.append(f"normalization={normalization!r}")
-    if threshold is not None or top_k is not None:
+    if sparsify:
         blockers.append("sparsification")
     if not (isinstance(reduce, str) and reduce == "sum"):
         blockers.append(f"reduce={reduce!r}")
@@ -435,7 +546,8 @@ def _flex_attention(query, key, value, edge_index, batch, scale,
 @torch.compiler.disable
 def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
                       bias, scale, normalization, dropout_p, reduce,
-                      threshold, top_k) -> EdgeAttention:
+                      threshold, top_k, threshold_mode="drop",
+                      top_k_fraction=None) -> EdgeAttention:
     """SDDMM scores, segment softmax, SpMM aggregation, all in the CSR
     order of the cached :class:`GraphIndex`; only ``[E, H]`` edge tensors
     are kept for backward.
@@ -452,7 +564,8 @@ def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
         result = _sparse_attention_impl(query, key, value, edge_index,
                                         edge_key, edge_value, bias, scale,
                                         normalization, dropout_p, reduce,
-                                        threshold, top_k)
+                                        threshold, top_k, threshold_mode,
+                                        top_k_fraction)
     if inner == dtype:
         return result
     return EdgeAttention(result.out.to(dtype), result.alpha.to(dtype),
@@ -461,7 +574,8 @@ def _sparse_attention(query, key, value, edge_index, edge_key, edge_value,
 
 def _sparse_attention_impl(query, key, value, edge_index, edge_key,
                            edge_value, bias, scale, normalization, dropout_p,
-                           reduce, threshold, top_k) -> EdgeAttention:
+                           reduce, threshold, top_k, threshold_mode="drop",
+                           top_k_fraction=None) -> EdgeAttention:
     index = graph_index(edge_index, key.size(0), query.size(0))
     edge_key = index.to_csr_order(edge_key)
     edge_value = index.to_csr_order(edge_value)
@@ -475,12 +589,20 @@ def _sparse_attention_impl(query, key, value, edge_index, edge_key,
         # The scores are in CSR order: the row pointers segment them
         # (faster on CPU than scattering by index.dst).
         alpha = edge_softmax(scores, ptr=index.dst_ptr)
-    else:
+    elif normalization == "relu":
         alpha = F.relu(scores)
-    if threshold is not None or top_k is not None:
+    else:  # "raw"
+        alpha = scores
+    # The published code's threshold modes act on the dropped-out weights;
+    # "drop" sparsifies first (dropout then acts on the kept weights).
+    after_dropout = threshold_mode != "drop"
+    if after_dropout:
+        alpha = F.dropout(alpha, p=dropout_p, training=dropout_p > 0)
+    if sparsifies(threshold, top_k, threshold_mode, top_k_fraction):
         csr_edges = torch.stack([index.src, index.dst])
         alpha, kept_edges, kept = sparsify_attention(
-            alpha, csr_edges, threshold=threshold, top_k=top_k)
+            alpha, csr_edges, threshold=threshold, top_k=top_k,
+            threshold_mode=threshold_mode, top_k_fraction=top_k_fraction)
         if edge_value is not None:
             edge_value = edge_value[kept]
         # The kept subgraph is new (and already sorted by target).
@@ -488,7 +610,8 @@ def _sparse_attention_impl(query, key, value, edge_index, edge_key,
         alpha_out, edges_out = alpha, kept_edges
     else:
         alpha_out, edges_out = None, edge_index
-    weights = F.dropout(alpha, p=dropout_p, training=dropout_p > 0)
+    weights = alpha if after_dropout else F.dropout(
+        alpha, p=dropout_p, training=dropout_p > 0)
     out = aggregate_csr(value, weights, index, reduce, edge_value=edge_value)
     if alpha_out is None:
         alpha_out = index.to_input_order(alpha)

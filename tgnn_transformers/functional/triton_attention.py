@@ -71,7 +71,7 @@ def interpreting() -> bool:
 
 
 def unsupported(query: Tensor, *, dropout_p: float, reduce, normalization:
-                str, threshold, top_k) -> Optional[str]:
+                str, sparsify: bool) -> Optional[str]:
     """Why the Triton kernel cannot run this call, or ``None``."""
     reasons = []
     if not triton_available():
@@ -86,7 +86,7 @@ def unsupported(query: Tensor, *, dropout_p: float, reduce, normalization:
         reasons.append(f"reduce={reduce!r}")
     if normalization != "softmax":
         reasons.append(f"normalization={normalization!r}")
-    if threshold is not None or top_k is not None:
+    if sparsify:
         reasons.append("sparsification (threshold / top_k)")
     if query.dtype not in SUPPORTED_DTYPES:
         reasons.append(f"dtype {query.dtype}")

@@ -40,7 +40,8 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
         e^{K,h}_{ij} \rangle + b_{ij}^h, \qquad
         \alpha_{ij}^h = \mathrm{softmax}_{j \in \mathcal{N}(i)}(s_{ij}^h)
 
-    (or :math:`\mathrm{ReLU}(s_{ij}^h)` with ``normalization="relu"``).
+    (or :math:`\mathrm{ReLU}(s_{ij}^h)` with ``normalization="relu"``,
+    :math:`s_{ij}^h` itself with ``normalization="raw"``).
     The arguments mean what they mean in :func:`edge_attention`; no dropout
     is applied (see :func:`attention_dropout`).
 
@@ -52,7 +53,7 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
         bias: optional ``[E, H]`` additive score bias.
         scale: score scale, a float or a 0-d tensor; default
             :math:`1/\sqrt{C}`.
-        normalization: ``"softmax"`` or ``"relu"``.
+        normalization: ``"softmax"``, ``"relu"`` or ``"raw"``.
 
     Returns:
         ``[E, H]`` weights in the order of the columns of ``edge_index``.
@@ -82,6 +83,8 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
             scores = scores + bias
         if normalization == "relu":
             return F.relu(scores).to(dtype)
+        if normalization == "raw":
+            return scores.to(dtype)
         return edge_softmax(scores, dst, num_nodes=num_dst).to(dtype)
 
 

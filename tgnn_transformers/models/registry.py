@@ -19,10 +19,13 @@ import torch
 from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
                                 TransformerConv)
 
-from ..functional import REDUCTIONS
+from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
+                          check_sparsify_options)
 from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
                   PNAAttentionConv)
 from ..adapters.classifier import PretrainedClassifier
+from ..nn.gin_attention_conv import GIN_FORMS
+from ..nn.headwise import MLP_NORMS, MLP_ROUNDINGS
 from ..nn.pna_attention_conv import SCALERS
 
 
@@ -153,16 +156,53 @@ OPTIONS: Dict[str, Option] = _options(
            "GIN-Attention: hidden width of each head's MLP relative to the "
            "head width (gamma)", range=POSITIVE),
     Option("mlp_norm", str, "layer",
-           "GIN-Attention: norm inside each head's MLP",
-           choices=("layer", None)),
+           "GIN-/PNA-Attention: norm inside each head's MLP (LayerNorm, "
+           "RMSNorm or none)", choices=MLP_NORMS),
+    Option("mlp_dropout", float, 0.0,
+           "GIN-Attention: dropout inside each head's MLP",
+           range=PROBABILITY),
+    Option("mlp_rounding", str, "round",
+           "GIN-/PNA-Attention: the MLP hidden width multiplier x head width"
+           " rounded to the nearest int, or down (the paper's code)",
+           choices=MLP_ROUNDINGS),
+    Option("gin_form", str, "one-plus-eps",
+           "GIN-Attention: the node's own term, (1 + eps) v_i (GIN) or "
+           "eps v_i (the paper's code)", choices=GIN_FORMS),
+    Option("value_proj", bool, True,
+           "GIN-/PNA-Attention: project the values (off: the messages are "
+           "the features, one slice per head; needs in = heads x head "
+           "width)"),
     Option("normalization", str, "softmax",
-           "GIN-Attention scores: softmax, or non-normalised ReLU (sum-like,"
-           " keeps degree information)", choices=("softmax", "relu")),
+           "GIN-/PNA-Attention scores: softmax, non-normalised ReLU "
+           "(sum-like, keeps degree information) or the raw scores",
+           choices=SCORE_NORMALIZATIONS),
+    Option("threshold", float, None,
+           "GIN-/PNA-Attention: threshold of the attention weights "
+           "(see threshold_mode)"),
+    Option("top_k", int, None,
+           "GIN-/PNA-Attention: keep the top_k largest weights per node and"
+           " head (threshold_mode drop)", range=AT_LEAST_ONE),
+    Option("threshold_mode", str, "drop",
+           "GIN-/PNA-Attention: drop weights below threshold / outside "
+           "top_k, or the paper's relu(w - threshold), 1[w > threshold], or"
+           " 1 on the top_k_fraction largest (after attention dropout)",
+           choices=THRESHOLD_MODES),
+    Option("top_k_fraction", float, None,
+           "GIN-/PNA-Attention: fraction of each node's in-degree kept by "
+           "threshold_mode top-k-fraction", range=Range(0, 1,
+                                                        open_low=True)),
     Option("aggregators", str, ("mean", "max", "min", "std"),
            "PNA-Attention: attention-weighted aggregators",
            choices=REDUCTIONS, many=True),
     Option("scalers", str, SCALERS, "PNA-Attention: degree scalers",
            choices=SCALERS, many=True),
+    Option("mixer", str, "linear", "PNA-Attention: per-head map of the "
+           "aggregates", choices=("linear", "mlp")),
+    Option("mixer_multiplier", float, 1.0,
+           "PNA-Attention: hidden width of the MLP mixer relative to the "
+           "head width", range=POSITIVE),
+    Option("include_self", bool, True,
+           "PNA-Attention: the node's own value enters the mixer"),
     Option("attention", str, "mha",
            "attention conv inside each graph-transformer block",
            choices=("mha", "gin-attention", "pna-attention")),
@@ -240,6 +280,10 @@ class ModelSpec:
     its paper reports the published anchor)"""
     tasks: Tuple[str, ...] = ("node", "graph", "link", "text")
     """the tasks whose heads can run it"""
+    presets: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict, hash=False, compare=False)
+    """named option sets (``tgnn train --preset NAME``), e.g. ``"paper"``:
+    the published code's configuration; explicit options override them"""
 
     @property
     def edge_features(self) -> bool:
@@ -256,6 +300,25 @@ class ModelSpec:
                                   if n in VARIANT_OPTIONS)
         return names
 
+    def preset(self, name: str,
+               options: Mapping[str, Any] = {}) -> Dict[str, Any]:
+        """The options of preset ``name`` (a graph transformer takes its
+        attention conv's, given the options chosen so far); a
+        ``ValueError`` names the presets the model has."""
+        presets = dict(self.presets)
+        if "attention" in self.options:
+            inner = MODELS[options.get("attention",
+                                       OPTIONS["attention"].default)]
+            for key, values in inner.presets.items():
+                presets.setdefault(key, {k: v for k, v in values.items()
+                                         if k in VARIANT_OPTIONS})
+        if name not in presets:
+            raise ValueError(
+                f"preset must be one of the presets of model {self.name!r}"
+                f" ({', '.join(map(repr, presets)) or 'it has none'}), got "
+                f"{name!r}")
+        return dict(presets[name])
+
     def resolve(self, options: Mapping[str, Any]) -> Dict[str, Any]:
         """``options`` checked against this model, with the registry
         default of every option not given; raises on an option the model
@@ -267,6 +330,13 @@ class ModelSpec:
             raise ValueError(f"option 'heads' of {owner} must divide "
                              f"hidden={resolved['hidden']}, got "
                              f"heads={heads}")
+        if "threshold_mode" in resolved:
+            try:
+                check_sparsify_options(
+                    resolved["threshold"], resolved["top_k"],
+                    resolved["threshold_mode"], resolved["top_k_fraction"])
+            except ValueError as exc:
+                raise ValueError(f"{owner}: {exc}") from None
         return resolved
 
 
@@ -300,7 +370,33 @@ ATTENTION_SHARED = MULTI_HEAD + ("attention_dropout", "root_weight",
 #: Options that belong to one attention variant (a graph transformer takes
 #: those of the attention conv it is built with).
 VARIANT_OPTIONS = ("mlp_multiplier", "mlp_norm", "normalization",
-                   "aggregators", "scalers", "delta")
+                   "aggregators", "scalers", "delta", "mlp_dropout",
+                   "mlp_rounding", "gin_form", "value_proj", "threshold",
+                   "top_k", "threshold_mode", "top_k_fraction", "mixer",
+                   "mixer_multiplier", "include_self")
+#: What the graph-aware convs share: the score modes and sparsification.
+SCORES = ("normalization", "threshold", "top_k", "threshold_mode",
+          "top_k_fraction")
+
+#: The published code's ("xgpt", Graph-Aware-Transformers) configuration of
+#: each graph-aware conv, as far as it differs from the defaults or matters;
+#: ``tgnn train --preset paper`` applies it under the explicit flags.
+PAPER_PRESETS: Dict[str, Dict[str, Any]] = {
+    # GINLayer: eps x + A x, Linear -> Dropout(0.1) -> RMSNorm -> SiLU ->
+    # Linear of width int(0.5 C), values = the hidden states' head slices,
+    # softmax of the sharpened scores (its README's GIN-Transformer).
+    "gin-attention": dict(gin_form="eps", mlp_multiplier=0.5,
+                          mlp_norm="rms", mlp_dropout=0.1,
+                          mlp_rounding="floor", value_proj=False,
+                          normalization="softmax", threshold_mode="drop"),
+    # LlamaAttentionPNA: [sum, mean, max, var] -> Linear -> SiLU -> Linear
+    # of width int(2 C) per head; no scalers, no own term.
+    "pna-attention": dict(aggregators=("sum", "mean", "max", "var"),
+                          scalers=("identity", ), mixer="mlp",
+                          mixer_multiplier=2.0, mlp_norm=None,
+                          mlp_rounding="floor", include_self=False,
+                          normalization="softmax", threshold_mode="drop"),
+}
 
 
 def _attention_conv(cls: type, **fixed) -> ConvFactory:
@@ -354,13 +450,21 @@ MODELS: Dict[str, ModelSpec] = _specs(
     ModelSpec("gin-attention", GINAttentionConv,
               "attention weights as adjacency, GIN update per head",
               "attention", ATTENTION_SHARED + ("mlp_multiplier", "mlp_norm",
-                                                "normalization"),
-              _attention_conv(GINAttentionConv, out_proj=False), _OURS),
+                                                "mlp_dropout", "mlp_rounding",
+                                                "gin_form", "value_proj")
+              + SCORES,
+              _attention_conv(GINAttentionConv, out_proj=False), _OURS,
+              presets={"paper": PAPER_PRESETS["gin-attention"]}),
     ModelSpec("pna-attention", PNAAttentionConv,
               "attention-weighted PNA aggregators with degree scalers",
               "attention", ATTENTION_SHARED + ("aggregators", "scalers",
-                                                "delta"),
-              _attention_conv(PNAAttentionConv, out_proj=False), _OURS),
+                                                "delta", "mixer",
+                                                "mixer_multiplier",
+                                                "mlp_norm", "mlp_rounding",
+                                                "include_self", "value_proj")
+              + SCORES,
+              _attention_conv(PNAAttentionConv, out_proj=False), _OURS,
+              presets={"paper": PAPER_PRESETS["pna-attention"]}),
     ModelSpec("graph-transformer", GraphTransformer,
               "pre-norm transformer blocks around an attention conv",
               "attention",
@@ -389,6 +493,11 @@ MODELS: Dict[str, ModelSpec] = _specs(
               ("dropout", "adapter", "adapter_hidden", "adapter_top_k"),
               compared_on=("finetune", ), tasks=("finetune", )),
 )
+
+
+def preset_names() -> List[str]:
+    """Every preset name some model has (the ``--preset`` choices)."""
+    return sorted({p for s in MODELS.values() for p in s.presets})
 
 
 def get_model(name: str) -> ModelSpec:
@@ -430,10 +539,13 @@ def models_table() -> str:
             layer = f"PyG `{spec.layer.__name__}`"
         else:
             layer = f"`{spec.layer.__name__}`"
+        if spec.presets:
+            text += "; presets: " + ", ".join(f"`{p}`" for p in spec.presets)
         lines.append(f"| `{spec.name}` | {layer} | {spec.summary} | "
                      f"{text or '-'} |")
     return "\n".join(lines)
 
 
 __all__ = ["Option", "Range", "ModelSpec", "OPTIONS", "MODELS", "get_model",
-           "model_names", "models_table", "check_options", "resolve_options"]
+           "model_names", "models_table", "check_options", "resolve_options",
+           "preset_names", "PAPER_PRESETS"]

@@ -28,7 +28,7 @@ from ..functional import (BACKENDS, EdgeAttention, adjacency_size,
                           adjacency_to_edge_index, attention_aggregate,
                           attention_dropout, attention_weights,
                           check_edge_index_layout, edge_attention,
-                          sparsify_attention)
+                          sparsifies, sparsify_attention)
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
@@ -174,6 +174,8 @@ class AttentionConvBase(MessagePassing):
         self.edge_dim = edge_dim
         self.backend = backend
         self.use_out_proj = out_proj
+        # False once a subclass drops W_V (_drop_value_projection).
+        self.value_proj = True
         # [H] multiplier of each head's output before the heads are
         # combined (1 keeps a head, 0 removes it); set by
         # tgnn_transformers.inspect.mask_heads, None otherwise.
@@ -320,7 +322,8 @@ class AttentionConvBase(MessagePassing):
     def _kernel_options(self) -> Dict[str, Any]:
         """Keyword arguments of the layer for
         :func:`~tgnn_transformers.functional.edge_attention` (``scale``,
-        ``normalization``, ``threshold``, ``top_k``, ``reduce``)."""
+        ``normalization``, ``threshold``, ``top_k``, ``threshold_mode``,
+        ``top_k_fraction``, ``reduce``)."""
         return {}
 
     def _update_heads(self, attended: Attended) -> Tensor:
@@ -391,7 +394,7 @@ class AttentionConvBase(MessagePassing):
         H, C = self.heads, self.out_channels
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)
-        value = self.lin_value(x_src).view(-1, H, C)
+        value = self._values(x_src, "x")
         if self.rope is not None:
             query, key = self._rotate(query, key, pos, bipartite)
         elif pos is not None:
@@ -400,6 +403,42 @@ class AttentionConvBase(MessagePassing):
                              "positions, or add them to x")
         edge_term = self._edge_terms(edge_attr, edge_index.size(1))
         return x_src, x_dst, bipartite, query, key, value, edge_term
+
+    def _values(self, x: Tensor, name: str) -> Tensor:
+        r"""Per-head values ``[N, H, C]`` of features ``x``:
+        :math:`\mathbf{W}_V \mathbf{x}`, or with the value projection
+        dropped the features themselves, cut into ``H`` slices of ``C``."""
+        H, C = self.heads, self.out_channels
+        if self.lin_value is not None:
+            return self.lin_value(x).view(-1, H, C)
+        if x.size(-1) != H * C:
+            raise ValueError(
+                f"{type(self).__name__} with value_proj=False uses {name}'s "
+                f"features as the values, so they must have heads * "
+                f"out_channels = {H} * {C} = {H * C} channels; got "
+                f"{x.size(-1)}")
+        return x.view(-1, H, C)
+
+    def _drop_value_projection(self) -> None:
+        r"""For a subclass's ``value_proj=False``: no :math:`\mathbf{W}_V`;
+        the messages are the source features, one slice of ``C`` channels
+        per head (the published GIN-Attention code's form).  Needs
+        ``in_channels == heads * out_channels`` (checked here when the
+        sizes are known, and at every call)."""
+        width = self.heads * self.out_channels
+        sizes = (self.in_channels if isinstance(self.in_channels,
+                                                (tuple, list))
+                 else (self.in_channels, ))
+        for size in sizes:
+            if size is not None and size > 0 and size != width:
+                raise ValueError(
+                    f"{type(self).__name__}: value_proj=False needs "
+                    f"in_channels == heads * out_channels = "
+                    f"{self.heads} * {self.out_channels} = {width} (the "
+                    f"values are the input features, cut into one slice per"
+                    f" head); got in_channels={self.in_channels}")
+        self.lin_value = None
+        self.value_proj = False
 
     def _rotate(self, query: Tensor, key: Tensor, pos: Any,
                 bipartite: bool) -> Tuple[Tensor, Tensor]:
@@ -474,12 +513,16 @@ class AttentionConvBase(MessagePassing):
             scale=options.get("scale"),
             normalization=options.get("normalization", "softmax"))
         alpha_out, edges_out = alpha, edge_index
-        threshold, top_k = options.get("threshold"), options.get("top_k")
-        if threshold is not None or top_k is not None:
+        sparsify = {k: options[k] for k in ("threshold", "top_k",
+                                            "threshold_mode",
+                                            "top_k_fraction")
+                    if k in options}
+        if sparsifies(**sparsify):
             # Dropped weights become zeros: the messages keep one row per
-            # input edge, as an edge mask needs.
+            # input edge, as an edge mask needs.  (Here every mode acts
+            # before the attention dropout of aggregate().)
             alpha_out, edges_out, kept = sparsify_attention(
-                alpha, edge_index, threshold=threshold, top_k=top_k)
+                alpha, edge_index, **sparsify)
             alpha = alpha.new_zeros(alpha.shape).index_put((kept, ),
                                                            alpha_out)
         out = self.propagate(edge_index, alpha=alpha, value=value,

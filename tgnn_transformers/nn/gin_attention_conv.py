@@ -8,8 +8,13 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
+from ..functional import SCORE_NORMALIZATIONS, check_sparsify_options
 from ._attention_conv import AttentionConvBase, Attended
-from .headwise import HeadwiseMLP
+from .headwise import HeadwiseMLP, mlp_hidden_width
+
+#: The GIN update of the target's own value: ``(1 + eps) v_i`` (GIN's, the
+#: default) or ``eps v_i`` (the published GIN-Attention code's).
+GIN_FORMS = ("one-plus-eps", "eps")
 
 
 class GINAttentionConv(AttentionConvBase):
@@ -17,10 +22,10 @@ class GINAttentionConv(AttentionConvBase):
     adjacency, followed by a GIN update per head.
 
     .. math::
-        \alpha_{ij}^h = \mathrm{norm}_{j \in \mathcal{N}(i)} \left(
-        \sigma \, \frac{(\mathbf{W}_Q^h \mathbf{x}_i)^{\top}
-        (\mathbf{W}_K^h \mathbf{x}_j + \mathbf{W}_E^h \mathbf{e}_{ij})}
-        {\sqrt{C}} \right)
+        \alpha_{ij}^h = \mathrm{sparsify}\Big( \mathrm{norm}_{j \in
+        \mathcal{N}(i)} \left( \sigma \, \frac{(\mathbf{W}_Q^h
+        \mathbf{x}_i)^{\top} (\mathbf{W}_K^h \mathbf{x}_j + \mathbf{W}_E^h
+        \mathbf{e}_{ij})} {\sqrt{C}} \right) \Big)
 
     .. math::
         \mathbf{h}_i^h = \mathrm{MLP}_h \Big( (1 + \epsilon_h)\,
@@ -35,17 +40,35 @@ class GINAttentionConv(AttentionConvBase):
     :math:`\epsilon_h` is trainable per head (initial value ``eps``),
     :math:`\sigma` an optional trainable sharpening scalar (``sharpen=True``,
     initialised at 1), :math:`\mathrm{norm}` the softmax over the incoming
-    edges or a non-normalised ReLU (``normalization="relu"``), and
-    :math:`\mathrm{MLP}_h` is ``Linear(C, γC) -> LayerNorm -> SiLU ->
-    Linear(γC, C)`` for every head, computed batched over heads.  With
-    ``threshold`` or ``top_k`` the weights are sparsified on the edges before
-    aggregation (weights below the threshold, or outside the ``top_k``
-    largest of each target, are dropped; no renormalisation), and
+    edges, a non-normalised ReLU (``normalization="relu"``) or the raw
+    scores (``"raw"``), and :math:`\mathrm{MLP}_h` is ``Linear(C, γC) ->
+    [Dropout] -> norm -> SiLU -> Linear(γC, C)`` for every head, computed
+    batched over heads (``mlp_norm`` LayerNorm, RMSNorm or none;
+    ``mlp_dropout``; :math:`\gamma C` rounded to the nearest integer, or
+    down with ``mlp_rounding="floor"``).  With ``threshold`` or ``top_k``
+    the weights are sparsified on the edges before aggregation (weights
+    below the threshold, or outside the ``top_k`` largest of each target,
+    are dropped; no renormalisation); ``threshold_mode`` selects the
+    published code's modes instead, applied after the attention dropout:
+    :math:`\mathrm{relu}(\alpha - t)` (``"shifted-relu"``),
+    :math:`\mathbb{1}[\alpha > t]` (``"binary"``) or 1 on the
+    :math:`\max(1, \lfloor f d_i \rfloor)` largest weights of each target
+    of in-degree :math:`d_i` (``"top-k-fraction"``, :math:`f` =
+    ``top_k_fraction``); see
+    :func:`~tgnn_transformers.functional.sparsify_attention`.
     ``return_attention_weights=True`` returns the kept subgraph.  A node
     whose edges are all dropped (or that has none) keeps only its
     :math:`(1 + \epsilon_h) \mathbf{v}_i^h` term.  With ``mlp_norm="layer"``
     the MLP's hidden width :math:`\gamma C` must be at least 2 (a LayerNorm
     over one channel is constant; the constructor warns).
+
+    **The published code's form.**  ``gin_form="eps"`` drops the ``1 +``:
+    :math:`\epsilon_h \mathbf{v}_i^h + \sum_j \alpha_{ij}^h
+    \mathbf{v}_j^h`; ``value_proj=False`` drops :math:`\mathbf{W}_V`, so
+    :math:`\mathbf{v}^h` is the :math:`h`-th slice of :math:`C` channels
+    of :math:`\mathbf{x}` itself (``in_channels`` must equal ``heads *
+    out_channels``).  ``tgnn train --preset paper`` selects that form (see
+    the registry's ``presets``).
 
     The paper's best setting is ``mlp_multiplier=0.5`` with ``sharpen=True``.
 
@@ -55,12 +78,29 @@ class GINAttentionConv(AttentionConvBase):
         train_eps: make :math:`\epsilon` trainable.
         mlp_multiplier: :math:`\gamma`, the hidden width of each head's MLP
             relative to :math:`C`.
-        mlp_norm: ``"layer"`` or ``None``, the norm inside the MLP.
+        mlp_norm: ``"layer"``, ``"rms"`` or ``None``, the norm inside the
+            MLP.
         sharpen: learn a scalar multiplying the logits before the
             normalisation.
-        normalization: ``"softmax"`` or ``"relu"``.
-        threshold: drop weights below this value before aggregation.
-        top_k: keep only the ``top_k`` largest weights per target and head.
+        normalization: ``"softmax"``, ``"relu"`` or ``"raw"``.
+        threshold: with ``threshold_mode="drop"``, drop weights below this
+            value before aggregation; the threshold :math:`t` of the
+            ``"shifted-relu"`` and ``"binary"`` modes.
+        top_k: keep only the ``top_k`` largest weights per target and head
+            (``threshold_mode="drop"``).
+        gin_form: ``"one-plus-eps"`` (:math:`(1 + \epsilon) \mathbf{v}_i`,
+            GIN's form) or ``"eps"`` (:math:`\epsilon \mathbf{v}_i`, the
+            published code's).
+        mlp_dropout: dropout probability inside each head's MLP, after its
+            first linear map.
+        mlp_rounding: ``"round"`` or ``"floor"`` (the published code's
+            ``int(γC)``), how :math:`\gamma C` becomes a width.
+        value_proj: project the values with :math:`\mathbf{W}_V`
+            (``False``: the messages are the features themselves, one slice
+            per head).
+        threshold_mode: ``"drop"``, ``"shifted-relu"``, ``"binary"`` or
+            ``"top-k-fraction"``.
+        top_k_fraction: :math:`f \in (0, 1]` of ``"top-k-fraction"``.
 
     The options from ``eps`` on are keyword-only.  The shared arguments are
     those of :class:`MultiHeadAttentionConv`, with its defaults
@@ -79,6 +119,12 @@ class GINAttentionConv(AttentionConvBase):
         normalization: str = "softmax",
         threshold: Optional[float] = None,
         top_k: Optional[int] = None,
+        gin_form: str = "one-plus-eps",
+        mlp_dropout: float = 0.0,
+        mlp_rounding: str = "round",
+        value_proj: bool = True,
+        threshold_mode: str = "drop",
+        top_k_fraction: Optional[float] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -87,16 +133,30 @@ class GINAttentionConv(AttentionConvBase):
         if mlp_multiplier <= 0:
             raise ValueError(f"mlp_multiplier must be > 0, got "
                              f"{mlp_multiplier}")
-        if normalization not in ("softmax", "relu"):
-            raise ValueError(f"unknown normalization {normalization!r}; "
-                             "expected 'softmax' or 'relu'")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if normalization not in SCORE_NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of "
+                             f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}"
+                             f", got {normalization!r}")
+        if gin_form not in GIN_FORMS:
+            raise ValueError(f"gin_form must be one of "
+                             f"{', '.join(map(repr, GIN_FORMS))}, got "
+                             f"{gin_form!r}")
+        if not isinstance(value_proj, bool):
+            raise TypeError(f"value_proj must be a bool, got "
+                            f"{value_proj!r}")
+        check_sparsify_options(threshold, top_k, threshold_mode,
+                               top_k_fraction)
         self.initial_eps = eps
         self.mlp_multiplier = mlp_multiplier
         self.normalization = normalization
         self.threshold = threshold
         self.top_k = top_k
+        self.threshold_mode = threshold_mode
+        self.top_k_fraction = top_k_fraction
+        self.gin_form = gin_form
+        self.mlp_rounding = mlp_rounding
+        if not value_proj:
+            self._drop_value_projection()
         if train_eps:
             self.eps = Parameter(torch.empty(heads))
         else:
@@ -107,13 +167,13 @@ class GINAttentionConv(AttentionConvBase):
             self.register_parameter("sharpen", None)
         # The target's own value v_i needs a projection of the target
         # features; it is W_V unless source and target sizes differ.
-        if isinstance(in_channels, (tuple, list)) and \
+        if value_proj and isinstance(in_channels, (tuple, list)) and \
                 in_channels[0] != in_channels[1]:
             self.lin_self = Linear(in_channels[1], heads * out_channels,
                                    bias=self.lin_value.bias is not None)
         else:
             self.register_parameter("lin_self", None)
-        hidden = max(1, round(mlp_multiplier * out_channels))
+        hidden = mlp_hidden_width(mlp_multiplier, out_channels, mlp_rounding)
         if hidden == 1 and mlp_norm == "layer":
             warnings.warn(
                 f"GINAttentionConv: mlp_multiplier={mlp_multiplier} with "
@@ -124,7 +184,7 @@ class GINAttentionConv(AttentionConvBase):
                 f"mlp_multiplier >= {1.5 / out_channels:.3g} or "
                 "mlp_norm=None", UserWarning, stacklevel=2)
         self.mlp = HeadwiseMLP(heads, out_channels, hidden, out_channels,
-                               norm=mlp_norm)
+                               norm=mlp_norm, dropout=mlp_dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -141,17 +201,23 @@ class GINAttentionConv(AttentionConvBase):
         if self.sharpen is not None:
             scale = self.sharpen * scale
         return dict(scale=scale, normalization=self.normalization,
-                    threshold=self.threshold, top_k=self.top_k)
+                    threshold=self.threshold, top_k=self.top_k,
+                    threshold_mode=self.threshold_mode,
+                    top_k_fraction=self.top_k_fraction)
 
     def _update_heads(self, attended: Attended) -> Tensor:
-        if attended.bipartite:
-            lin = self.lin_self if self.lin_self is not None else \
-                self.lin_value
-            self_value = lin(attended.x_dst).view(-1, self.heads,
-                                                  self.out_channels)
+        if attended.bipartite and self.lin_self is not None:
+            self_value = self.lin_self(attended.x_dst).view(
+                -1, self.heads, self.out_channels)
+        elif attended.bipartite:
+            self_value = self._values(attended.x_dst,
+                                      "x[1] (target features)")
         else:
             self_value = attended.value
-        h = (1 + self.eps).view(1, -1, 1) * self_value + attended.attention.out
+        # (1 + eps) v_i (GIN's form) or eps v_i (the published code's)
+        factor = 1 + self.eps if self.gin_form == "one-plus-eps" else \
+            self.eps
+        h = factor.view(1, -1, 1) * self_value + attended.attention.out
         return self.mlp(h)
 
     def _extra_repr_args(self) -> str:
@@ -164,4 +230,14 @@ class GINAttentionConv(AttentionConvBase):
             args.append(f"threshold={self.threshold}")
         if self.top_k is not None:
             args.append(f"top_k={self.top_k}")
+        if self.threshold_mode != "drop":
+            args.append(f"threshold_mode={self.threshold_mode!r}")
+        if self.top_k_fraction is not None:
+            args.append(f"top_k_fraction={self.top_k_fraction}")
+        if self.gin_form != "one-plus-eps":
+            args.append(f"gin_form={self.gin_form!r}")
+        if not self.value_proj:
+            args.append("value_proj=False")
+        if self.mlp_rounding != "round":
+            args.append(f"mlp_rounding={self.mlp_rounding!r}")
         return ", ".join(args)

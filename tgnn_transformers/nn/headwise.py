@@ -64,25 +64,76 @@ class HeadwiseLayerNorm(torch.nn.Module):
         return x * self.weight + self.bias
 
 
+class HeadwiseRMSNorm(torch.nn.Module):
+    r"""RMS normalisation over the channels of each head,
+    :math:`x / \sqrt{\mathrm{mean}(x^2) + \epsilon} \cdot w_h`, with a
+    separate gain :math:`w_h` per head (no bias), as
+    :class:`torch.nn.RMSNorm` (and Llama's ``LlamaRMSNorm``, which the
+    published GIN-Attention code uses, with :math:`\epsilon = 10^{-5}`)."""
+
+    def __init__(self, heads: int, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = Parameter(torch.ones(heads, channels))
+
+    def reset_parameters(self) -> None:
+        torch.nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, x.shape[-1:], eps=self.eps) * self.weight
+
+
+#: How a hidden width ``multiplier * channels`` becomes an int: to the
+#: nearest (this package's default) or down (the published code's
+#: ``int(multiplier * channels)``); at least 1 either way.
+MLP_ROUNDINGS = ("round", "floor")
+
+
+def mlp_hidden_width(multiplier: float, channels: int,
+                     rounding: str = "round") -> int:
+    """The hidden width of a per-head MLP, ``multiplier * channels``
+    rounded by ``rounding`` (see :data:`MLP_ROUNDINGS`), at least 1."""
+    if rounding not in MLP_ROUNDINGS:
+        raise ValueError(f"mlp_rounding must be one of 'round' or 'floor', "
+                         f"got {rounding!r}")
+    width = multiplier * channels
+    return max(1, round(width) if rounding == "round" else int(width))
+
+
+#: The norms :class:`HeadwiseMLP` takes (``None``: no norm).
+MLP_NORMS = ("layer", "rms", None)
+
+
 class HeadwiseMLP(torch.nn.Module):
     r"""Per-head two-layer MLP:
-    ``Linear(C_in, hidden) -> norm -> SiLU -> Linear(hidden, C_out)``.
+    ``Linear(C_in, hidden) -> Dropout -> norm -> SiLU -> Linear(hidden,
+    C_out)`` (the dropout only with ``dropout > 0``, where the published
+    GIN-Attention code has it).
 
     Args:
         heads: number of heads (one MLP each).
         in_channels, hidden_channels, out_channels: widths.
-        norm: ``"layer"`` (per-head LayerNorm) or ``None``.
+        norm: ``"layer"`` (per-head LayerNorm), ``"rms"`` (per-head
+            RMSNorm) or ``None``.
+        dropout: dropout probability after the first linear map.
     """
 
     def __init__(self, heads: int, in_channels: int, hidden_channels: int,
-                 out_channels: int, norm: str | None = "layer"):
+                 out_channels: int, norm: str | None = "layer",
+                 dropout: float = 0.0):
         super().__init__()
-        if norm not in ("layer", None):
-            raise ValueError(f"unknown norm {norm!r}; expected 'layer' or "
-                             "None")
+        if norm not in MLP_NORMS:
+            raise ValueError(f"mlp norm must be one of 'layer', 'rms' or "
+                             f"None, got {norm!r}")
+        if isinstance(dropout, bool) or not isinstance(
+                dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"mlp dropout must be a float in [0, 1), got "
+                             f"{dropout!r}")
+        self.dropout = float(dropout)
         self.lin1 = HeadwiseLinear(heads, in_channels, hidden_channels)
-        self.norm = HeadwiseLayerNorm(heads, hidden_channels) \
-            if norm == "layer" else None
+        norms = {"layer": HeadwiseLayerNorm, "rms": HeadwiseRMSNorm}
+        self.norm = norms[norm](heads, hidden_channels) \
+            if norm is not None else None
         self.lin2 = HeadwiseLinear(heads, hidden_channels, out_channels)
 
     def reset_parameters(self) -> None:
@@ -92,6 +143,8 @@ class HeadwiseMLP(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.lin1(x)
+        if self.dropout > 0:
+            x = F.dropout(x, self.dropout, self.training)
         if self.norm is not None:
             x = self.norm(x)
         return self.lin2(F.silu(x))

@@ -6,9 +6,10 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
-from ..functional import REDUCTIONS, in_degree
+from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS,
+                          check_sparsify_options, in_degree)
 from ._attention_conv import AttentionConvBase, Attended
-from .headwise import HeadwiseLinear, HeadwiseMLP
+from .headwise import HeadwiseLinear, HeadwiseMLP, mlp_hidden_width
 
 SCALERS = ("identity", "amplification", "attenuation")
 
@@ -69,7 +70,20 @@ class PNAAttentionConv(AttentionConvBase):
     over heads; the target's own value is included with
     ``include_self=True``.  A node without incoming edges gets 0 from every
     aggregator (so only its own value reaches the mixer), and a graph with
-    0 nodes gives a ``[0, out]`` result.
+    0 nodes gives a ``[0, out]`` result.  Max and min run over the
+    neighbours :math:`j` with :math:`\alpha_{ij}^h > 0` (the published
+    code takes its max over the node's own features instead).
+
+    The MLP mixer is ``Linear -> norm -> SiLU -> Linear`` with hidden width
+    ``mixer_multiplier`` :math:`\cdot C` (rounded by ``mlp_rounding``) and
+    norm ``mlp_norm``.  The weights :math:`\alpha` take the score modes
+    and sparsification of :class:`GINAttentionConv` (``normalization``,
+    ``threshold``, ``top_k``, ``threshold_mode``, ``top_k_fraction``);
+    ``value_proj=False`` uses slices of the features as values.  The
+    published code's PNA is ``aggregators=("sum", "mean", "max", "var"),
+    scalers=("identity",), mixer="mlp", mixer_multiplier=2,
+    mlp_norm=None, mlp_rounding="floor", include_self=False`` (``tgnn
+    train --preset paper``).
 
     Args:
         {shared_args}
@@ -82,6 +96,22 @@ class PNAAttentionConv(AttentionConvBase):
         delta: :math:`\delta` itself.
         mixer: ``"linear"`` or ``"mlp"``.
         include_self: include :math:`\mathbf{v}_i^h` in the mixer's input.
+        mixer_multiplier: hidden width of the MLP mixer relative to
+            :math:`C`.
+        mlp_norm: ``"layer"``, ``"rms"`` or ``None``, the MLP mixer's norm.
+        mlp_rounding: ``"round"`` or ``"floor"``, how the mixer's hidden
+            width is rounded.
+        value_proj: project the values with :math:`\mathbf{W}_V`
+            (``False``: one slice of the features per head; ``in_channels``
+            must equal ``heads * out_channels``).
+        normalization: ``"softmax"``, ``"relu"`` or ``"raw"`` scores.
+        threshold: the threshold of the sparsification, as in
+            :class:`GINAttentionConv`.
+        top_k: keep the ``top_k`` largest weights per target and head.
+        threshold_mode: ``"drop"``, ``"shifted-relu"``, ``"binary"`` or
+            ``"top-k-fraction"`` (see
+            :func:`~tgnn_transformers.functional.sparsify_attention`).
+        top_k_fraction: the fraction of ``"top-k-fraction"``.
 
     The options from ``aggregators`` on are keyword-only.  The shared
     arguments are those of :class:`MultiHeadAttentionConv`, with its
@@ -99,11 +129,39 @@ class PNAAttentionConv(AttentionConvBase):
         delta: Optional[float] = None,
         mixer: str = "linear",
         include_self: bool = True,
+        mixer_multiplier: float = 1.0,
+        mlp_norm: Optional[str] = "layer",
+        mlp_rounding: str = "round",
+        value_proj: bool = True,
+        normalization: str = "softmax",
+        threshold: Optional[float] = None,
+        top_k: Optional[int] = None,
+        threshold_mode: str = "drop",
+        top_k_fraction: Optional[float] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         heads, out_channels = self.heads, self.out_channels
         aggregators, scalers = tuple(aggregators), tuple(scalers)
+        if normalization not in SCORE_NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of "
+                             f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}"
+                             f", got {normalization!r}")
+        if isinstance(mixer_multiplier, bool) or not isinstance(
+                mixer_multiplier, (int, float)) or mixer_multiplier <= 0:
+            raise ValueError(f"mixer_multiplier must be a number > 0, got "
+                             f"{mixer_multiplier!r}")
+        if not isinstance(value_proj, bool):
+            raise TypeError(f"value_proj must be a bool, got "
+                            f"{value_proj!r}")
+        check_sparsify_options(threshold, top_k, threshold_mode,
+                               top_k_fraction)
+        self.normalization = normalization
+        self.threshold, self.top_k = threshold, top_k
+        self.threshold_mode = threshold_mode
+        self.top_k_fraction = top_k_fraction
+        if not value_proj:
+            self._drop_value_projection()
         if not aggregators or not scalers:
             raise ValueError("aggregators and scalers must not be empty")
         for name in aggregators:
@@ -135,8 +193,10 @@ class PNAAttentionConv(AttentionConvBase):
         if mixer == "linear":
             self.mixer = HeadwiseLinear(heads, mix_in, out_channels)
         else:
-            self.mixer = HeadwiseMLP(heads, mix_in, out_channels,
-                                     out_channels)
+            hidden = mlp_hidden_width(mixer_multiplier, out_channels,
+                                      mlp_rounding)
+            self.mixer = HeadwiseMLP(heads, mix_in, hidden, out_channels,
+                                     norm=mlp_norm)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -157,7 +217,17 @@ class PNAAttentionConv(AttentionConvBase):
         return torch.cat(outs, dim=2)
 
     def _kernel_options(self) -> Dict[str, Any]:
-        return dict(reduce=self.aggregators)
+        options: Dict[str, Any] = dict(reduce=self.aggregators)
+        # Only what differs from the kernel's defaults (the default call
+        # stays exactly what it was).
+        if self.normalization != "softmax":
+            options["normalization"] = self.normalization
+        for name in ("threshold", "top_k", "top_k_fraction"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        if self.threshold_mode != "drop":
+            options["threshold_mode"] = self.threshold_mode
+        return options
 
     def _update_heads(self, attended: Attended) -> Tensor:
         num_dst = attended.x_dst.size(0)
@@ -168,17 +238,27 @@ class PNAAttentionConv(AttentionConvBase):
         if self.include_self:
             self_value = attended.value
             if attended.bipartite:
-                if attended.x_dst.size(-1) != self.lin_value.in_channels:
+                if self.lin_value is not None and attended.x_dst.size(
+                        -1) != self.lin_value.in_channels:
                     raise ValueError("include_self needs equal source and "
                                      "target feature sizes for bipartite "
                                      "inputs")
-                self_value = self.lin_value(attended.x_dst).view(
-                    -1, self.heads, self.out_channels)
+                self_value = self._values(attended.x_dst,
+                                          "x[1] (target features)")
             features = torch.cat([self_value.unsqueeze(2), features], dim=2)
         # flatten, not reshape(N, H, -1): a graph with 0 nodes has no
         # elements to infer the -1 from.
         return self.mixer(features.flatten(2))
 
     def _extra_repr_args(self) -> str:
-        return (f"aggregators={list(self.aggregators)}, "
+        args = (f"aggregators={list(self.aggregators)}, "
                 f"scalers={list(self.scalers)}, mixer={self.mixer_kind!r}")
+        if not self.include_self:
+            args += ", include_self=False"
+        if self.normalization != "softmax":
+            args += f", normalization={self.normalization!r}"
+        if self.threshold_mode != "drop":
+            args += f", threshold_mode={self.threshold_mode!r}"
+        if not self.value_proj:
+            args += ", value_proj=False"
+        return args

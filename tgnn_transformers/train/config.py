@@ -110,13 +110,17 @@ def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
 
 def resolve_config(task: str, dataset: str, model: str,
                    overrides: Optional[Dict[str, Any]] = None,
-                   config_file: Optional[str] = None) -> Dict[str, Any]:
+                   config_file: Optional[str] = None,
+                   preset: Optional[str] = None) -> Dict[str, Any]:
     """The full configuration of one run, every value checked.
 
     Layers, later ones winning: the registry's and the recipe's defaults,
     the config file's task ``defaults``, its ``models.<model>`` entry, its
     ``datasets.<dataset>."*"`` and ``datasets.<dataset>.<model>`` entries,
-    then ``overrides`` (keys whose value is ``None`` are ignored).  The
+    the model's ``preset`` (a named option set of the registry, e.g.
+    ``"paper"``; see :meth:`~tgnn_transformers.models.ModelSpec.preset`),
+    then ``overrides`` (keys whose value is ``None`` are ignored), so an
+    explicit option overrides the preset.  The
     shared layers (``defaults`` and ``"*"``) may set options that only some
     models take; anywhere else an option the model or task does not take
     raises a ``ValueError`` that names it and where it came from.
@@ -142,6 +146,15 @@ def resolve_config(task: str, dataset: str, model: str,
         raise ValueError(f"{source} has no section for task {task!r}")
     table = table[task]
     per_dataset = table.get("datasets", {}).get(dataset, {})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    preset_options: Dict[str, Any] = {}
+    if preset is not None:
+        # A graph transformer's preset depends on its attention conv.
+        chosen = {**table.get("defaults", {}),
+                  **table.get("models", {}).get(model, {}),
+                  **per_dataset.get("*", {}), **per_dataset.get(model, {}),
+                  **given}
+        preset_options = spec.preset(preset, chosen)
     layers: List[Tuple[str, Dict[str, Any], bool]] = [
         (f"{source}: {task}.defaults", table.get("defaults", {}), False),
         (f"{source}: {task}.models.{model}",
@@ -150,8 +163,8 @@ def resolve_config(task: str, dataset: str, model: str,
          False),
         (f"{source}: {task}.datasets.{dataset}.{model}",
          per_dataset.get(model, {}), True),
-        ("the command line", {k: v for k, v in (overrides or {}).items()
-                              if v is not None}, True),
+        (f"preset {preset!r} of model {model!r}", preset_options, True),
+        ("the command line", given, True),
     ]
     own = TASK_RECIPE_OPTIONS[task] + task_options(task)
     merged: Dict[str, Any] = {}
@@ -188,6 +201,8 @@ def resolve_config(task: str, dataset: str, model: str,
     config.update(task=task, dataset=dataset, model=model)
     if task == "node":
         _check_node_batches(config, origin)
+    if preset is not None:
+        config["preset"] = preset
     if "device" in config:
         # --device cuda without CUDA, fp16 on the CPU: errors before any
         # data is loaded.
