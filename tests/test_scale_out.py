@@ -330,6 +330,18 @@ def test_two_processes_graph_task_matches_one(env):
     assert abs(two["test"]["mean"] - one["test"]["mean"]) < 0.1
 
 
+def test_two_processes_text_task(env):
+    """TREC sentence graphs on 2 gloo processes: each rank trains on its
+    shard of the sentences, the evaluation counts are summed."""
+    torchrun(["train", "--task", "text", "--dataset", "trec", "--model",
+              "mha", "--epochs", "1", "--hidden", "32", "--heads", "2",
+              "--num-layers", "1", "--quiet", "--out", str(env / "two")],
+             {"TGNN_DATA_ROOT": str(env / "root")})
+    two = _metrics(env / "two")
+    assert two["environment"]["world_size"] == 2
+    assert two["test"]["mean"] > 0.4  # 6 classes, one short epoch
+
+
 def test_checkpoint_of_two_processes_resumes_in_one(env):
     """A 2-process run killed after epoch 3 resumes in a single process:
     its first 3 epochs are the 2-process history, the rest continue from

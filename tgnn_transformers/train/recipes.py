@@ -65,17 +65,15 @@ def reduce_tallies(*tallies: Tally) -> List[Tuple[float, float]]:
 # Node classification
 # --------------------------------------------------------------------------
 
-def prepare_node_data(data: Data, config: Dict[str, Any],
-                      self_loops: Optional[bool] = None) -> Data:
-    """Normalised features, self-loops (``self_loops``, default from
-    ``config``), flat labels and (where it pays) sparse features."""
+def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
+    """Normalised features, self-loops, flat labels and (where it pays)
+    sparse features, as ``config`` asks."""
     data = data.clone()
+    if config["self_loops"]:
+        _add_self_loops(data)
     if config["normalize_features"]:
         # Row-normalised bag-of-words features, as in the GAT/GCN papers.
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1e-12)
-    if config["self_loops"] if self_loops is None else self_loops:
-        data.edge_index, _ = add_remaining_self_loops(data.edge_index,
-                                                      num_nodes=data.num_nodes)
     data.y = data.y.view(-1)
     if config["sparse_features"]:
         data.x = _maybe_sparse(data.x, config["model"])
@@ -132,11 +130,14 @@ def node_recipe(data: Data, num_classes: int, config: Dict[str, Any],
     evaluation runs the whole graph (full neighbourhoods) and sums the
     metrics of each rank's shard of the evaluated nodes."""
     minibatch = config.get("num_neighbors") is not None
-    # Mini-batches get their self-loops after sampling: a sampled
-    # neighbourhood need not contain the node itself.
-    data = prepare_node_data(data, config, self_loops=False)
+    # Sampling runs on the graph without self-loops (each sampled subgraph
+    # gets its own: a sampled neighbourhood need not contain the node);
+    # full-graph passes take the graph with them.
+    data = prepare_node_data(data, {**config, "self_loops": False})
     masks = node_splits(data, split)
-    full = _with_self_loops(data, config)
+    full = data
+    if config["self_loops"]:
+        full = _add_self_loops(data.clone())
     delta = _delta([full.edge_index], [data.num_nodes])
     device, precision = run_setup(config)
     model = build_model("node", config["model"], data.num_features,
@@ -186,10 +187,8 @@ def node_recipe(data: Data, num_classes: int, config: Dict[str, Any],
     return Recipe(model, optimizer, train_epoch, evaluate)
 
 
-def _with_self_loops(data: Data, config: Dict[str, Any]) -> Data:
-    if not config["self_loops"]:
-        return data
-    data = data.clone()
+def _add_self_loops(data: Data) -> Data:
+    """Adds ``data``'s missing self-loops (in place) and returns it."""
     data.edge_index, _ = add_remaining_self_loops(data.edge_index,
                                                   num_nodes=data.num_nodes)
     return data
