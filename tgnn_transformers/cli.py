@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -161,7 +162,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path in written:
             print(path)
         return 0
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    # Under torchrun only rank 0 reports (the others train quietly).
+    rank = os.environ.get("RANK", "0")
+    quiet = args.quiet or rank != "0"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # Every option is checked, with the model known, before data is loaded.
     try:
@@ -183,6 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DataSourceError, ResumeError, CheckpointError) as exc:
         print(f"tgnn: error: {exc}", file=sys.stderr)
         return 2
+    if rank != "0":
+        return 0
     test = metrics["test"]
     if test["mean"] is None:
         score = f"undefined ({test['reason']})"

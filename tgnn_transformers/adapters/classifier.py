@@ -104,15 +104,3 @@ class PretrainedClassifier(torch.nn.Module):
 
     def trainable_parameters(self) -> int:
         return count_trainable(self)
-
-
-def batches(sentences: List[List[str]], labels: List[int], size: int,
-            shuffle: bool = False):
-    """``(words, labels)`` batches of a split, in order or shuffled by the
-    global RNG."""
-    order = (torch.randperm(len(sentences)).tolist() if shuffle
-             else list(range(len(sentences))))
-    for start in range(0, len(order), size):
-        ids = order[start:start + size]
-        yield [sentences[i] for i in ids], torch.tensor([labels[i]
-                                                         for i in ids])

@@ -18,6 +18,8 @@ call into these (and only into what this module exports).
     check_edge_index_layout
     feature_dropout
     to_sparse_csr
+    leading_rows
+    select_rows
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
@@ -32,7 +34,7 @@ from .dropout import feature_dropout
 from .patterns import (PATTERNS, binary_partition_spans, complete_edge_index,
                        recognize_sequence_pattern, sequence_edge_index)
 from .softmax import edge_softmax
-from .sparse_ops import to_sparse_csr
+from .sparse_ops import leading_rows, select_rows, to_sparse_csr
 from .weights import attention_dropout, attention_weights
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "check_edge_index_layout",
     "feature_dropout",
     "to_sparse_csr",
+    "leading_rows",
+    "select_rows",
     "sequence_edge_index",
     "binary_partition_spans",
     "complete_edge_index",

@@ -69,6 +69,40 @@ def to_sparse_csr(x: Tensor) -> Tensor:
     return _without_csr_beta_warning(x.to_sparse_csr)
 
 
+def leading_rows(x: Tensor, n: int) -> Tensor:
+    """The first ``n`` rows of ``x``, dense or sparse CSR (which torch
+    cannot slice): the target features ``x_dst`` of a sampled block whose
+    targets come first."""
+    if x.layout != torch.sparse_csr:
+        return x[:n]
+    crow = x.crow_indices()[:n + 1]
+    end = int(crow[-1])
+    return _sparse_csr(crow, x.col_indices()[:end], x.values()[:end],
+                       (n, x.size(1)))
+
+
+def select_rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` for dense or sparse CSR ``x`` (torch has no
+    ``index_select`` for CSR): the features of a sampled subgraph's nodes,
+    gathered without a dense copy of the whole feature matrix."""
+    if x.layout != torch.sparse_csr:
+        return x[index]
+    crow, col, values = x.crow_indices(), x.col_indices(), x.values()
+    start, counts = crow[index], crow[index + 1] - crow[index]
+    new_crow = torch.zeros(index.numel() + 1, dtype=crow.dtype,
+                           device=crow.device)
+    torch.cumsum(counts, 0, out=new_crow[1:])
+    # position of every kept nonzero in the old arrays: its row's old start
+    # plus its offset within the row
+    total = int(new_crow[-1])
+    row = torch.repeat_interleave(torch.arange(index.numel(),
+                                               device=crow.device), counts,
+                                  output_size=total)
+    old = start[row] + torch.arange(total, device=crow.device) - new_crow[row]
+    return _sparse_csr(new_crow, col[old], values[old],
+                       (index.numel(), x.size(1)))
+
+
 #: edges per chunk for the primitives that must gather ``[chunk, H, C]``
 EDGE_CHUNK = 1 << 16
 

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch_geometric.nn import global_add_pool, global_mean_pool
 
 from ..adapters.classifier import PretrainedClassifier
-from ..functional import feature_dropout
+from ..functional import feature_dropout, leading_rows
 from ..nn import GraphTransformer
 from .registry import VARIANT_OPTIONS, ModelSpec, get_model, resolve_options
 
@@ -74,6 +74,32 @@ class ConvStack(torch.nn.Module):
             layers.append(x)
         return layers if return_layers else x
 
+    def forward_blocks(self, x: Tensor, blocks) -> Tensor:
+        """The outputs of the leading nodes of a sampled subgraph: layer
+        ``l`` runs on its block ``(edge_index, num_targets)`` as the
+        bipartite pair ``(x_src, x_dst)`` with ``x_dst`` the first
+        ``num_targets`` rows of ``x_src`` (see
+        :func:`~tgnn_transformers.train.sampling.sampled_blocks`), so each
+        layer computes only the nodes the next one reads.  Needs a model
+        whose convs take bipartite input (``ModelSpec.bipartite``)."""
+        if not self.spec.bipartite:
+            raise ValueError(f"model {self.spec.name!r} does not take "
+                             "bipartite (x_src, x_dst) input; run the whole "
+                             "subgraph with forward()")
+        if len(blocks) != len(self.convs):
+            raise ValueError(f"blocks: expected one per layer "
+                             f"({len(self.convs)}), got {len(blocks)}")
+        extra: Dict[str, Any] = {}
+        if "batch" in self.spec.forward_args:
+            extra["batch"] = None
+        for i, (conv, (edge_index, targets)) in enumerate(
+                zip(self.convs, blocks)):
+            x = feature_dropout(x, self.dropout, self.training)
+            x = conv((x, leading_rows(x, targets)), edge_index, **extra)
+            if i < len(self.convs) - 1:
+                x = F.elu(x)
+        return x
+
 
 class TransformerStack(torch.nn.Module):
     """Input projection -> pre-norm :class:`GraphTransformer` -> linear
@@ -130,9 +156,24 @@ class NodeClassifier(torch.nn.Module):
         self.encoder = build_encoder(model, in_channels, num_classes,
                                      **options)
 
+    @property
+    def takes_blocks(self) -> bool:
+        """Whether ``forward`` takes sampled ``blocks`` (a conv stack of a
+        model whose convs take bipartite input)."""
+        return isinstance(self.encoder, ConvStack) and \
+            self.encoder.spec.bipartite
+
     def forward(self, x: Tensor, edge_index: Tensor,
                 edge_attr: Optional[Tensor] = None,
-                batch: Optional[Tensor] = None) -> Tensor:
+                batch: Optional[Tensor] = None, *,
+                blocks=None) -> Tensor:
+        """Logits of every node; with ``blocks`` (a sampled mini-batch cut
+        per layer by
+        :func:`~tgnn_transformers.train.sampling.sampled_blocks`, which
+        then replaces ``edge_index``) the logits of the leading nodes, each
+        layer computed only where the next one reads."""
+        if blocks is not None:
+            return self.encoder.forward_blocks(x, blocks)
         return self.encoder(x, edge_index, edge_attr, batch)
 
 

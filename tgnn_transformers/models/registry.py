@@ -271,6 +271,9 @@ class ModelSpec:
     """which of ``edge_attr``, ``batch`` the layer's forward takes"""
     sparse_features: bool = True
     """accepts sparse CSR input features (projects before aggregating)"""
+    bipartite: bool = True
+    """its convs take ``(x_src, x_dst)`` pairs, so sampled mini-batches run
+    layer by layer on bipartite blocks"""
     multi_head: bool = True
     compared_on: Tuple[str, ...] = ("node", "graph")
     """tasks on which the accuracy report runs it (a baseline is run where
@@ -469,7 +472,8 @@ MODELS: Dict[str, ModelSpec] = _specs(
                "attention_dropout", "edge_dim", "attention",
                "ffn_multiplier", "norm"), None, _OURS),
     ModelSpec("gcn", GCNConv, "graph convolution (Kipf & Welling)",
-              "baseline", SHARED, _single(GCNConv), multi_head=False),
+              "baseline", SHARED, _single(GCNConv), multi_head=False,
+              bipartite=False),
     ModelSpec("gat", GATConv, "graph attention (Velickovic et al.)",
               "baseline", MULTI_HEAD + ("attention_dropout", "edge_dim"),
               _gat, ("edge_attr", )),

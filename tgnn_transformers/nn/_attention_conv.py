@@ -24,10 +24,11 @@ from torch_geometric.utils import (is_sparse, to_torch_coo_tensor,
                                    to_torch_csr_tensor)
 from torch_geometric.utils.sparse import set_sparse_value
 
-from ..functional import (BACKENDS, EdgeAttention, adjacency_size,
-                          adjacency_to_edge_index, attention_aggregate,
-                          attention_dropout, attention_weights,
-                          check_edge_index_layout, edge_attention,
+from ..functional import (BACKENDS, SCORE_NORMALIZATIONS, EdgeAttention,
+                          adjacency_size, adjacency_to_edge_index,
+                          attention_aggregate, attention_dropout,
+                          attention_weights, check_edge_index_layout,
+                          check_sparsify_options, edge_attention,
                           sparsifies, sparsify_attention)
 
 ChannelSpec = Union[int, Tuple[int, int]]
@@ -75,6 +76,22 @@ _PROPAGATION_HOOKS = (
     "_aggregate_forward_pre_hooks",
     "_aggregate_forward_hooks",
 )
+
+
+
+def check_graph_aware_options(normalization: str, value_proj: bool,
+                              threshold, top_k, threshold_mode: str,
+                              top_k_fraction) -> None:
+    """The score and sparsification options GIN- and PNA-Attention share,
+    checked with messages naming the argument, what it accepts and what
+    came."""
+    if normalization not in SCORE_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of "
+                         f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}, "
+                         f"got {normalization!r}")
+    if not isinstance(value_proj, bool):
+        raise TypeError(f"value_proj must be a bool, got {value_proj!r}")
+    check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)
 
 
 class Attended(NamedTuple):

@@ -8,8 +8,8 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
-from ..functional import SCORE_NORMALIZATIONS, check_sparsify_options
-from ._attention_conv import AttentionConvBase, Attended
+from ._attention_conv import (AttentionConvBase, Attended,
+                              check_graph_aware_options)
 from .headwise import HeadwiseMLP, mlp_hidden_width
 
 #: The GIN update of the target's own value: ``(1 + eps) v_i`` (GIN's, the
@@ -133,19 +133,12 @@ class GINAttentionConv(AttentionConvBase):
         if mlp_multiplier <= 0:
             raise ValueError(f"mlp_multiplier must be > 0, got "
                              f"{mlp_multiplier}")
-        if normalization not in SCORE_NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of "
-                             f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}"
-                             f", got {normalization!r}")
         if gin_form not in GIN_FORMS:
             raise ValueError(f"gin_form must be one of "
                              f"{', '.join(map(repr, GIN_FORMS))}, got "
                              f"{gin_form!r}")
-        if not isinstance(value_proj, bool):
-            raise TypeError(f"value_proj must be a bool, got "
-                            f"{value_proj!r}")
-        check_sparsify_options(threshold, top_k, threshold_mode,
-                               top_k_fraction)
+        check_graph_aware_options(normalization, value_proj, threshold,
+                                  top_k, threshold_mode, top_k_fraction)
         self.initial_eps = eps
         self.mlp_multiplier = mlp_multiplier
         self.normalization = normalization

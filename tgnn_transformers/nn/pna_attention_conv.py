@@ -6,9 +6,9 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
-from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS,
-                          check_sparsify_options, in_degree)
-from ._attention_conv import AttentionConvBase, Attended
+from ..functional import REDUCTIONS, in_degree
+from ._attention_conv import (AttentionConvBase, Attended,
+                              check_graph_aware_options)
 from .headwise import HeadwiseLinear, HeadwiseMLP, mlp_hidden_width
 
 SCALERS = ("identity", "amplification", "attenuation")
@@ -143,19 +143,12 @@ class PNAAttentionConv(AttentionConvBase):
         super().__init__(*args, **kwargs)
         heads, out_channels = self.heads, self.out_channels
         aggregators, scalers = tuple(aggregators), tuple(scalers)
-        if normalization not in SCORE_NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of "
-                             f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}"
-                             f", got {normalization!r}")
         if isinstance(mixer_multiplier, bool) or not isinstance(
                 mixer_multiplier, (int, float)) or mixer_multiplier <= 0:
             raise ValueError(f"mixer_multiplier must be a number > 0, got "
                              f"{mixer_multiplier!r}")
-        if not isinstance(value_proj, bool):
-            raise TypeError(f"value_proj must be a bool, got "
-                            f"{value_proj!r}")
-        check_sparsify_options(threshold, top_k, threshold_mode,
-                               top_k_fraction)
+        check_graph_aware_options(normalization, value_proj, threshold,
+                                  top_k, threshold_mode, top_k_fraction)
         self.normalization = normalization
         self.threshold, self.top_k = threshold, top_k
         self.threshold_mode = threshold_mode

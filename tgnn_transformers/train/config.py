@@ -33,8 +33,13 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            range=Range(0)),
     Option("folds", int, 10, "cross-validation folds (graph task)",
            range=Range(2)),
-    Option("batch_size", int, 32, "graphs per batch (graph and text tasks)",
+    Option("batch_size", int, 32, "graphs (graph task), sentences (text "
+           "tasks) or seed nodes (node task with --num-neighbors) per batch",
            range=AT_LEAST_ONE),
+    Option("num_neighbors", int, None, "node task: train on neighbour-"
+           "sampled mini-batches (PyG NeighborLoader) with this many "
+           "neighbours per layer (one value for every layer; -1: all)",
+           many=True, range=Range(-1)),
     Option("self_loops", bool, True, "add the missing self-loops"),
     Option("normalize_features", bool, False,
            "row-normalise node features (node task)"),
@@ -81,7 +86,8 @@ _COMMON = ("epochs", "patience", "lr", "weight_decay", "seeds", "self_loops",
            "checkpoint_every", "device", "precision")
 #: Which recipe options each task takes.
 TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
-    "node": _COMMON + ("normalize_features", "sparse_features"),
+    "node": _COMMON + ("normalize_features", "sparse_features",
+                       "batch_size", "num_neighbors"),
     "graph": _COMMON + ("folds", "batch_size", "edge_features"),
     "link": _COMMON + ("val_ratio", "test_ratio"),
     "text": tuple(o for o in _COMMON if o != "self_loops") + (
@@ -193,6 +199,8 @@ def resolve_config(task: str, dataset: str, model: str,
     config = {k: list(v) if isinstance(v, tuple) else v
               for k, v in config.items()}  # JSON-friendly
     config.update(task=task, dataset=dataset, model=model)
+    if task == "node":
+        _check_node_batches(config, origin)
     if preset is not None:
         config["preset"] = preset
     if "device" in config:
@@ -201,6 +209,33 @@ def resolve_config(task: str, dataset: str, model: str,
         from .device import Precision, resolve_device
         Precision(config["precision"], resolve_device(config["device"]))
     return config
+
+
+def _check_node_batches(config: Dict[str, Any],
+                        origin: Dict[str, Tuple[str, bool]]) -> None:
+    """Node-task mini-batches: ``num_neighbors`` has one value or one per
+    layer, none of them 0; ``batch_size`` without it is an error rather
+    than silently ignored (full-batch runs record ``batch_size: null``)."""
+    hops = config["num_neighbors"]
+    if hops is None:
+        where, strict = origin.get("batch_size", ("", False))
+        if strict:
+            raise ValueError(f"{where}: batch_size on the node task sets "
+                             "the seed nodes of neighbour-sampled mini-"
+                             "batches and needs num_neighbors too (e.g. "
+                             "--num-neighbors 15 10; -1 takes all "
+                             "neighbours)")
+        config["batch_size"] = None
+        return
+    layers = config.get("num_layers")
+    if len(hops) != 1 and layers is not None and len(hops) != layers:
+        raise ValueError(f"num_neighbors needs one value or one per layer "
+                         f"({layers} for num_layers={layers}), got "
+                         f"{len(hops)}: {list(hops)}")
+    if 0 in hops:
+        raise ValueError(f"num_neighbors: 0 neighbours leaves a layer "
+                         f"without messages; expected -1 (all) or a "
+                         f"positive count, got {list(hops)}")
 
 
 def model_options(config: Dict[str, Any], **derived) -> Dict[str, Any]:

@@ -20,11 +20,14 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(spec: Optional[str] = "auto") -> torch.device:
-    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device; a
-    clear ``ValueError`` when CUDA is asked for and absent."""
+    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device (under
+    ``torchrun``, ``auto`` and ``cuda`` mean this process's GPU); a clear
+    ``ValueError`` when CUDA is asked for and absent."""
+    from .distributed import local_device
     spec = "auto" if spec is None else str(spec).strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return local_device(torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu"))
     if spec == "cpu":
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
@@ -40,7 +43,7 @@ def resolve_device(spec: Optional[str] = "auto") -> torch.device:
         if index and int(index) >= torch.cuda.device_count():
             raise ValueError(f"--device {spec}: only "
                              f"{torch.cuda.device_count()} CUDA device(s)")
-        return torch.device(spec)
+        return local_device(torch.device(spec))
     raise ValueError(f"--device {spec!r}: expected {DEVICES_HELP}")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from . import distributed
 from .io import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("tgnn_transformers.train")
@@ -134,8 +135,13 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
     start, history = 1, []
     best = {"val": -float("inf"), "val_loss": float("inf"), "epoch": 0,
             "test": float("nan")}
-    if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
+    state = None
+    if resume and checkpoint is not None:
+        # Rank 0 reads; every rank continues from what it read.
+        state = distributed.broadcast(
+            load_checkpoint(checkpoint)
+            if distributed.is_main() and checkpoint.exists() else None)
+    if state is not None:
         recipe.model.load_state_dict(state["model"])
         recipe.optimizer.load_state_dict(state["optimizer"])
         if recipe.scheduler is not None:
@@ -160,8 +166,8 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
                 best = {"val": scores["val"], "val_loss": scores["val_loss"],
                         "epoch": epoch, "test": scores["test"]}
             progress.update(epoch, row)
-            if checkpoint is not None and (epoch % checkpoint_every == 0
-                                           or epoch == epochs):
+            if checkpoint is not None and distributed.is_main() and (
+                    epoch % checkpoint_every == 0 or epoch == epochs):
                 save_checkpoint({"model": recipe.model.state_dict(),
                                  "optimizer": recipe.optimizer.state_dict(),
                                  "scheduler": (None if recipe.scheduler is

@@ -11,12 +11,15 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.utils import add_remaining_self_loops, negative_sampling
 
-from ..functional import to_sparse_csr
+from ..functional import select_rows, to_sparse_csr
 from ..models import build_model, get_model
 from ..nn import average_log_degree, degree_histogram
+from . import distributed
 from .config import model_options
 from .device import run_setup
+from .distributed import ShardSampler
 from .loop import Recipe
+from .sampling import neighbor_loader, sampled_blocks
 
 
 def _delta(edge_indices, num_nodes) -> float:
@@ -28,10 +31,34 @@ def _optimizer(model, config):
                             weight_decay=config["weight_decay"])
 
 
-def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    if y.numel() == 0:
-        return float("nan")
-    return float((logits.argmax(-1) == y).float().mean())
+class Tally:
+    """Summed loss, correct predictions and count of one split on this
+    rank; :func:`reduce_tallies` sums them over all ranks."""
+
+    def __init__(self):
+        self.loss, self.correct, self.count = 0.0, 0, 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor,
+            loss_sum: Optional[float] = None) -> None:
+        if loss_sum is None:
+            loss_sum = float(F.cross_entropy(logits, y, reduction="sum"))
+        self.loss += loss_sum
+        self.correct += int((logits.argmax(-1) == y).sum())
+        self.count += y.numel()
+
+
+def reduce_tallies(*tallies: Tally) -> List[Tuple[float, float]]:
+    """``(accuracy, mean loss)`` of each tally over all ranks (one
+    all-reduce); NaN for a split without items."""
+    sums = distributed.sum_across_ranks(*(v for t in tallies for v in (
+        t.loss, t.correct, t.count)))
+    results = []
+    for loss, correct, count in zip(sums[0::3], sums[1::3], sums[2::3]):
+        if count == 0:
+            results.append((float("nan"), float("nan")))
+        else:
+            results.append((correct / count, loss / count))
+    return results
 
 
 # --------------------------------------------------------------------------
@@ -39,13 +66,14 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------
 
 def prepare_node_data(data: Data, config: Dict[str, Any]) -> Data:
+    """Normalised features, self-loops, flat labels and (where it pays)
+    sparse features, as ``config`` asks."""
     data = data.clone()
+    if config["self_loops"]:
+        _add_self_loops(data)
     if config["normalize_features"]:
         # Row-normalised bag-of-words features, as in the GAT/GCN papers.
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp(min=1e-12)
-    if config["self_loops"]:
-        data.edge_index, _ = add_remaining_self_loops(data.edge_index,
-                                                      num_nodes=data.num_nodes)
     data.y = data.y.view(-1)
     if config["sparse_features"]:
         data.x = _maybe_sparse(data.x, config["model"])
@@ -95,43 +123,131 @@ def node_splits(data: Data, split: int = 0) -> Tuple[torch.Tensor, ...]:
 
 
 def node_recipe(data: Data, num_classes: int, config: Dict[str, Any],
-              split: int = 0) -> Recipe:
-    data = prepare_node_data(data, config)
-    train, val, test = node_splits(data, split)
-    delta = _delta([data.edge_index], [data.num_nodes])
+                split: int = 0) -> Recipe:
+    """Node classification, full-batch or (with ``num_neighbors``) on
+    neighbour-sampled mini-batches of ``batch_size`` seed nodes.  Under
+    ``torchrun`` each rank trains on its shard of the training nodes;
+    evaluation runs the whole graph (full neighbourhoods) and sums the
+    metrics of each rank's shard of the evaluated nodes."""
+    minibatch = config.get("num_neighbors") is not None
+    # Sampling runs on the graph without self-loops (each sampled subgraph
+    # gets its own: a sampled neighbourhood need not contain the node);
+    # full-graph passes take the graph with them.
+    data = prepare_node_data(data, {**config, "self_loops": False})
+    masks = node_splits(data, split)
+    full = data
+    if config["self_loops"]:
+        full = _add_self_loops(data.clone())
+    delta = _delta([full.edge_index], [data.num_nodes])
     device, precision = run_setup(config)
     model = build_model("node", config["model"], data.num_features,
-                        num_classes, **model_options(config, delta=delta))
-    model = model.to(device)
+                        num_classes,
+                        **model_options(config, delta=delta)).to(device)
+    net = distributed.wrap(model)
     optimizer = _optimizer(model, config)
-    if precision.dtype is not None and data.x.layout != torch.strided:
+    if precision.dtype is not None and full.x.layout != torch.strided:
         # torch has no low-precision sparse CSR matmul for the first
         # projection under autocast: mixed precision takes dense features.
-        data.x = data.x.to_dense()
-    data = data.to(device)  # once, with the masks
-    train, val, test = (m.to(device) for m in (train, val, test))
+        full.x = full.x.to_dense()
+    full = full.to(device)  # once
+    # Each rank evaluates (and, full-batch, trains on) its shard of nodes.
+    shards = [mask.nonzero().view(-1) for mask in masks]
+    shards = [idx[ShardSampler(idx.numel(), shuffle=False).indices()]
+              .to(device) for idx in shards]
 
-    def train_epoch() -> float:
-        model.train()
-        optimizer.zero_grad()
-        with precision.autocast():
-            out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[train].float(), data.y[train])
-        precision.step(loss, optimizer)
-        return loss.item()
+    if minibatch:
+        train_epoch = _sampled_node_epoch(net, optimizer, precision, data,
+                                          masks[0], config, device)
+    else:
+        def train_epoch() -> float:
+            net.train()
+            optimizer.zero_grad()
+            with precision.autocast():
+                out = net(full.x, full.edge_index)
+            loss = F.cross_entropy(out[shards[0]].float(),
+                                   full.y[shards[0]])
+            precision.step(loss, optimizer)
+            return loss.item()
 
     @torch.no_grad()
     def evaluate() -> Dict[str, float]:
         model.eval()
         with precision.autocast():
-            out = model(data.x, data.edge_index)
+            out = model(full.x, full.edge_index)
         out = out.float()
-        return {"val_loss": float(F.cross_entropy(out[val], data.y[val])),
-                "train": _accuracy(out[train], data.y[train]),
-                "val": _accuracy(out[val], data.y[val]),
-                "test": _accuracy(out[test], data.y[test])}
+        tallies = []
+        for idx in shards:
+            tally = Tally()
+            tally.add(out[idx], full.y[idx])
+            tallies.append(tally)
+        (train, _), (val, val_loss), (test, _) = reduce_tallies(*tallies)
+        return {"val_loss": val_loss, "train": train, "val": val,
+                "test": test}
 
     return Recipe(model, optimizer, train_epoch, evaluate)
+
+
+def _add_self_loops(data: Data) -> Data:
+    """Adds ``data``'s missing self-loops (in place) and returns it."""
+    data.edge_index, _ = add_remaining_self_loops(data.edge_index,
+                                                  num_nodes=data.num_nodes)
+    return data
+
+
+def neighbor_hops(config: Dict[str, Any]) -> List[int]:
+    """``num_neighbors`` with one entry per layer (a single value applies to
+    every layer; -1 takes all neighbours)."""
+    hops = list(config["num_neighbors"])
+    if len(hops) == 1 and "num_layers" in config:
+        return hops * config["num_layers"]
+    return hops
+
+
+def _sampled_node_epoch(net, optimizer, precision, data: Data,
+                        train_mask: torch.Tensor, config: Dict[str, Any],
+                        device: torch.device):
+    """One epoch over PyG ``NeighborLoader`` mini-batches of this rank's
+    training nodes (seed nodes first in each sampled subgraph; the loss is
+    taken on them).  Models whose convs take bipartite input run layer by
+    layer on the subgraph's blocks (:func:`sampled_blocks`); the others run
+    the whole subgraph."""
+    train_idx = train_mask.nonzero().view(-1)
+    # The loader samples the structure only; features are gathered per
+    # batch from the (possibly sparse CSR) matrix, never densified whole.
+    loader = neighbor_loader(
+        Data(edge_index=data.edge_index, y=data.y, num_nodes=data.num_nodes),
+        neighbor_hops(config), train_idx, config["batch_size"],
+        ShardSampler(train_idx.numel(), shuffle=True))
+    features = data.x
+    if precision.dtype is not None and features.layout != torch.strided:
+        features = features.to_dense()  # no low-precision CSR matmul
+    model = getattr(net, "module", net)
+    layers = len(neighbor_hops(config))
+    use_blocks = model.takes_blocks and layers == len(model.encoder.convs)
+
+    def train_epoch() -> float:
+        net.train()
+        tally = Tally()
+        for batch in loader:
+            seeds = batch.batch_size
+            x = select_rows(features, batch.n_id).to(device)
+            edge_index = batch.edge_index.to(device)
+            y = batch.y[:seeds].to(device)
+            blocks = sampled_blocks(edge_index, batch.num_nodes, seeds,
+                                    layers, config["self_loops"]) \
+                if use_blocks else None
+            if blocks is None and config["self_loops"]:
+                edge_index, _ = add_remaining_self_loops(
+                    edge_index, num_nodes=batch.num_nodes)
+            optimizer.zero_grad()
+            with precision.autocast():
+                out = net(x, edge_index, blocks=blocks)[:seeds]
+            loss = F.cross_entropy(out.float(), y)
+            precision.step(loss, optimizer)
+            tally.add(out.detach().float(), y, loss.item() * y.numel())
+        return reduce_tallies(tally)[0][1]
+
+    return train_epoch
 
 
 # --------------------------------------------------------------------------
@@ -207,20 +323,18 @@ def graph_recipe(dataset, config: Dict[str, Any], fold: int,
     graphs = [g.to(device) for g in graphs]  # once; batches form there
     subset = lambda idx: [graphs[i] for i in idx]  # noqa: E731
     bs = config["batch_size"]
-    loaders = {
-        "train": DataLoader(subset(train_idx), batch_size=bs, shuffle=True),
-        "val": DataLoader(subset(val_idx), batch_size=256),
-        "test": DataLoader(subset(test_idx), batch_size=256),
-    }
+    loaders = {"train": shard_loader(subset(train_idx), bs, train=True),
+               "val": shard_loader(subset(val_idx), 256),
+               "test": shard_loader(subset(test_idx), 256)}
     model = build_model("graph", config["model"], graphs[0].num_features,
                         int(labels.max()) + 1,
                         **model_options(config, delta=delta,
                                         edge_dim=edge_dim)).to(device)
 
-    def forward(batch):
+    def forward(module, batch):
         with precision.autocast():
-            out = model(batch.x, batch.edge_index, batch.edge_attr,
-                        batch.batch)
+            out = module(batch.x, batch.edge_index, batch.edge_attr,
+                         batch.batch)
         return out.float(), batch.y
 
     return minibatch_recipe(model, _optimizer(model, config), precision,
@@ -397,24 +511,20 @@ def text_recipe(splits, config: Dict[str, Any]) -> Recipe:
     train = graphs["train"]
     delta = _delta([train._data.edge_index],
                    [int(train._data.num_nodes or train._data.x.size(0))])
-    # Shuffled by the global RNG, which checkpoints save and restore, so a
-    # resumed run sees the batches an uninterrupted one sees.
-    loaders = {
-        "train": DataLoader(train, batch_size=config["batch_size"],
-                            shuffle=True),
-        "val": DataLoader(graphs["val"], batch_size=256),
-        "test": DataLoader(graphs["test"], batch_size=256),
-    }
+    loaders = {"train": shard_loader(train, config["batch_size"],
+                                     train=True),
+               "val": shard_loader(graphs["val"], 256),
+               "test": shard_loader(graphs["test"], 256)}
     device, precision = run_setup(config)
     model = build_model("text", config["model"], len(vocab),
                         splits.num_classes,
                         **model_options(config, delta=delta)).to(device)
 
-    def forward(batch):
+    def forward(module, batch):
         # (sentence batches are collated on the CPU, then moved)
         batch = batch.to(device, non_blocking=True)
         with precision.autocast():
-            out = model(batch.x, batch.edge_index, batch.batch,
+            out = module(batch.x, batch.edge_index, batch.batch,
                         batch.position, batch.virtual)
         return out.float(), batch.y
 
@@ -434,52 +544,60 @@ def scheduled_optimizer(model: torch.nn.Module, config: Dict[str, Any],
     return optimizer, scheduler
 
 
+def shard_loader(dataset, batch_size: int, train: bool = False):
+    """A PyG ``DataLoader`` over this rank's shard of ``dataset``: for
+    training shuffled anew every pass by the global RNG (which checkpoints
+    save and restore, so a resumed run sees the batches an uninterrupted
+    one sees), for evaluation in order (see
+    :class:`~tgnn_transformers.train.distributed.ShardSampler`)."""
+    return DataLoader(dataset, batch_size=batch_size,
+                      sampler=ShardSampler(len(dataset), shuffle=train))
+
+
 def minibatch_recipe(model: torch.nn.Module, optimizer, precision,
                      loaders: Dict[str, Any], forward, *, scheduler=None,
                      label_smoothing: float = 0.0,
                      clip_grad: float = 0.0) -> Recipe:
     """Classification over mini-batches (graph, text and finetune tasks):
     ``loaders`` maps ``train``/``val``/``test`` to re-iterable batch
-    sources, ``forward(batch) -> (logits, labels)``; the scheduler is
-    stepped per batch.  Training accuracy is counted during the epoch (in
-    training mode) rather than by a second pass over the training data,
-    which cost a quarter of the run time on PROTEINS."""
+    sources of this rank's shard, ``forward(module, batch) -> (logits,
+    labels)``; training runs through the data-parallel wrapper, evaluation
+    through ``model`` itself, and the counts are summed over the ranks.
+    The scheduler is stepped per batch.  Training accuracy is counted
+    during the epoch (in training mode) rather than by a second pass over
+    the training data, which cost a quarter of the run time on PROTEINS."""
     train_accuracy = float("nan")
     trainable = [p for p in model.parameters() if p.requires_grad]
+    net = distributed.wrap(model)
 
     def train_epoch() -> float:
         nonlocal train_accuracy
-        model.train()
-        total_loss, correct, count = 0.0, 0, 0
+        net.train()
+        tally = Tally()
         for batch in loaders["train"]:
             optimizer.zero_grad()
-            out, y = forward(batch)
+            out, y = forward(net, batch)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
             precision.step(loss, optimizer, clip_grad=clip_grad,
                            parameters=trainable)
             if scheduler is not None:
                 scheduler.step()
-            total_loss += loss.item() * y.numel()
-            correct += int((out.argmax(-1) == y).sum())
-            count += y.numel()
-        train_accuracy = correct / max(count, 1)
-        return total_loss / max(count, 1)
+            tally.add(out.detach(), y, loss.item() * y.numel())
+        train_accuracy, loss = reduce_tallies(tally)[0]
+        return loss
 
     @torch.no_grad()
-    def run(loader) -> Tuple[float, float]:
-        model.eval()
-        correct, loss, count = 0, 0.0, 0
-        for batch in loader:
-            out, y = forward(batch)
-            loss += float(F.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(-1) == y).sum())
-            count += y.numel()
-        return correct / max(count, 1), loss / max(count, 1)
-
     def evaluate() -> Dict[str, float]:
-        val_acc, val_loss = run(loaders["val"])
-        return {"val_loss": val_loss, "train": train_accuracy,
-                "val": val_acc, "test": run(loaders["test"])[0]}
+        model.eval()
+        tallies = []
+        for name in ("val", "test"):
+            tally = Tally()
+            for batch in loaders[name]:
+                tally.add(*forward(model, batch))
+            tallies.append(tally)
+        (val, val_loss), (test, _) = reduce_tallies(*tallies)
+        return {"val_loss": val_loss, "train": train_accuracy, "val": val,
+                "test": test}
 
     return Recipe(model, optimizer, train_epoch, evaluate,
                   scheduler=scheduler)
@@ -495,23 +613,25 @@ def _text_minibatch_recipe(model, config, precision, loaders, forward):
 
 
 class _SentenceBatches:
-    """Re-iterable tokenized mini-batches of one split (with ``shuffle``,
-    in a new order each pass, drawn from the global RNG that checkpoints
-    restore)."""
+    """Re-iterable tokenized mini-batches of this rank's shard of one split
+    (with ``shuffle``, in a new order each pass; see
+    :class:`~tgnn_transformers.train.distributed.ShardSampler`)."""
 
     def __init__(self, model, sentences, labels, size: int,
                  max_length: int, shuffle: bool = False):
         self.model, self.sentences, self.labels = model, sentences, labels
         self.size, self.max_length = size, max_length
-        self.shuffle = shuffle
+        self.sampler = ShardSampler(len(sentences), shuffle)
 
     def __len__(self) -> int:
-        return -(-len(self.sentences) // self.size)
+        return -(-len(self.sampler) // self.size)
 
     def __iter__(self):
-        from ..adapters.classifier import batches
-        for words, labels in batches(self.sentences, self.labels,
-                                     self.size, self.shuffle):
+        order = self.sampler.indices().tolist()
+        for start in range(0, len(order), self.size):
+            ids = order[start:start + self.size]
+            words = [self.sentences[i] for i in ids]
+            labels = torch.tensor([self.labels[i] for i in ids])
             yield self.model.tokenize(words, self.max_length), labels
 
 
@@ -530,11 +650,11 @@ def finetune_recipe(splits, config: Dict[str, Any]) -> Recipe:
                                       length, shuffle=name == "train")
                for name in ("train", "val", "test")}
 
-    def forward(batch):
+    def forward(module, batch):
         tokens, labels = batch
         tokens = {k: v.to(device) for k, v in tokens.items()}
         with precision.autocast():
-            out = model(**tokens)
+            out = module(**tokens)
         return out.float(), labels.to(device)
 
     return _text_minibatch_recipe(model, config, precision, loaders,

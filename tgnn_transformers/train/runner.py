@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from ..data import load_dataset
+from . import distributed
 from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
                  write_json)
 from .device import device_info, resolve_device
@@ -47,7 +48,7 @@ def environment() -> Dict[str, Any]:
             "torch_geometric": torch_geometric.__version__,
             "tgnn_transformers": tgnn_transformers.__version__,
             "platform": platform.platform(), "cpus": torch.get_num_threads(),
-            **extras}
+            **distributed.describe(), **extras}
 
 
 def _runs(config: Dict[str, Any]) -> List[Dict[str, int]]:
@@ -127,22 +128,52 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
                    ) -> Dict[str, Any]:
     """Trains every run (seed or fold) of ``config`` and writes the results
     into ``out``.  With ``resume``, finished runs are read back and an
-    interrupted run continues from its checkpoint."""
+    interrupted run continues from its checkpoint.
+
+    Under ``torchrun`` (``WORLD_SIZE`` above 1) every process calls this:
+    each trains on its shard of the data, and only rank 0 reads and writes
+    ``out`` (the others receive what it read).
+    """
     out = Path(out)
     record = {"config": config, "tgnn_transformers": _version()}
+    # A missing GPU is an error before any data is loaded.
+    device = resolve_device(config.get("device", "auto"))
+    if distributed.env_world_size() > 1 and config["task"] == "link":
+        raise ValueError("the link task trains full-batch in one process; "
+                         "run it without torchrun (WORLD_SIZE="
+                         f"{distributed.env_world_size()})")
+    created = distributed.setup(device)
+    main = distributed.is_main()
     if resume:
-        check_resumable(out, record)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(record, out / RUN_FILE)
+        problem = None
+        if main:
+            try:
+                check_resumable(out, record)
+            except ResumeError as exc:
+                problem = str(exc)
+        problem = distributed.broadcast(problem)
+        if problem is not None:
+            raise ResumeError(problem)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(record, out / RUN_FILE)
     try:
-        metrics = _run_all(config, out, resume, quiet, root, mirror,
-                           on_epoch_end)
+        metrics = _run_all(config, out, device, resume, quiet or not main,
+                           root, mirror, on_epoch_end)
     except Exception as exc:
-        # A failed run leaves its reason, not an empty folder.
-        write_json({"error": type(exc).__name__, "message": str(exc),
-                    "traceback": traceback.format_exc()}, out / ERROR_FILE)
+        if main:
+            # A failed run leaves its reason, not an empty folder.
+            write_json({"error": type(exc).__name__, "message": str(exc),
+                        "traceback": traceback.format_exc()},
+                       out / ERROR_FILE)
+        # No teardown on failure: other ranks may still wait in a
+        # collective, and destroying the group under them can block; the
+        # process exits and torchrun stops the rest.
         raise
-    (out / ERROR_FILE).unlink(missing_ok=True)
+    if main:
+        (out / ERROR_FILE).unlink(missing_ok=True)
+    if created:
+        distributed.teardown()
     return metrics
 
 
@@ -176,23 +207,28 @@ def check_resumable(out: Path, record: Dict[str, Any]) -> None:
                           "recorded settings or use a new --out")
 
 
-def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
+def _run_all(config, out, device, resume, quiet, root, mirror,
+             on_epoch_end):
     ckpt_dir = out / "checkpoints"
     started = time.time()
-    # A missing GPU is an error before any data is loaded.
-    device = resolve_device(config.get("device", "auto"))
+    main = distributed.is_main()
     if config["task"] in ("text", "finetune"):
         from ..data import load_text_splits
-        dataset = load_text_splits(config["dataset"], root=root,
-                                   mirror=mirror)
+        load = lambda: load_text_splits(config["dataset"],  # noqa: E731
+                                        root=root, mirror=mirror)
     else:
-        dataset = load_dataset(config["dataset"], root=root, mirror=mirror)
+        load = lambda: load_dataset(config["dataset"],  # noqa: E731
+                                    root=root, mirror=mirror)
+    dataset = distributed.in_turn(load)
     results, history = [], []
     for run in _runs(config):
         name = _run_name(run)
         done = ckpt_dir / f"{name}.done.pt"
-        if resume and done.exists():
-            state = load_checkpoint(done)
+        state = None
+        if resume:
+            state = distributed.broadcast(
+                load_checkpoint(done) if main and done.exists() else None)
+        if state is not None:
             log.info("%s already finished, reading its result", name)
         else:
             seed_everything(run["seed"] * 1000 + run.get("fold", 0))
@@ -215,7 +251,8 @@ def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
                          p.numel() for p in recipe.model.parameters()
                          if p.requires_grad),
                      "seconds": time.time() - t0}
-            save_checkpoint(state, done)
+            if main:
+                save_checkpoint(state, done)
             if not quiet:
                 log.info("%s: best epoch %d, val %.4f, test %.4f, %d "
                          "trainable parameters", name, state["best_epoch"],
@@ -234,7 +271,8 @@ def _run_all(config, out, resume, quiet, root, mirror, on_epoch_end):
         "precision": config.get("precision", "fp32"),
         "wall_time_s": time.time() - started,
     }
-    write_json(metrics, out / "metrics.json")
-    write_csv(history, out / "history.csv")
-    plot_curves(history, out / "curves.png", metric)
+    if main:
+        write_json(metrics, out / "metrics.json")
+        write_csv(history, out / "history.csv")
+        plot_curves(history, out / "curves.png", metric)
     return metrics
