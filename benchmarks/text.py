@@ -35,16 +35,23 @@ from tgnn_transformers.train.recipes import text_graphs, text_recipe
 def accuracy(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    extra = _parse_set(args.set)
+    if args.pooling is not None:
+        extra["pooling"] = args.pooling
+    variant = ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
+    if args.preset is not None:
+        variant = ",".join(filter(None, [f"preset={args.preset}", variant]))
     for dataset in args.datasets:
         splits = load_text_splits(dataset)
         for model in args.models:
             for pattern in args.patterns:
                 for pos in args.pos:
                     for seed in args.seeds:
-                        overrides = {"pattern": pattern, "pos": pos,
-                                     "epochs": args.epochs}
+                        overrides = {**extra, "pattern": pattern,
+                                     "pos": pos, "epochs": args.epochs}
                         config = resolve_config("text", dataset, model,
-                                                overrides)
+                                                overrides,
+                                                preset=args.preset)
                         seed_everything(seed)
                         recipe = text_recipe(splits, config)
                         params = sum(p.numel() for p in
@@ -66,7 +73,8 @@ def accuracy(args) -> None:
                                 best = row
                         record = {
                             "dataset": dataset, "model": model,
-                            "pattern": pattern, "pos": pos, "seed": seed,
+                            "pattern": pattern, "pos": pos,
+                            "variant": variant, "seed": seed,
                             "params": params, "best_epoch": best["epoch"],
                             "val": best["val"], "test": best["test"],
                             "seconds_per_epoch": statistics.fmean(
@@ -77,6 +85,21 @@ def accuracy(args) -> None:
                             "config": config}
                         with open(out / "runs.jsonl", "a") as f:
                             f.write(json.dumps(record) + "\n")
+
+
+def _parse_set(items) -> dict:
+    """``--set KEY=VALUE`` options of the text task (values read as JSON
+    where they parse, as strings otherwise)."""
+    extra = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            extra[key] = json.loads(value)
+        except json.JSONDecodeError:
+            extra[key] = value
+    return extra
 
 
 def cost(args) -> None:
@@ -128,18 +151,26 @@ def report(args) -> None:
     out = Path(args.out)
     runs = [json.loads(line) for line in
             (out / "runs.jsonl").read_text().splitlines() if line.strip()]
-    groups = {}
+    # One configuration: data set, model, pattern, positions and the other
+    # options given (``variant``: pooling, preset, --set); a later run of the
+    # same configuration, epochs and seed replaces an earlier one.
+    latest = {}
     for r in runs:
-        key = (r["dataset"], r["model"], r["pattern"], r["pos"])
-        groups.setdefault(key, []).append(r)
-    lines = ["| data set | model | pattern | pos | test accuracy | seeds | "
-             "val accuracy | params | s / epoch | epochs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for (ds, model, pattern, pos), rs in sorted(groups.items()):
+        key = (r["dataset"], r["model"], r["pattern"], r["pos"],
+               r.get("variant", ""), len(r["history"]))
+        latest[key + (r["seed"],)] = r
+    groups = {}
+    for (*key, _), r in latest.items():
+        groups.setdefault(tuple(key), []).append(r)
+    lines = ["| data set | model | pattern | pos | options | test accuracy | "
+             "seeds | val accuracy | params | s / epoch | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, model, pattern, pos, variant, _), rs in sorted(groups.items()):
         t, ts = _mean_std(r["test"] for r in rs)
         v, vs = _mean_std(r["val"] for r in rs)
         lines.append(
-            f"| {ds} | {model} | {pattern} | {pos} | {100 * t:.1f} ± "
+            f"| {ds} | {model} | {pattern} | {pos} | {variant} | "
+            f"{100 * t:.1f} ± "
             f"{100 * ts:.1f} | {','.join(str(r['seed']) for r in rs)} | "
             f"{100 * v:.1f} ± {100 * vs:.1f} | {rs[0]['params']:,} | "
             f"{statistics.fmean(r['seconds_per_epoch'] for r in rs):.0f} | "
@@ -149,22 +180,24 @@ def report(args) -> None:
             "accuracy at the best validation epoch, mean ± std over seeds.",
             "", *lines, ""]
     # The first claim: train/val loss gap, GIN-Attention vs standard.
-    gap_rows = ["| data set | model | pattern | pos | seed | final train "
-                "loss | final val loss | gap (val - train) | min val loss |",
-                "|---|---|---|---|---|---|---|---|---|"]
-    for (ds, model, pattern, pos), rs in sorted(groups.items()):
+    gap_rows = ["| data set | model | pattern | pos | options | seed | final "
+                "train loss | final val loss | gap (val - train) | min val "
+                "loss |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, model, pattern, pos, variant, _), rs in sorted(groups.items()):
         gaps = [r["history"][-1]["val_loss"] - r["history"][-1]["train_loss"]
                 for r in rs]
         for r in sorted(rs, key=lambda r: r["seed"]):
             last = r["history"][-1]
             gap_rows.append(
-                f"| {ds} | {model} | {pattern} | {pos} | {r['seed']} | "
+                f"| {ds} | {model} | {pattern} | {pos} | {variant} | "
+                f"{r['seed']} | "
                 f"{last['train_loss']:.3f} "
                 f"| {last['val_loss']:.3f} | "
                 f"{last['val_loss'] - last['train_loss']:+.3f} | "
                 f"{min(h['val_loss'] for h in r['history']):.3f} |")
         g, gs = _mean_std(gaps)
-        gap_rows.append(f"| {ds} | {model} | {pattern} | {pos} | mean | | |"
+        gap_rows.append(f"| {ds} | {model} | {pattern} | {pos} | {variant} "
+                        f"| mean | | |"
                         f" **{g:+.3f} ± {gs:.3f}** | |")
     text += ["## Loss gap (GIN-Attention vs standard attention)", "",
              "Train loss is the mean over the epoch with label smoothing "
@@ -193,9 +226,19 @@ def _plot(groups, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    # the first claim's comparison: full graphs, sinusoidal positions
-    keys = sorted(k for k in groups if k[2] == "full" and
-                  k[3] == "sinusoidal" and k[1] in ("mha", "gin-attention"))
+    # the first claim's comparison, per data set: the configurations
+    # (pattern, pos, options) run with both mha and gin-attention, full
+    # graphs with sinusoidal positions and default options first
+    keys = []
+    for ds in sorted({k[0] for k in groups}):
+        shared = sorted({k[2:] for k in groups if k[0] == ds and
+                         k[1] == "mha"} & {k[2:] for k in groups if
+                                          k[0] == ds and
+                                          k[1] == "gin-attention"},
+                        key=lambda c: (c[:3] != ("full", "sinusoidal", ""),
+                                       c))
+        if shared:
+            keys += [(ds, m, *shared[0]) for m in ("mha", "gin-attention")]
     datasets = sorted({k[0] for k in keys})
     fig, grid = plt.subplots(len(datasets), 2, figsize=(11, 4 *
                                                          len(datasets)),
@@ -203,8 +246,11 @@ def _plot(groups, path: Path) -> None:
     colors = {"mha": "tab:blue", "gin-attention": "tab:red",
               "pna-attention": "tab:green"}
     for key in keys:
-        ds, model, pattern, pos = key
+        ds, model, pattern, pos, variant, _ = key
         axes = grid[datasets.index(ds)]
+        axes[0].set_title(f"{ds} ({pattern}, {pos}{', ' if variant else ''}"
+                          f"{variant}): train (solid) and validation "
+                          "(dashed) loss", fontsize=9)
         for r in groups[key]:
             ep = [h["epoch"] for h in r["history"]]
             c = colors.get(model, "gray")
@@ -217,8 +263,7 @@ def _plot(groups, path: Path) -> None:
                               for h in r["history"]], c=c, lw=0.8,
                          label=label)
     for ds, axes in zip(datasets, grid):
-        axes[0].set(xlabel="epoch", ylabel="loss", title=f"{ds}: train "
-                    "(solid) and validation (dashed) loss")
+        axes[0].set(xlabel="epoch", ylabel="loss")
         axes[1].set(xlabel="epoch", ylabel="val - train loss",
                     title=f"{ds}: gap")
         axes[1].axhline(0, c="k", lw=0.5)
@@ -239,6 +284,14 @@ def main() -> None:
     parser.add_argument("--pos", nargs="+", default=["sinusoidal", "rope"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--pooling", choices=("cls", "mean"), default=None,
+                        help="pooling of the text model (default: the "
+                        "packaged defaults')")
+    parser.add_argument("--preset", default=None,
+                        help="a model preset, e.g. 'paper'")
+    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                        help="further text-task options, e.g. hidden=128 "
+                        "window=3")
     parser.add_argument("--cost-sentences", type=int, default=640)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/text")
