@@ -180,24 +180,25 @@ def report(args) -> None:
             "accuracy at the best validation epoch, mean ± std over seeds.",
             "", *lines, ""]
     # The first claim: train/val loss gap, GIN-Attention vs standard.
-    gap_rows = ["| data set | model | pattern | pos | options | seed | final "
-                "train loss | final val loss | gap (val - train) | min val "
-                "loss |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (ds, model, pattern, pos, variant, _), rs in sorted(groups.items()):
+    gap_rows = ["| data set | model | pattern | pos | options | epochs | seed "
+                "| final train loss | final val loss | gap (val - train) | "
+                "min val loss |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, model, pattern, pos, variant, epochs), rs in sorted(
+            groups.items()):
         gaps = [r["history"][-1]["val_loss"] - r["history"][-1]["train_loss"]
                 for r in rs]
         for r in sorted(rs, key=lambda r: r["seed"]):
             last = r["history"][-1]
             gap_rows.append(
                 f"| {ds} | {model} | {pattern} | {pos} | {variant} | "
-                f"{r['seed']} | "
+                f"{epochs} | {r['seed']} | "
                 f"{last['train_loss']:.3f} "
                 f"| {last['val_loss']:.3f} | "
                 f"{last['val_loss'] - last['train_loss']:+.3f} | "
                 f"{min(h['val_loss'] for h in r['history']):.3f} |")
         g, gs = _mean_std(gaps)
         gap_rows.append(f"| {ds} | {model} | {pattern} | {pos} | {variant} "
-                        f"| mean | | |"
+                        f"| {epochs} | mean | | |"
                         f" **{g:+.3f} ± {gs:.3f}** | |")
     text += ["## Loss gap (GIN-Attention vs standard attention)", "",
              "Train loss is the mean over the epoch with label smoothing "
