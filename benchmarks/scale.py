@@ -83,7 +83,8 @@ def worker(spec) -> None:
             distributed.barrier()
             times.append(time.perf_counter() - t0)
         if distributed.is_main():
-            print("EPOCH_SECONDS", json.dumps(times))
+            print("EPOCH_SECONDS", json.dumps(times), flush=True)
+        del recipe  # its DDP wrapper must go before the process group
     finally:
         distributed.teardown()
 

@@ -81,7 +81,12 @@ def setup(device: torch.device) -> bool:
 
 
 def teardown() -> None:
+    """Leaves the process group.  Call it once no
+    :class:`DistributedDataParallel` wrapper is referenced: one destroyed
+    after its group hangs in gloo's shutdown."""
     if dist.is_initialized():
+        import gc
+        gc.collect()  # wrappers kept only by reference cycles go first
         dist.destroy_process_group()
 
 
