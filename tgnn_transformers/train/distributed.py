@@ -100,9 +100,11 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
     device = next(model.parameters()).device
     ids = [device] if device.type == "cuda" else None
-    # Some configurations leave parameters out of the loss (a frozen
-    # adapter's base, an unused edge projection); DDP must not wait for
-    # their gradients.
+    # Some configurations leave trainable parameters out of a step's loss
+    # (an edge projection on a batch without edge features); DDP must not
+    # wait for gradients that never come.  The price: one traversal of the
+    # autograd graph per step, and torch's one-time notice when none is
+    # unused.
     return DistributedDataParallel(model, device_ids=ids,
                                    find_unused_parameters=True)
 
