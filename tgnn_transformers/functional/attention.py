@@ -160,11 +160,10 @@ def sparsify_attention(alpha: Tensor, edge_index: Tensor, *,
     GIN-Attention code's modes, for target :math:`i` with in-degree
     :math:`d_i`:
 
-    * ``"shifted-relu"``: :math:`lpha \leftarrow \mathrm{relu}(lpha - t)`
-    * ``"binary"``: :math:`lpha \leftarrow \mathbb{1}[lpha > t]`
-    * ``"top-k-fraction"``: :math:`lpha \leftarrow 1` on the
-      :math:`\max(1, \lfloor f \cdot d_i 
-floor)` largest weights of
+    * ``"shifted-relu"``: :math:`\alpha \leftarrow \mathrm{relu}(\alpha - t)`
+    * ``"binary"``: :math:`\alpha \leftarrow \mathbb{1}[\alpha > t]`
+    * ``"top-k-fraction"``: :math:`\alpha \leftarrow 1` on the
+      :math:`\max(1, \lfloor f \cdot d_i \rfloor)` largest weights of
       :math:`i` (:math:`f` = ``top_k_fraction``), 0 elsewhere
 
     (:math:`t` = ``threshold``; ``binary`` and ``top-k-fraction`` pass no
