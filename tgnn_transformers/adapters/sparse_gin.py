@@ -33,40 +33,61 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
-from ..functional import attention_aggregate, sparsify_attention
+from torch_geometric.nn.norm import BatchNorm
+from torch_geometric.utils import is_sparse
+
+from ..functional import (adjacency_to_edge_index, attention_aggregate,
+                          sparsify_attention)
+from ..nn import GraphTransformer, GraphTransformerLayer
 
 
-def attention_graph(attention: Tensor, *, threshold: Optional[float] = None,
+def attention_graph(attention: Tensor, edge_index: Optional[Tensor] = None,
+                    *, threshold: Optional[float] = None,
                     top_k: Optional[int] = None, causal: bool = False):
-    """The sparse graph of a batch of attention matrices.
+    """The sparse graph of attention weights, dense or on edges.
 
     Args:
-        attention: ``[B, H, L, L]`` (or ``[B, L, L]``) attention
-            probabilities, ``attention[b, h, i, j]`` = how much query ``i``
-            attends to key ``j``.
+        attention: without ``edge_index``, ``[B, H, L, L]`` (or
+            ``[B, L, L]``) attention probabilities of a padded batch,
+            ``attention[b, h, i, j]`` = how much query ``i`` attends to key
+            ``j`` (a Hugging Face model's attentions); with ``edge_index``,
+            ``[E, H]`` (or ``[E]``) weights of those edges (a conv's
+            ``return_attention_weights``).
+        edge_index: ``[2, E]`` edges ``j -> i`` of ``attention``.
         threshold: keep combined weights ``>= threshold``.
         top_k: keep the ``top_k`` strongest keys of every query.
-        causal: keep only ``j <= i`` (decoders).
+        causal: keep only ``j <= i`` (decoders; on edges, by node index).
 
     Returns:
-        ``(edge_index, weight)`` over the ``B * L`` flattened positions:
-        ``edge_index[0]`` the key ``j``, ``edge_index[1]`` the query ``i``,
-        ``weight`` the combined (head-summed, clamped at 1) weight, after
+        ``(edge_index, weight)``: ``edge_index[0]`` the key ``j``,
+        ``edge_index[1]`` the query ``i`` (over the ``B * L`` flattened
+        positions for dense input), ``weight`` the combined (head-summed,
+        clamped at 1) weight, without zero weights, after
         :func:`~tgnn_transformers.functional.sparsify_attention`.
     """
-    if attention.dim() == 4:
-        attention = attention.sum(dim=1)
-    if attention.dim() != 3 or attention.size(-1) != attention.size(-2):
-        raise ValueError(f"attention must have shape [B, H, L, L] or "
-                         f"[B, L, L], got {list(attention.shape)}")
-    combined = attention.clamp(max=1.0)
+    if edge_index is None:
+        if attention.dim() == 4:
+            attention = attention.sum(dim=1)
+        if attention.dim() != 3 or attention.size(-1) != attention.size(-2):
+            raise ValueError(f"attention must have shape [B, H, L, L] or "
+                             f"[B, L, L], got {list(attention.shape)}")
+        b, i, j = attention.nonzero(as_tuple=True)
+        offset = b * attention.size(-1)
+        weight, edge_index = attention[b, i, j], torch.stack([offset + j,
+                                                              offset + i])
+    else:
+        if attention.dim() not in (1, 2) or \
+                attention.size(0) != edge_index.size(1):
+            raise ValueError(f"attention on edges must have shape [E, H] or "
+                             f"[E] with E = edge_index.size(1) = "
+                             f"{edge_index.size(1)}, got "
+                             f"{list(attention.shape)}")
+        weight = attention.sum(dim=-1) if attention.dim() == 2 else attention
+    weight = weight.clamp(max=1.0)
+    keep = weight > 0
     if causal:
-        combined = combined.tril()
-    batch_size, length, _ = combined.shape
-    b, i, j = (combined > 0).nonzero(as_tuple=True)
-    weight = combined[b, i, j]
-    offset = b * length
-    edge_index = torch.stack([offset + j, offset + i])
+        keep &= edge_index[0] <= edge_index[1]
+    weight, edge_index = weight[keep], edge_index[:, keep]
     if threshold is not None or top_k is not None:
         weight, edge_index, _ = sparsify_attention(
             weight.unsqueeze(-1), edge_index, threshold=threshold,
@@ -128,12 +149,16 @@ class SparseGINAdapter(torch.nn.Module):
         h = (1 + self.eps) * x + neighbours
         return self.lin2(self.dropout(F.gelu(self.lin1(h))))
 
-    def forward(self, hidden: Tensor, attention: Tensor) -> Tensor:
-        """``hidden`` ``[B, L, C]`` plus the scaled GIN update on the graph
-        of ``attention`` ``[B, H, L, L]``."""
+    def forward(self, hidden: Tensor, attention: Tensor,
+                edge_index: Optional[Tensor] = None) -> Tensor:
+        """``hidden`` plus the scaled GIN update on the graph of
+        ``attention``: ``[B, L, C]`` hidden states with ``[B, H, L, L]``
+        attention (a Hugging Face layer), or ``[N, C]`` node states with
+        ``[E, H]`` weights of ``edge_index`` (a graph layer).  No gradient
+        flows into the attention: it only draws the graph."""
         edge_index, weight = attention_graph(
-            attention.detach(), threshold=self.threshold, top_k=self.top_k,
-            causal=self.causal)
+            attention.detach(), edge_index, threshold=self.threshold,
+            top_k=self.top_k, causal=self.causal)
         flat = hidden.reshape(-1, hidden.size(-1))
         update = self.gin(flat, edge_index, weight.to(flat.dtype))
         return hidden + self.scale * update.view_as(hidden)
@@ -175,42 +200,88 @@ class SparseGINLayer(torch.nn.Module):
             else hidden
 
 
+class SparseGINGraphLayer(torch.nn.Module):
+    """A :class:`~tgnn_transformers.nn.GraphTransformerLayer` with a
+    :class:`SparseGINAdapter` after it, on the graph of the layer's own
+    attention weights (``return_attention_weights``); same ``forward`` as
+    the layer."""
+
+    def __init__(self, layer: GraphTransformerLayer,
+                 adapter: SparseGINAdapter):
+        super().__init__()
+        self.layer, self.adapter = layer, adapter
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None,
+                batch: Optional[Tensor] = None, **kwargs) -> Tensor:
+        if kwargs.get("return_attention_weights"):
+            raise ValueError("return_attention_weights: the adapted layer "
+                             "returns node states only")
+        if is_sparse(edge_index):
+            # The adapter's GIN needs the edges; a conversion is cached on
+            # the adjacency, and the attention is the same on either form.
+            edge_index = adjacency_to_edge_index(edge_index)
+        x, (attended, weights) = self.layer(
+            x, edge_index, edge_attr, batch, return_attention_weights=True,
+            **kwargs)
+        return self.adapter(x, weights, attended)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.layer}, {self.adapter})"
+
+
 def _encoder_layers(model) -> torch.nn.ModuleList:
+    if isinstance(model, GraphTransformer):
+        return model.layers
     encoder = getattr(model, "encoder", None)
     layers = getattr(encoder, "layer", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise TypeError(f"expected a Hugging Face BERT-family model with "
-                        f".encoder.layer, got {type(model).__name__}")
+        raise TypeError(f"expected a GraphTransformer or a Hugging Face "
+                        f"BERT-family model with .encoder.layer, got "
+                        f"{type(model).__name__}")
     return layers
+
+
+_NORMS = (torch.nn.LayerNorm, torch.nn.RMSNorm, BatchNorm)
 
 
 def add_sparse_gin_adapters(model, *, hidden_channels: int = 32,
                             train_norms: bool = True, **adapter_options):
-    """Wraps every encoder layer of a Hugging Face BERT-family ``model`` (in
-    place) with a :class:`SparseGINAdapter` and freezes the base weights:
-    afterwards only the adapters (their MLP, ``eps`` and scale
-    :math:`\\lambda`) and, with ``train_norms``, the LayerNorms train.
+    """Puts a :class:`SparseGINAdapter` after every layer of ``model`` (in
+    place) and freezes the base weights: afterwards only the adapters (their
+    MLP, ``eps`` and scale :math:`\\lambda`) and, with ``train_norms``, the
+    norm layers train.
 
-    The model must use eager attention (``attn_implementation="eager"``).
-    Returns ``model``; at initialisation its outputs are unchanged.
+    ``model`` is a Hugging Face BERT-family model, which must use eager
+    attention (``attn_implementation="eager"``), or a
+    :class:`~tgnn_transformers.nn.GraphTransformer` (e.g. the same
+    model through :meth:`~tgnn_transformers.nn.GraphTransformer.from_huggingface`,
+    whose adapters then read the convs' attention weights on any sentence
+    graph).  Returns ``model``; at initialisation its outputs are unchanged.
     """
-    if getattr(model.config, "_attn_implementation", "eager") != "eager":
+    graph = isinstance(model, GraphTransformer)
+    if not graph and getattr(model.config, "_attn_implementation",
+                             "eager") != "eager":
         raise ValueError("the Sparse GIN adapter reads the attention "
                          "probabilities: load the model with "
                          "attn_implementation='eager' (got "
                          f"{model.config._attn_implementation!r})")
     layers = _encoder_layers(model)
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(train_norms and "LayerNorm" in name)
-    channels = model.config.hidden_size
+    model.requires_grad_(False)
+    if train_norms:
+        for module in model.modules():
+            if isinstance(module, _NORMS):
+                module.requires_grad_(True)
+    channels = layers[0].channels if graph else model.config.hidden_size
     reference = next(model.parameters())
     for index, layer in enumerate(layers):
-        if isinstance(layer, SparseGINLayer):
+        if isinstance(layer, (SparseGINLayer, SparseGINGraphLayer)):
             raise ValueError(f"layer {index} already has an adapter")
         adapter = SparseGINAdapter(channels, hidden_channels,
                                    **adapter_options)
         adapter.to(device=reference.device, dtype=reference.dtype)
-        layers[index] = SparseGINLayer(layer, adapter)
+        layers[index] = (SparseGINGraphLayer if graph else SparseGINLayer)(
+            layer, adapter)
     return model
 
 

@@ -172,22 +172,32 @@ class GraphTransformerLayer(torch.nn.Module):
                 edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None, *,
                 pos: Optional[Tensor] = None,
-                attn_bias: Optional[Tensor] = None) -> Tensor:
+                attn_bias: Optional[Tensor] = None,
+                return_attention_weights: Optional[bool] = None):
         """``pos`` (for a conv built with ``rope``) and ``attn_bias``
-        (``[E, H]``) go to the attention conv."""
+        (``[E, H]``) go to the attention conv.  With
+        ``return_attention_weights=True`` the result is ``(x, weights)``,
+        ``weights`` as the attention conv returns them (``(edge_index,
+        alpha)`` for an ``edge_index``)."""
         extra = {}
         if pos is not None:
             extra["pos"] = pos
         if attn_bias is not None:
             extra["attn_bias"] = attn_bias
+        if return_attention_weights:
+            extra["return_attention_weights"] = True
+        h = self._norm(self.norm1, x) if self.norm_first else x
+        attended = self.attention(h, edge_index, edge_attr, batch=batch,
+                                  **extra)
+        if return_attention_weights:
+            attended, weights = attended
         if self.norm_first:
-            h = self._norm(self.norm1, x)
-            x = x + self.dropout(self.attention(h, edge_index, edge_attr,
-                                                batch=batch, **extra))
-            return x + self.dropout(self.ffn(self._norm(self.norm2, x)))
-        x = self._norm(self.norm1, x + self.dropout(
-            self.attention(x, edge_index, edge_attr, batch=batch, **extra)))
-        return self._norm(self.norm2, x + self.dropout(self.ffn(x)))
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.ffn(self._norm(self.norm2, x)))
+        else:
+            x = self._norm(self.norm1, x + self.dropout(attended))
+            x = self._norm(self.norm2, x + self.dropout(self.ffn(x)))
+        return (x, weights) if return_attention_weights else x
 
     @classmethod
     def from_torch(cls, layer: torch.nn.TransformerEncoderLayer,
