@@ -285,7 +285,8 @@ def main() -> None:
     parser.add_argument("--pos", nargs="+", default=["sinusoidal", "rope"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pooling", choices=("cls", "mean"), default=None,
+    parser.add_argument("--pooling", choices=("cls", "mean", "max"),
+                        default=None,
                         help="pooling of the text model (default: the "
                         "packaged defaults')")
     parser.add_argument("--preset", default=None,

@@ -43,6 +43,25 @@ def test_what_trains_for_each_adapter():
     assert counts["full"] > 20_000_000 > counts["sparse-gin"] > head
 
 
+def test_max_pooling_skips_padding():
+    model = build_model("finetune", "minilm", None, 2, adapter="head",
+                        pooling="max").eval()
+    seen = {}
+    model.head.register_forward_hook(
+        lambda module, args, out: seen.update(pooled=args[0]))
+    sentences = [["a", "graph"], ["transformers", "are", "graph", "networks"]]
+    tokens = model.tokenize(sentences)
+    with torch.no_grad():
+        model(**tokens)
+        expected = []
+        for words in sentences:  # one sentence at a time: no padding at all
+            alone = model.tokenize([words])
+            expected.append(model.encoder(**alone).last_hidden_state[0]
+                            .max(0).values)
+    torch.testing.assert_close(seen["pooled"], torch.stack(expected),
+                               atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("adapter", ["sparse-gin", "lora"])
 def test_one_epoch_trains_only_the_adapter(splits, adapter):
     config = resolve_config("finetune", "trec", "minilm",

@@ -48,6 +48,28 @@ def test_text_classifier_rejects_baselines_and_pools():
     assert model(x, ei, batch, position).shape == (2, 3)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_text_classifier_pools_each_sentence(pooling):
+    """The head sees the [CLS] row, the mean or the feature-wise maximum of
+    each sentence's encoder output."""
+    model = build_model("text", "mha", 50, 3, hidden=16, heads=2,
+                        pooling=pooling, pos="rope").eval()
+    seen = {}
+    model.encoder.register_forward_hook(
+        lambda module, args, out: seen.update(h=out))
+    model.head.register_forward_hook(
+        lambda module, args, out: seen.update(pooled=args[0]))
+    x = torch.tensor([2, 5, 6, 2, 7])
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    ei = torch.tensor([[0, 1, 0, 2, 3, 4], [0, 1, 1, 2, 3, 4]])
+    model(x, ei, batch, torch.tensor([0, 1, 2, 0, 1]))
+    reduce = {"cls": lambda s: s[0], "mean": lambda s: s.mean(0),
+              "max": lambda s: s.max(0).values}[pooling]
+    h = seen["h"]
+    torch.testing.assert_close(seen["pooled"],
+                               torch.stack([reduce(h[:3]), reduce(h[3:])]))
+
+
 @pytest.mark.parametrize("model,pos,pattern", [
     ("mha", "sinusoidal", "full"),
     ("mha", "relative", "global-window"),

@@ -31,7 +31,8 @@ ADAPTERS = ("sparse-gin", "lora", "head", "full")
 class PretrainedClassifier(torch.nn.Module):
     """``head(pool(encoder(tokens)))`` for a Hugging Face BERT-family
     encoder (``model``: a key of :data:`PRETRAINED`), pooled by the
-    ``[CLS]`` token or the mean of the real tokens (``pooling``).
+    ``[CLS]`` token, or the mean or the maximum of the real tokens
+    (``pooling``).
 
     ``adapter`` says what trains besides the head: ``"sparse-gin"``
     (:func:`add_sparse_gin_adapters` with ``adapter_hidden`` and
@@ -56,8 +57,8 @@ class PretrainedClassifier(torch.nn.Module):
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {adapter!r}; expected one of "
                              f"{', '.join(ADAPTERS)}")
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got "
+        if pooling not in ("cls", "mean", "max"):
+            raise ValueError(f"pooling must be 'cls', 'mean' or 'max', got "
                              f"{pooling!r}")
         from transformers import AutoModel, AutoTokenizer
         path = PRETRAINED[model]()
@@ -97,6 +98,9 @@ class PretrainedClassifier(torch.nn.Module):
                               ).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            padding = ~attention_mask.bool().unsqueeze(-1)
+            pooled = hidden.masked_fill(padding, float("-inf")).amax(1)
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)

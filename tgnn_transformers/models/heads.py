@@ -12,7 +12,8 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import global_add_pool, global_mean_pool
+from torch_geometric.nn import (global_add_pool, global_max_pool,
+                                global_mean_pool)
 
 from ..adapters.classifier import PretrainedClassifier
 from ..functional import feature_dropout, leading_rows
@@ -261,8 +262,9 @@ class TextClassifier(torch.nn.Module):
     position encoding (``pos``), a pre-norm
     :class:`~tgnn_transformers.nn.GraphTransformer` whose attention is the
     registry model ``model`` (``mha``, ``gin-attention``,
-    ``pna-attention``), pooling of the ``[CLS]`` token or the mean of the
-    real tokens (``pooling``), and a linear head.
+    ``pna-attention``), pooling of the ``[CLS]`` token, or the mean or the
+    feature-wise maximum of the real tokens (``pooling``), and a linear
+    head.
 
     ``pos``: ``"sinusoidal"`` / ``"learned"`` encodings added to the
     embeddings (positions below 512), ``"rope"`` rotating every layer's
@@ -354,7 +356,9 @@ class TextClassifier(torch.nn.Module):
         else:
             keep = torch.ones_like(batch, dtype=torch.bool) \
                 if virtual is None else ~virtual
-            pooled = global_mean_pool(h[keep], batch[keep])
+            pool = global_mean_pool if self.pooling == "mean" else \
+                global_max_pool
+            pooled = pool(h[keep], batch[keep])
         return self.head(F.dropout(pooled, self.dropout, self.training))
 
 

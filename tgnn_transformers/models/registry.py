@@ -228,8 +228,9 @@ OPTIONS: Dict[str, Option] = _options(
            "text task: token positions (added sinusoidal or learned "
            "encodings, rotary queries/keys, T5 relative bias, or none)",
            choices=("sinusoidal", "learned", "rope", "relative", None)),
-    Option("pooling", str, "cls", "text task: classify the [CLS] token or "
-           "the mean of the tokens", choices=("cls", "mean")),
+    Option("pooling", str, "cls", "text and finetune tasks: classify the "
+           "[CLS] token, or the mean or the feature-wise maximum of the "
+           "tokens", choices=("cls", "mean", "max")),
     # pretrained encoders (finetune task)
     Option("adapter", str, "sparse-gin",
            "finetune task: what trains besides the head (Sparse GIN "
