@@ -104,8 +104,10 @@ def _parse_set(items) -> dict:
 
 def cost(args) -> None:
     """Edges of every pattern on a data set's training sentences and the
-    time of one training pass of ``mha`` over the same first batches."""
+    time of a training pass of ``mha`` over the same first batches (median
+    of ``--repeats`` passes after one warm-up pass)."""
     from torch_geometric.loader import DataLoader
+    from common import machine, time_it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -122,23 +124,29 @@ def cost(args) -> None:
             seed_everything(0)
             recipe = text_recipe(splits, config)
             model, opt = recipe.model, recipe.optimizer
-            loader = DataLoader(train[:args.cost_sentences], batch_size=32)
+            batches = list(DataLoader(train[:args.cost_sentences],
+                                      batch_size=32))
             model.train()
-            t0 = time.time()
-            for batch in loader:
-                opt.zero_grad()
-                logits = model(batch.x, batch.edge_index, batch.batch,
-                               batch.position, batch.virtual)
-                torch.nn.functional.cross_entropy(logits, batch.y).backward()
-                opt.step()
-            seconds = time.time() - t0
+
+            def one_pass():
+                for batch in batches:
+                    opt.zero_grad()
+                    logits = model(batch.x, batch.edge_index, batch.batch,
+                                   batch.position, batch.virtual)
+                    torch.nn.functional.cross_entropy(
+                        logits, batch.y).backward()
+                    opt.step()
+
+            timing = time_it(one_pass, repeats=args.repeats)
             results.append({"dataset": dataset, "pattern": pattern,
                             "sentences": len(train), "nodes": nodes,
                             "edges": edges, "timed_sentences":
                             min(args.cost_sentences, len(train)),
-                            "seconds": seconds})
+                            "seconds": timing["median_s"],
+                            "repeats": args.repeats})
             print(results[-1], flush=True)
-    (out / "cost.json").write_text(json.dumps(results, indent=1))
+    (out / "cost.json").write_text(json.dumps(
+        {"machine": machine(), "rows": results}, indent=1))
 
 
 def _mean_std(values):
@@ -206,16 +214,27 @@ def report(args) -> None:
              "eval mode.", "", *gap_rows, ""]
     cost_path = out / "cost.json"
     if cost_path.exists():
-        rows = json.loads(cost_path.read_text())
+        saved = json.loads(cost_path.read_text())
+        rows = saved["rows"] if isinstance(saved, dict) else saved
         full = {r["dataset"]: r for r in rows if r["pattern"] == "full"}
+        about = "one training pass over the first sentences of each " \
+            "training split (`timed` of them, batches of 32)"
+        if isinstance(saved, dict):
+            m = saved["machine"]
+            about += (f", median of {rows[0]['repeats']} passes; "
+                      f"{m['platform']}, {m['cpus']} CPUs, "
+                      f"{m['torch_threads']} torch thread(s), torch "
+                      f"{m['torch']}")
         text += ["## Pattern cost against `full`", "",
+                 f"`mha`, {about}.", "",
                  "| data set | pattern | nodes | edges | edges / full | "
-                 "train pass s | time / full |", "|---|---|---|---|---|---|---|"]
+                 "timed | train pass s | time / full |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             f = full[r["dataset"]]
             text.append(f"| {r['dataset']} | {r['pattern']} | {r['nodes']:,}"
                         f" | {r['edges']:,} | {r['edges'] / f['edges']:.2f} |"
-                        f" {r['seconds']:.1f} | "
+                        f" {r['timed_sentences']} | {r['seconds']:.2f} | "
                         f"{r['seconds'] / f['seconds']:.2f} |")
         text.append("")
     (out / "text.md").write_text("\n".join(text))
@@ -295,6 +314,8 @@ def main() -> None:
                         help="further text-task options, e.g. hidden=128 "
                         "window=3")
     parser.add_argument("--cost-sentences", type=int, default=640)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="cost: timed passes (the median is kept)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/text")
     args = parser.parse_args()
