@@ -67,3 +67,19 @@ def test_empty_graph_is_not_an_error(conv):
     assert out.shape == (0, 4)
     out = conv(torch.randn(3, 4), torch.zeros(2, 0, dtype=torch.long))
     assert torch.isfinite(out).all()
+
+
+def test_check_choice_names_argument_choices_and_value():
+    from tgnn_transformers.functional._checks import check_choice
+    assert check_choice("norm", "rms", ("layer", "rms", None)) == "rms"
+    assert check_choice("norm", None, ("layer", "rms", None)) is None
+    assert check_choice("model", "mha", {"mha": 1, "gin": 2}) == "mha"
+    with pytest.raises(ValueError, match=r"^unknown norm 'batch'; expected "
+                       r"one of 'layer', 'rms', None$"):
+        check_choice("norm", "batch", ("layer", "rms", None))
+    with pytest.raises(ValueError, match=r"^unknown model \['mha'\]; "
+                       r"expected one of 'mha', 'gin'$"):
+        check_choice("model", ["mha"], {"mha": 1, "gin": 2})  # unhashable
+    with pytest.raises(ValueError, match=r"expected one of 'mha' \(or a "
+                       r"module\)$"):
+        check_choice("attention", "gat", ["mha"], hint="or a module")

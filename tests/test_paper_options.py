@@ -643,19 +643,19 @@ def test_models_table_lists_the_presets():
 
 GIN_ONLY_BAD = [
     (dict(gin_form="1+eps"),
-     "gin_form must be one of 'one-plus-eps', 'eps', got '1\\+eps'"),
+     "unknown gin_form '1\\+eps'; expected one of 'one-plus-eps', 'eps'$"),
     (dict(mlp_dropout=1.0), "mlp dropout must be a float in \\[0, 1\\), "
      "got 1.0"),
 ]
 SHARED_BAD = [
     (dict(mlp_norm="batch"),
-     "mlp norm must be one of 'layer', 'rms' or None, got 'batch'"),
+     "unknown mlp_norm 'batch'; expected one of 'layer', 'rms', None$"),
     (dict(mlp_rounding="ceil"),
-     "mlp_rounding must be one of 'round' or 'floor', got 'ceil'"),
-    (dict(normalization="sigmoid"), "normalization must be one of "
-     "'softmax', 'relu', 'raw', got 'sigmoid'"),
-    (dict(threshold_mode="silu"), "threshold_mode must be one of 'drop', "
-     "'shifted-relu', 'binary', 'top-k-fraction', got 'silu'"),
+     "unknown mlp_rounding 'ceil'; expected one of 'round', 'floor'$"),
+    (dict(normalization="sigmoid"), "unknown normalization 'sigmoid'; "
+     "expected one of 'softmax', 'relu', 'raw'$"),
+    (dict(threshold_mode="silu"), "unknown threshold_mode 'silu'; expected "
+     "one of 'drop', 'shifted-relu', 'binary', 'top-k-fraction'$"),
     (dict(threshold_mode="binary"), "threshold_mode='binary' needs a "
      "threshold \\(a float\\), got threshold=None"),
     (dict(threshold_mode="shifted-relu", threshold=0.1, top_k=2),
@@ -713,7 +713,8 @@ def test_functional_core_checks_too():
     with pytest.raises(ValueError, match="normalization 'softmax2'"):
         functional.edge_attention(q, q, q, edge_index,
                                   normalization="softmax2")
-    with pytest.raises(ValueError, match="threshold_mode must be one of"):
+    with pytest.raises(ValueError, match="unknown threshold_mode 'relu'; "
+                       "expected one of"):
         functional.sparsify_attention(torch.rand(edge_index.size(1), H),
                                       edge_index, threshold_mode="relu")
 

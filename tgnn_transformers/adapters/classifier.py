@@ -9,6 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..functional._checks import check_choice
 from .lora import lora_for_budget
 from .sparse_gin import add_sparse_gin_adapters, count_trainable
 
@@ -26,6 +27,7 @@ def _minilm_path() -> str:
 #: Pretrained encoders by registry name -> where their files are.
 PRETRAINED: Dict[str, Callable[[], str]] = {"minilm": _minilm_path}
 ADAPTERS = ("sparse-gin", "lora", "head", "full")
+POOLINGS = ("cls", "mean", "max")
 
 
 class PretrainedClassifier(torch.nn.Module):
@@ -51,15 +53,9 @@ class PretrainedClassifier(torch.nn.Module):
                  adapter_hidden: int = 8, adapter_top_k: int = 4,
                  dropout: float = 0.1, pooling: str = "mean"):
         super().__init__()
-        if model not in PRETRAINED:
-            raise ValueError(f"unknown pretrained model {model!r}; expected "
-                             f"one of {', '.join(PRETRAINED)}")
-        if adapter not in ADAPTERS:
-            raise ValueError(f"unknown adapter {adapter!r}; expected one of "
-                             f"{', '.join(ADAPTERS)}")
-        if pooling not in ("cls", "mean", "max"):
-            raise ValueError(f"pooling must be 'cls', 'mean' or 'max', got "
-                             f"{pooling!r}")
+        check_choice("pretrained model", model, PRETRAINED)
+        check_choice("adapter", adapter, ADAPTERS)
+        check_choice("pooling", pooling, POOLINGS)
         from transformers import AutoModel, AutoTokenizer
         path = PRETRAINED[model]()
         encoder = AutoModel.from_pretrained(path,

@@ -22,6 +22,8 @@ from typing import Callable, Dict, List, Optional, Union
 
 import torch
 
+from ..functional._checks import check_choice
+
 ROOT_ENV = "TGNN_DATA_ROOT"
 MIRROR_ENV = "TGNN_DATA_MIRROR"
 PathLike = Union[str, os.PathLike]
@@ -98,11 +100,7 @@ SOURCES: Dict[str, Source] = {
 
 
 def get_source(name: str) -> Source:
-    key = name.lower()
-    if key not in SOURCES:
-        raise ValueError(f"unknown dataset {name!r}; available: "
-                         f"{', '.join(sorted(SOURCES))}")
-    return SOURCES[key]
+    return SOURCES[check_choice("dataset", name.lower(), sorted(SOURCES))]
 
 
 #: Which kind of data set each task trains on (link prediction uses the

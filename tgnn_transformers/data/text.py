@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch_geometric.data import Data, InMemoryDataset
 
+from ..functional._checks import check_choice
 from .sources import (MIRROR_ENV, ROOT_ENV, DataSourceError, PathLike,
                       data_mirror, data_root)
 
@@ -79,9 +80,7 @@ def read_text_split(name: str, split: str, root: Optional[PathLike] = None,
     """``(token lists, label strings)`` of one raw split (``"train"``,
     ``"test"``, and ``"val"`` for SST-2), lower-cased and split on
     whitespace."""
-    if name not in TEXT_SOURCES:
-        raise ValueError(f"unknown text data set {name!r}; expected one of "
-                         f"{', '.join(TEXT_SOURCES)}")
+    check_choice("text data set", name, TEXT_SOURCES)
     files, encoding = TEXT_SOURCES[name][1], TEXT_SOURCES[name][2]
     if split not in files:
         raise ValueError(f"{name} has no raw {split!r} split; it has "
@@ -123,9 +122,7 @@ def load_text_splits(name: str, root: Optional[PathLike] = None,
     numbered in sorted order of the training labels.  ``limit`` keeps the
     first ``limit`` sentences of each raw split (for quick tests)."""
     name = name.lower()
-    if name not in TEXT_SOURCES:
-        raise ValueError(f"unknown text data set {name!r}; expected one of "
-                         f"{', '.join(TEXT_SOURCES)}")
+    check_choice("text data set", name, TEXT_SOURCES)
     raw = {s: read_text_split(name, s, root, mirror)
            for s in TEXT_SOURCES[name][1]}
     if limit is not None:

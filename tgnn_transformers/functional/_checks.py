@@ -7,7 +7,7 @@ graph break on every call.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor
@@ -15,6 +15,24 @@ from torch import Tensor
 
 def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_scripting()
+
+
+def check_choice(name: str, value: Any, choices: Iterable, *,
+                 hint: Optional[str] = None) -> Any:
+    """Returns ``value`` if it is one of ``choices``, else raises a
+    ``ValueError`` that names the argument, the choices (each as its
+    ``repr``, so ``None`` prints ``None``) and the value received:
+    ``unknown norm 'batchnorm'; expected one of 'layer', 'rms', None``.
+    ``hint`` is added in brackets (e.g. ``"or a torch.nn.Module"``).  An
+    unhashable ``value`` (a list) is simply not one of them."""
+    choices = tuple(choices)  # a dict's keys; membership by equality
+    if value in choices:
+        return value
+    message = (f"unknown {name} {value!r}; expected one of "
+               f"{', '.join(map(repr, choices))}")
+    if hint:
+        message += f" ({hint})"
+    raise ValueError(message)
 
 
 def check_edge_index_layout(edge_index: Tensor) -> None:

@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ._checks import check_choice
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
 from .softmax import segment_max, segment_sum
@@ -88,9 +89,7 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
     in the CSR order of ``index`` (what the attention kernel hands over)."""
     names = [reduce] if isinstance(reduce, str) else list(reduce)
     for name in names:
-        if name not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {name!r}; expected one of "
-                             f"{', '.join(REDUCTIONS)}")
+        check_choice("reduce", name, REDUCTIONS)
     num_nodes, dst = index.num_dst, index.dst
     weight = alpha.unsqueeze(-1)
     cache = {}

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._cache import cached_on
-from ._checks import (check_batch, check_edge_index, check_per_edge,
-                      check_query_key, tracing)
+from ._checks import (check_batch, check_choice, check_edge_index,
+                      check_per_edge, check_query_key, tracing)
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
 from .aggregate import aggregate_csr
@@ -103,10 +103,7 @@ def check_sparsify_options(threshold: Optional[float] = None,
     ``"top-k-fraction"`` needs ``top_k_fraction`` in ``(0, 1]`` (and takes
     neither ``threshold`` nor ``top_k``).
     """
-    if threshold_mode not in THRESHOLD_MODES:
-        raise ValueError(f"threshold_mode must be one of "
-                         f"{', '.join(map(repr, THRESHOLD_MODES))}, got "
-                         f"{threshold_mode!r}")
+    check_choice("threshold_mode", threshold_mode, THRESHOLD_MODES)
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 (or None), got {top_k!r}")
     if top_k_fraction is not None and (
@@ -389,12 +386,8 @@ def edge_attention(
     separate edges, so ``m`` copies weigh as one edge with score
     ``+ log m``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of "
-                         f"{', '.join(BACKENDS)}")
-    if normalization not in SCORE_NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}; expected "
-                         f"one of {', '.join(SCORE_NORMALIZATIONS)}")
+    check_choice("backend", backend, BACKENDS)
+    check_choice("normalization", normalization, SCORE_NORMALIZATIONS)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)

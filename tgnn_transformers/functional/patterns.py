@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_on
+from ._checks import check_choice
 
 PATTERNS = ("full", "causal", "window", "dilated", "global_random",
             "global_window", "binary_partition")
@@ -96,9 +97,7 @@ def check_pattern_arguments(pattern: str, *, window: int = 1,
                             dilation: int = 1, num_global: int = 1,
                             num_random: int = 2) -> None:
     """Raises ``ValueError`` for an unknown pattern or a bad argument."""
-    if pattern not in PATTERNS:
-        raise ValueError(f"unknown pattern {pattern!r}; expected one of "
-                         f"{', '.join(PATTERNS)}")
+    check_choice("pattern", pattern, PATTERNS)
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
     if dilation < 1:

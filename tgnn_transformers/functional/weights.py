@@ -16,7 +16,7 @@ from typing import Optional, Union
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import (check_edge_index, check_per_edge,
+from ._checks import (check_choice, check_edge_index, check_per_edge,
                       check_query_key)
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
@@ -58,9 +58,7 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
     Returns:
         ``[E, H]`` weights in the order of the columns of ``edge_index``.
     """
-    if normalization not in SCORE_NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalization!r}; expected "
-                         f"one of {', '.join(SCORE_NORMALIZATIONS)}")
+    check_choice("normalization", normalization, SCORE_NORMALIZATIONS)
     check_query_key(query, key)
     num_dst, heads, channels = query.shape
     check_edge_index(edge_index, key.size(0), num_dst)

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from ..functional import sparsify_attention
+from ..functional._checks import check_choice
 from .capture import AttentionRecord
 
 HEAD_REDUCTIONS = ("mean", "max", "sum")
@@ -18,9 +19,7 @@ HEAD_REDUCTIONS = ("mean", "max", "sum")
 
 def combine_heads(alpha: Tensor, reduce: str = "mean") -> Tensor:
     """``[E, H]`` -> ``[E]`` by ``"mean"``, ``"max"`` or ``"sum"``."""
-    if reduce not in HEAD_REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; expected one of "
-                         f"{', '.join(HEAD_REDUCTIONS)}")
+    check_choice("reduce", reduce, HEAD_REDUCTIONS)
     if alpha.dim() == 1:
         return alpha
     if reduce == "max":

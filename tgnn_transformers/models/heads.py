@@ -17,6 +17,7 @@ from torch_geometric.nn import (global_add_pool, global_max_pool,
 
 from ..adapters.classifier import PretrainedClassifier
 from ..functional import feature_dropout, leading_rows
+from ..functional._checks import check_choice
 from ..nn import GraphTransformer
 from .registry import VARIANT_OPTIONS, ModelSpec, get_model, resolve_options
 
@@ -387,9 +388,7 @@ def build_model(task: str, model: str, in_channels: int,
     the model does not take, or a value out of range, raises a
     ``ValueError`` naming the option, the model and what it accepts.
     """
-    if task not in TASK_HEADS:
-        raise ValueError(f"unknown task {task!r}; expected one of "
-                         f"{', '.join(TASK_HEADS)}")
+    check_choice("task", task, TASK_HEADS)
     spec = get_model(model)
     if task not in spec.tasks:
         raise ValueError(f"model {model!r} runs on the "

@@ -21,6 +21,7 @@ from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
 
 from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
                           check_sparsify_options)
+from ..functional._checks import check_choice
 from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
                   PNAAttentionConv)
 from ..adapters.classifier import PretrainedClassifier
@@ -503,11 +504,7 @@ def preset_names() -> List[str]:
 
 def get_model(name: str) -> ModelSpec:
     """The spec of model ``name``; a ``ValueError`` lists the known ones."""
-    try:
-        return MODELS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; expected one of "
-                         f"{', '.join(MODELS)}") from None
+    return MODELS[check_choice("model", name, MODELS)]
 
 
 def model_names(family: Optional[str] = None,

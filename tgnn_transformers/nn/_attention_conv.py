@@ -30,6 +30,7 @@ from ..functional import (BACKENDS, SCORE_NORMALIZATIONS, EdgeAttention,
                           attention_weights, check_edge_index_layout,
                           check_sparsify_options, edge_attention,
                           sparsifies, sparsify_attention)
+from ..functional._checks import check_choice
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
@@ -85,10 +86,7 @@ def check_graph_aware_options(normalization: str, value_proj: bool,
     """The score and sparsification options GIN- and PNA-Attention share,
     checked with messages naming the argument, what it accepts and what
     came."""
-    if normalization not in SCORE_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of "
-                         f"{', '.join(map(repr, SCORE_NORMALIZATIONS))}, "
-                         f"got {normalization!r}")
+    check_choice("normalization", normalization, SCORE_NORMALIZATIONS)
     if not isinstance(value_proj, bool):
         raise TypeError(f"value_proj must be a bool, got {value_proj!r}")
     check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)
@@ -178,9 +176,7 @@ class AttentionConvBase(MessagePassing):
                              f"{out_channels} and {heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of "
-                             f"{', '.join(BACKENDS)}")
+        check_choice("backend", backend, BACKENDS)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads

@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
+from ..functional._checks import check_choice
 from ._attention_conv import (AttentionConvBase, Attended,
                               check_graph_aware_options)
 from .headwise import HeadwiseMLP, mlp_hidden_width
@@ -133,10 +134,7 @@ class GINAttentionConv(AttentionConvBase):
         if mlp_multiplier <= 0:
             raise ValueError(f"mlp_multiplier must be > 0, got "
                              f"{mlp_multiplier}")
-        if gin_form not in GIN_FORMS:
-            raise ValueError(f"gin_form must be one of "
-                             f"{', '.join(map(repr, GIN_FORMS))}, got "
-                             f"{gin_form!r}")
+        check_choice("gin_form", gin_form, GIN_FORMS)
         check_graph_aware_options(normalization, value_proj, threshold,
                                   top_k, threshold_mode, top_k_fraction)
         self.initial_eps = eps

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.norm import BatchNorm
 
+from ..functional._checks import check_choice
 from ._attention_conv import AttentionConvBase
 from .gin_attention_conv import GINAttentionConv
 from .multi_head_attention_conv import MultiHeadAttentionConv
@@ -26,22 +27,22 @@ ATTENTION_CONVS: Dict[str, Type[AttentionConvBase]] = {
 # DeprecationWarning) while callers move to the names above.
 _OLD_ATTENTION_NAMES = {"gin": "gin-attention", "pna": "pna-attention"}
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+#: The norms :func:`make_norm` builds (``None``: no norm).
+NORMS = ("layer", "rms", "batch", None)
 
 
 def make_norm(kind: Optional[str], channels: int, eps: float = 1e-5,
               bias: bool = True) -> Optional[torch.nn.Module]:
     """``"layer"`` (LayerNorm), ``"rms"`` (RMSNorm), ``"batch"`` (PyG's
     BatchNorm over nodes) or ``None``."""
+    check_choice("norm", kind, NORMS)
     if kind is None:
         return None
     if kind == "layer":
         return torch.nn.LayerNorm(channels, eps=eps, bias=bias)
     if kind == "rms":
         return torch.nn.RMSNorm(channels, eps=eps)
-    if kind == "batch":
-        return BatchNorm(channels, eps=eps)
-    raise ValueError(f"unknown norm {kind!r}; expected 'layer', 'rms', "
-                     "'batch' or None")
+    return BatchNorm(channels, eps=eps)
 
 
 class FeedForward(torch.nn.Module):
@@ -52,9 +53,7 @@ class FeedForward(torch.nn.Module):
                  activation: str = "gelu", dropout: float = 0.0,
                  bias: bool = True):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected "
-                             f"one of {', '.join(ACTIVATIONS)}")
+        check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation
         self.lin1 = torch.nn.Linear(channels, hidden_channels, bias=bias)
         self.lin2 = torch.nn.Linear(hidden_channels, channels, bias=bias)
@@ -141,10 +140,8 @@ class GraphTransformerLayer(torch.nn.Module):
                               f"{new_name!r}", DeprecationWarning,
                               stacklevel=2)
                 attention = new_name
-            if attention not in ATTENTION_CONVS:
-                raise ValueError(f"unknown attention {attention!r}; expected "
-                                 f"one of {', '.join(ATTENTION_CONVS)} or a "
-                                 "module")
+            check_choice("attention", attention, ATTENTION_CONVS,
+                         hint="or an attention conv module")
             kwargs = dict(heads=heads, dropout=attention_dropout,
                           edge_dim=edge_dim, bias=bias, root_weight=False,
                           out_proj=True)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
+from ..functional._checks import check_choice
+
 
 class HeadwiseLinear(torch.nn.Module):
     r"""``y[:, h] = x[:, h] @ W_h + b_h`` for every head ``h``.
@@ -93,9 +95,7 @@ def mlp_hidden_width(multiplier: float, channels: int,
                      rounding: str = "round") -> int:
     """The hidden width of a per-head MLP, ``multiplier * channels``
     rounded by ``rounding`` (see :data:`MLP_ROUNDINGS`), at least 1."""
-    if rounding not in MLP_ROUNDINGS:
-        raise ValueError(f"mlp_rounding must be one of 'round' or 'floor', "
-                         f"got {rounding!r}")
+    check_choice("mlp_rounding", rounding, MLP_ROUNDINGS)
     width = multiplier * channels
     return max(1, round(width) if rounding == "round" else int(width))
 
@@ -122,9 +122,7 @@ class HeadwiseMLP(torch.nn.Module):
                  out_channels: int, norm: str | None = "layer",
                  dropout: float = 0.0):
         super().__init__()
-        if norm not in MLP_NORMS:
-            raise ValueError(f"mlp norm must be one of 'layer', 'rms' or "
-                             f"None, got {norm!r}")
+        check_choice("mlp_norm", norm, MLP_NORMS)
         if isinstance(dropout, bool) or not isinstance(
                 dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"mlp dropout must be a float in [0, 1), got "

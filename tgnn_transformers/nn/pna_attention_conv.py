@@ -7,6 +7,7 @@ from torch import Tensor
 from torch_geometric.utils import degree
 
 from ..functional import REDUCTIONS, in_degree
+from ..functional._checks import check_choice
 from ._attention_conv import (AttentionConvBase, Attended,
                               check_graph_aware_options)
 from .headwise import HeadwiseLinear, HeadwiseMLP, mlp_hidden_width
@@ -158,16 +159,10 @@ class PNAAttentionConv(AttentionConvBase):
         if not aggregators or not scalers:
             raise ValueError("aggregators and scalers must not be empty")
         for name in aggregators:
-            if name not in REDUCTIONS:
-                raise ValueError(f"unknown aggregator {name!r}; expected one "
-                                 f"of {', '.join(REDUCTIONS)}")
+            check_choice("aggregator", name, REDUCTIONS)
         for name in scalers:
-            if name not in SCALERS:
-                raise ValueError(f"unknown scaler {name!r}; expected one of "
-                                 f"{', '.join(SCALERS)}")
-        if mixer not in ("linear", "mlp"):
-            raise ValueError(f"unknown mixer {mixer!r}; expected 'linear' or "
-                             "'mlp'")
+            check_choice("scaler", name, SCALERS)
+        check_choice("mixer", mixer, ("linear", "mlp"))
         if delta is None and deg is not None:
             delta = average_log_degree(deg)
         if delta is None and any(s != "identity" for s in scalers):

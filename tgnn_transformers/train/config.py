@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..data import check_task_dataset
+from ..functional._checks import check_choice
 from ..models import OPTIONS, get_model, task_options
 from ..models.registry import AT_LEAST_ONE, POSITIVE, Option, Range
 
@@ -125,9 +126,7 @@ def resolve_config(task: str, dataset: str, model: str,
     models take; anywhere else an option the model or task does not take
     raises a ``ValueError`` that names it and where it came from.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of "
-                         f"{', '.join(TASKS)}")
+    check_choice("task", task, TASKS)
     spec = get_model(model)
     dataset = dataset.lower()
     if task not in spec.tasks:

@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ..functional._checks import check_choice
+
 DEVICES_HELP = "auto (CUDA when available, else CPU), cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,9 +73,7 @@ class Precision:
 
     def __init__(self, precision: str = "fp32",
                  device: torch.device = torch.device("cpu")):
-        if precision not in PRECISIONS:
-            raise ValueError(f"--precision {precision!r}: expected one of "
-                             f"{', '.join(PRECISIONS)}")
+        check_choice("precision", precision, PRECISIONS)
         if precision == "fp16" and device.type == "cpu":
             raise ValueError("--precision fp16 needs a CUDA device (CPU "
                              "autocast runs bf16); use --precision bf16 on "
