@@ -340,8 +340,7 @@ def report(out: Path = OUT) -> str:
         "thread), one lr per method from a 32-step check on TREC "
         "(`tuning.md`) reused for every data set, default adapter width "
         "(8) and top-k (4); a longer schedule or a per-data-set lr may "
-        "change the ranking. Cells missing from the table were not run "
-        "(time).", ""]
+        "change the ranking.", ""]
     body = "\n".join(text)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "finetune.md", body)

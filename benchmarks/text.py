@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from tgnn_transformers.data import load_text_splits
+from tgnn_transformers.models.registry import OPTIONS
 from tgnn_transformers.train.config import resolve_config
 from tgnn_transformers.train.loop import seed_everything
 from tgnn_transformers.train.recipes import text_graphs, text_recipe
@@ -121,9 +122,9 @@ def cost(args) -> None:
             train = graphs["train"]
             nodes = int(train._data.x.size(0))
             edges = int(train._data.edge_index.size(1))
-            batches = list(DataLoader(train[:args.cost_sentences],
-                                      batch_size=32))
-            timed, sentences = len(train[:args.cost_sentences]), len(train)
+            sentences = len(train)
+            timed = min(args.cost_sentences, sentences)
+            batches = list(DataLoader(train[:timed], batch_size=32))
             # Long documents on full graphs are big (R8: 81M edges): one
             # copy at a time, the recipe builds its own.
             del graphs, train
@@ -360,10 +361,10 @@ def main() -> None:
     parser.add_argument("--pos", nargs="+", default=["sinusoidal", "rope"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--pooling", choices=("cls", "mean", "max"),
+    parser.add_argument("--pooling", choices=OPTIONS["pooling"].choices,
                         default=None,
                         help="pooling of the text model (default: the "
-                        "packaged defaults')")
+                        "packaged defaults)")
     parser.add_argument("--preset", default=None,
                         help="a model preset, e.g. 'paper'")
     parser.add_argument("--set", nargs="+", metavar="KEY=VALUE",

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 
-from torch_geometric.nn.norm import BatchNorm
 from torch_geometric.utils import is_sparse
 
 from ..functional import (adjacency_to_edge_index, attention_aggregate,
                           sparsify_attention)
 from ..nn import GraphTransformer, GraphTransformerLayer
+from ..nn.graph_transformer import NORM_MODULES
 
 
 def attention_graph(attention: Tensor, edge_index: Optional[Tensor] = None,
@@ -242,9 +242,6 @@ def _encoder_layers(model) -> torch.nn.ModuleList:
     return layers
 
 
-_NORMS = (torch.nn.LayerNorm, torch.nn.RMSNorm, BatchNorm)
-
-
 def add_sparse_gin_adapters(model, *, hidden_channels: int = 32,
                             train_norms: bool = True, **adapter_options):
     """Puts a :class:`SparseGINAdapter` after every layer of ``model`` (in
@@ -270,7 +267,7 @@ def add_sparse_gin_adapters(model, *, hidden_channels: int = 32,
     model.requires_grad_(False)
     if train_norms:
         for module in model.modules():
-            if isinstance(module, _NORMS):
+            if isinstance(module, NORM_MODULES):
                 module.requires_grad_(True)
     channels = layers[0].channels if graph else model.config.hidden_size
     reference = next(model.parameters())

@@ -27,8 +27,9 @@ ATTENTION_CONVS: Dict[str, Type[AttentionConvBase]] = {
 # DeprecationWarning) while callers move to the names above.
 _OLD_ATTENTION_NAMES = {"gin": "gin-attention", "pna": "pna-attention"}
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
-#: The norms :func:`make_norm` builds (``None``: no norm).
+#: The norms :func:`make_norm` builds (``None``: no norm), and their types.
 NORMS = ("layer", "rms", "batch", None)
+NORM_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm, BatchNorm)
 
 
 def make_norm(kind: Optional[str], channels: int, eps: float = 1e-5,
