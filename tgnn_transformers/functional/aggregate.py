@@ -9,7 +9,7 @@ from torch import Tensor
 from ._checks import check_choice
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
-from .softmax import segment_max, segment_sum
+from .softmax import segment_sum
 from .sparse_ops import (GraphIndex, edge_weighted_sum, graph_index,
                          spmm)
 
@@ -25,6 +25,75 @@ def _safe_sqrt(var: Tensor) -> Tensor:
     positive = var > _STD_EPS
     return torch.where(positive, var.clamp_min(_STD_EPS).sqrt(),
                        torch.zeros_like(var))
+
+
+class _NeighbourExtremes(torch.autograd.Function):
+    """Elementwise max / min of the messages ``value[src] (+ edge_value)``
+    over each target's edges with ``keep``, in one pass over the edges that
+    also records the winning edge; the backward sends each output's
+    gradient straight to that edge's source (and edge term), so no
+    ``[E, H, C]`` gradient is built.  Ties go to the first edge (a valid
+    subgradient, as ``torch_scatter.scatter_max`` picks)."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, edge_value: Optional[Tensor],
+                keep: Tensor, src: Tensor, dst: Tensor, num_nodes: int,
+                kinds: tuple):
+        message = value.index_select(0, src)
+        if edge_value is not None:
+            message += edge_value
+        num_edges = message.size(0)
+        target = dst.view(-1, 1, 1).expand_as(message)
+        shape = (num_nodes,) + tuple(message.shape[1:])
+        # Softmax weights are all positive unless dropout or a threshold
+        # removed edges: skip the masked copy then.
+        masked_all = bool(keep.all())
+        outs, winners = [], []
+        for kind in kinds:
+            skip = float("-inf") if kind == "max" else float("inf")
+            masked = message if masked_all else message.masked_fill(~keep,
+                                                                    skip)
+            best = message.new_full(shape, skip).scatter_reduce_(
+                0, target, masked, "a" + kind)
+            # The winning edge of each output element: the hits are about
+            # one per element, so list them rather than scan all edges
+            # again; the first edge wins a tie.
+            edge, *rest = (masked == best.index_select(0, dst)).nonzero(
+                as_tuple=True)
+            element = dst[edge]
+            for axis, size in zip(rest, shape[1:]):
+                element = element * size + axis
+            winner = torch.full((best.numel(),), num_edges,
+                                dtype=torch.long, device=message.device)
+            winner = winner.scatter_reduce_(0, element, edge, "amin")
+            empty = torch.isinf(best)
+            outs.append(best.masked_fill(empty, 0.0))
+            winners.append(winner.view(shape).masked_fill(empty, num_edges))
+        ctx.save_for_backward(src, *winners)
+        ctx.num_src = value.size(0)
+        ctx.has_edge_value = edge_value is not None
+        ctx.num_edges = num_edges
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        src, *winners = ctx.saved_tensors
+        num_edges = ctx.num_edges
+        # One sink row past the last edge takes the empty outputs' zeros.
+        sink_src = torch.cat([src, src.new_zeros(1)])
+        grad_value = grad_edge = None
+        for grad, winner in zip(grads, winners):
+            if grad is None:
+                continue
+            grad = grad.masked_fill(winner == num_edges, 0.0)
+            part = grad.new_zeros((ctx.num_src,) + grad.shape[1:]).scatter_add(
+                0, sink_src[winner], grad)
+            grad_value = part if grad_value is None else grad_value + part
+            if ctx.has_edge_value:
+                part = grad.new_zeros((num_edges + 1,) + grad.shape[1:]
+                                      ).scatter_add(0, winner, grad)[:-1]
+                grad_edge = part if grad_edge is None else grad_edge + part
+        return grad_value, grad_edge, None, None, None, None, None
 
 
 def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
@@ -95,7 +164,7 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
     cache = {}
 
     def message() -> Tensor:
-        # Only max / min and edge-valued variances need per-edge messages.
+        # Only edge-valued variances need per-edge messages here.
         if "message" not in cache:
             m = value.index_select(0, index.src)
             cache["message"] = m if edge_value is None else m + edge_value
@@ -136,16 +205,19 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
             cache["var"] = (second - mean() * mean()).clamp_min(0.0)
         return cache["var"]
 
-    def extreme(sign: float) -> Tensor:
-        masked = (sign * message()).masked_fill(weight <= 0, float("-inf"))
-        best = segment_max(masked, dst, num_nodes)
-        return sign * best.masked_fill(torch.isinf(best), 0.0)
+    def extreme(kind: str) -> Tensor:
+        if kind not in cache:  # max and min share one pass
+            kinds = tuple(k for k in ("max", "min") if k in names)
+            cache.update(zip(kinds, _NeighbourExtremes.apply(
+                value, edge_value, weight > 0, index.src, dst, num_nodes,
+                kinds)))
+        return cache[kind]
 
     compute = {
         "sum": weighted_sum,
         "mean": mean,
-        "max": lambda: extreme(1.0),
-        "min": lambda: extreme(-1.0),
+        "max": lambda: extreme("max"),
+        "min": lambda: extreme("min"),
         "var": var,
         "std": lambda: _safe_sqrt(var()),
     }
