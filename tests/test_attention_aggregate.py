@@ -124,3 +124,17 @@ def test_max_min_double_backward():
     torch.autograd.gradgradcheck(
         lambda v: attention_aggregate(v, alpha, edge_index, 5,
                                       ["max", "min"]) ** 2, (value,))
+
+
+@pytest.mark.parametrize("num_src,num_dst", [(0, 3), (3, 0), (0, 0), (3, 3)])
+def test_max_min_without_edges_are_zero_with_zero_gradients(num_src,
+                                                            num_dst):
+    value = torch.randn(num_src, 2, 3, requires_grad=True)
+    edge_value = torch.randn(0, 2, 3, requires_grad=True)
+    out = attention_aggregate(value, torch.ones(0, 2),
+                              torch.zeros(2, 0, dtype=torch.long), num_dst,
+                              ["max", "min"], edge_value=edge_value)
+    assert torch.equal(out, torch.zeros(num_dst, 2, 2, 3))
+    out.sum().backward()
+    assert torch.equal(value.grad, torch.zeros_like(value))
+    assert edge_value.grad.shape == (0, 2, 3)

@@ -78,20 +78,21 @@ class _NeighbourExtremes(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         src, *winners = ctx.saved_tensors
-        num_edges = ctx.num_edges
-        # One sink row past the last edge takes the empty outputs' zeros.
-        sink_src = torch.cat([src, src.new_zeros(1)])
+        num_src, num_edges = ctx.num_src, ctx.num_edges
+        # Outputs without an edge point one past the last edge, whose
+        # source is one past the last node: both sink rows are cut off.
+        source = torch.cat([src, src.new_full((1,), num_src)])
         grad_value = grad_edge = None
         for grad, winner in zip(grads, winners):
             if grad is None:
                 continue
-            grad = grad.masked_fill(winner == num_edges, 0.0)
-            part = grad.new_zeros((ctx.num_src,) + grad.shape[1:]).scatter_add(
-                0, sink_src[winner], grad)
+            rows = grad.shape[1:]
+            part = grad.new_zeros((num_src + 1,) + rows).scatter_add(
+                0, source[winner], grad)[:-1]
             grad_value = part if grad_value is None else grad_value + part
             if ctx.has_edge_value:
-                part = grad.new_zeros((num_edges + 1,) + grad.shape[1:]
-                                      ).scatter_add(0, winner, grad)[:-1]
+                part = grad.new_zeros((num_edges + 1,) + rows).scatter_add(
+                    0, winner, grad)[:-1]
                 grad_edge = part if grad_edge is None else grad_edge + part
         return grad_value, grad_edge, None, None, None, None, None
 
@@ -114,9 +115,11 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
 
     Every reduction is 0 for a node without (positively weighted) incoming
     edges.  Duplicate edges count once per copy in the weighted reductions
-    (max and min do not see them).  Sums, means and variances run as sparse-dense products
-    (:func:`~tgnn_transformers.functional.sparse_ops.spmm`) that keep no
-    ``[E, H, C]`` tensor.
+    (max and min do not see them).  Sums, means and variances run as
+    sparse-dense products (:func:`~tgnn_transformers.functional.sparse_ops.spmm`)
+    that keep no ``[E, H, C]`` tensor; max and min gather the messages once
+    and keep only each output's winning edge for the backward (a tie sends
+    the whole gradient to the first winning edge).
 
     Args:
         value: ``[N_src, H, C]`` source values.
