@@ -116,8 +116,9 @@ def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
     Every reduction is 0 for a node without (positively weighted) incoming
     edges.  Duplicate edges count once per copy in the weighted reductions
     (max and min do not see them).  Sums, means and variances run as
-    sparse-dense products (:func:`~tgnn_transformers.functional.sparse_ops.spmm`)
-    that keep no ``[E, H, C]`` tensor; max and min gather the messages once
+    sparse-dense products
+    (:func:`~tgnn_transformers.functional.sparse_ops.spmm`) that keep no
+    ``[E, H, C]`` tensor; max and min gather the messages once
     and keep only each output's winning edge for the backward (a tie sends
     the whole gradient to the first winning edge).
 
