@@ -5,7 +5,10 @@ once and reused across layers and epochs.
 An entry is keyed on the identity of the anchor tensor and a tag, and is
 valid while the anchor and every tensor it depends on are the same objects
 at the same in-place version (``Tensor._version``) and every other
-dependency compares equal.  Entries disappear with their anchor.
+dependency compares equal.  Entries disappear with their anchor, so a cached
+value must not hold the anchor or a view of it (that would keep the anchor
+alive for ever); as a safety net the cache keeps at most ``MAX_ENTRIES``,
+dropping the least recently used.
 """
 from __future__ import annotations
 
@@ -16,8 +19,13 @@ from torch import Tensor
 
 T = TypeVar("T")
 
-# (id(anchor), tag) -> (anchor stamp, dependency stamps, value)
+# (id(anchor), tag) -> (anchor stamp, dependency stamps, value), least
+# recently used first.
 _CACHE: Dict[Tuple[int, str], tuple] = {}
+
+#: the most entries kept: far more than the graphs one model touches at a
+#: time (one per edge_index and tag), so eviction only ever bounds a leak.
+MAX_ENTRIES = 4096
 
 
 def _stamp(value: Any) -> tuple:
@@ -42,11 +50,15 @@ def cached_on(anchor: Tensor, tag: str, build: Callable[[], T],
         anchor_stamp, stamps, value = hit
         if _matches(anchor_stamp, anchor) and len(stamps) == len(depends) \
                 and all(_matches(s, d) for s, d in zip(stamps, depends)):
+            _CACHE[key] = _CACHE.pop(key)  # now the most recently used
             return value
     value = build()
     stamps: List[tuple] = [_stamp(d) for d in depends]
     anchor_stamp = ("tensor", weakref.ref(anchor,
                                           lambda _: _CACHE.pop(key, None)),
                     anchor._version)
+    _CACHE.pop(key, None)
     _CACHE[key] = (anchor_stamp, stamps, value)
+    while len(_CACHE) > MAX_ENTRIES:
+        del _CACHE[next(iter(_CACHE))]
     return value

@@ -167,6 +167,10 @@ def build_graph_index(edge_index: Tensor, num_src: int,
     if src.numel() > 1 and bool((dst[1:] < dst[:-1]).any()):
         perm = torch.argsort(dst, stable=True)
         src, dst = src[perm], dst[perm]
+    else:
+        # Copies, not views: a view keeps edge_index alive, and with it
+        # this index in the cache that edge_index's death should clear.
+        src, dst = src.clone(), dst.clone()
     to_csc = torch.argsort(src, stable=True)
     return GraphIndex(num_src, num_dst, _pointers(dst, num_dst), src, dst,
                       perm, _pointers(src[to_csc], num_src), dst[to_csc],
