@@ -242,8 +242,10 @@ def report(args) -> None:
     text = ["# Text classification as graphs", "",
             "Written by `benchmarks/text.py report` from `runs.jsonl`; test "
             "accuracy at the best validation epoch, mean ± std over seeds.",
-            "", *_grid(groups), "## Every configuration run", "", *lines,
-            ""]
+            "", *_grid(groups), "## Every configuration run", "",
+            "s / epoch: wall time of one training pass, one thread, while "
+            "other jobs shared the machine's cores (a rough guide; the "
+            "`cost` command measures time on its own).", "", *lines, ""]
     # The first claim: train/val loss gap, GIN-Attention vs standard.
     gap_rows = ["| data set | model | pattern | pos | options | epochs | seed "
                 "| final train loss | final val loss | gap (val - train) | "
