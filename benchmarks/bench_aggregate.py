@@ -35,10 +35,12 @@ def complete_graphs(sentences: int = 16, length: int = 120):
     return sentences * length, torch.cat(blocks, dim=1)
 
 
-def extremes_contenders(num_nodes: int, edge_index):
+def extremes_contenders(num_nodes: int, edge_index, device: str):
+    edge_index = edge_index.to(device)
     src, dst = edge_index
-    value = torch.randn(num_nodes, HEADS, CH, requires_grad=True)
-    alpha = torch.rand(edge_index.size(1), HEADS) + 0.01
+    value = torch.randn(num_nodes, HEADS, CH, device=device,
+                        requires_grad=True)
+    alpha = torch.rand(edge_index.size(1), HEADS, device=device) + 0.01
     pyg_max, pyg_min = MaxAggregation(), MinAggregation()
     target = dst.view(-1, 1, 1).expand(-1, HEADS, CH)
 
@@ -66,14 +68,15 @@ def extremes_contenders(num_nodes: int, edge_index):
             "torch_scatter_reduce": scatter_reduce}
 
 
-def pna_contenders(num_nodes: int, edge_index):
+def pna_contenders(num_nodes: int, edge_index, device: str):
     width = HEADS * CH
-    x = torch.randn(num_nodes, width, requires_grad=True)
     deg = degree_histogram([edge_index], [num_nodes])
+    edge_index = edge_index.to(device)
+    x = torch.randn(num_nodes, width, device=device, requires_grad=True)
     ours = PNAAttentionConv(width, CH, heads=HEADS, aggregators=AGGREGATORS,
-                            scalers=SCALERS, deg=deg)
+                            scalers=SCALERS, deg=deg).to(device)
     pyg = PNAConv(width, width, AGGREGATORS, SCALERS, deg=deg,
-                  towers=HEADS, divide_input=True)
+                  towers=HEADS, divide_input=True).to(device)
 
     def run(conv):
         def step():
@@ -87,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="aggregate",
                         help="results file name under results/")
     parser.add_argument("--note", default="",
@@ -101,9 +105,10 @@ def main() -> None:
     for name, (num_nodes, edge_index) in workloads.items():
         for group, build in (("max+min", extremes_contenders),
                              ("pna layer", pna_contenders)):
-            timings = {label: time_it(fn, repeats=args.repeats)["median_s"]
-                       for label, fn in build(num_nodes,
-                                              edge_index).items()}
+            contenders = build(num_nodes, edge_index, args.device)
+            timings = {label: time_it(fn, repeats=args.repeats,
+                                      device=args.device)["median_s"]
+                       for label, fn in contenders.items()}
             for label, seconds in timings.items():
                 row = dict(workload=name, edges=edge_index.size(1),
                            op=group, contender=label, median_s=seconds,
@@ -112,9 +117,10 @@ def main() -> None:
                 print(f"{name:16s} {group:9s} {label:21s} "
                       f"{seconds * 1e3:8.1f} ms  x{row['ratio_to_ours']:.2f}",
                       flush=True)
-    path = write_result(args.name, {"machine": machine(),
-                                      "note": args.note,
-                                      "repeats": args.repeats, "rows": rows})
+    name = args.name if args.device == "cpu" else f"{args.name}_cuda"
+    path = write_result(name, {"machine": machine(), "device": args.device,
+                               "note": args.note,
+                               "repeats": args.repeats, "rows": rows})
     print("wrote", path)
 
 

@@ -49,6 +49,9 @@ done
     tee "$OUT/bench_dense.txt") || status=1
 (cd benchmarks && timeout 300 "$PY" bench_long.py --device cuda 2>&1 |
     tee "$OUT/bench_long.txt") || status=1
+# 4. PNA-Attention's max/min aggregation against PyG's
+(cd benchmarks && timeout 300 "$PY" bench_aggregate.py --device cuda 2>&1 |
+    tee "$OUT/bench_aggregate.txt") || status=1
 
 cp benchmarks/results/*cuda*.json "$OUT/" 2>/dev/null
 echo "results in $OUT (status $status)"
