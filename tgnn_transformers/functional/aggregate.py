@@ -29,11 +29,12 @@ def _safe_sqrt(var: Tensor) -> Tensor:
 
 class _NeighbourExtremes(torch.autograd.Function):
     """Elementwise max / min of the messages ``value[src] (+ edge_value)``
-    over each target's edges with ``keep``, in one pass over the edges that
-    also records the winning edge; the backward sends each output's
+    over each target's edges with ``keep``, from one gather of the messages,
+    recording each output's winning edge; the backward sends each output's
     gradient straight to that edge's source (and edge term), so no
     ``[E, H, C]`` gradient is built.  Ties go to the first edge (a valid
-    subgradient, as ``torch_scatter.scatter_max`` picks)."""
+    subgradient; ``torch_scatter.scatter_max`` also sends it to a single
+    edge, ``scatter_reduce`` splits it)."""
 
     @staticmethod
     def forward(ctx, value: Tensor, edge_value: Optional[Tensor],
