@@ -235,7 +235,7 @@ def report(args) -> None:
         lines.append(
             f"| {ds} | {model} | {pattern} | {pos} | {variant} | "
             f"{100 * t:.1f} ± "
-            f"{100 * ts:.1f} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{100 * ts:.1f} | {','.join(str(s) for s in sorted(r['seed'] for r in rs))} | "
             f"{100 * v:.1f} ± {100 * vs:.1f} | {rs[0]['params']:,} | "
             f"{statistics.fmean(r['seconds_per_epoch'] for r in rs):.0f} | "
             f"{len(rs[0]['history'])} |")
