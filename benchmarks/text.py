@@ -166,6 +166,7 @@ def _mean_std(values):
 # neighbours.
 GRID_EPOCHS = {"sst2": 4, "trec": 10, "r8": 8}
 GRID_VARIANT = {"full": "", "window": "pooling=mean"}
+GRID_MODELS = ("mha", "gin-attention", "pna-attention")
 GRID_COLUMNS = [("full", "sinusoidal"), ("full", "rope"),
                 ("window", "sinusoidal"), ("window", "rope")]
 
@@ -183,7 +184,7 @@ def _grid(groups) -> list:
              "|---|---|" + "---|" * len(GRID_COLUMNS)]
     for ds, epochs in GRID_EPOCHS.items():
         cells = {}
-        for model in ("mha", "gin-attention", "pna-attention"):
+        for model in GRID_MODELS:
             for pattern, pos in GRID_COLUMNS:
                 rs = groups.get((ds, model, pattern, pos,
                                  GRID_VARIANT[pattern], epochs))
@@ -193,7 +194,7 @@ def _grid(groups) -> list:
             continue
         best = max(cells, key=lambda k: _mean_std(
             r["test"] for r in cells[k])[0])
-        for model in ("mha", "gin-attention", "pna-attention"):
+        for model in GRID_MODELS:
             row = []
             for pattern, pos in GRID_COLUMNS:
                 rs = cells.get((model, pattern, pos))
@@ -235,7 +236,8 @@ def report(args) -> None:
         lines.append(
             f"| {ds} | {model} | {pattern} | {pos} | {variant} | "
             f"{100 * t:.1f} ± "
-            f"{100 * ts:.1f} | {','.join(str(s) for s in sorted(r['seed'] for r in rs))} | "
+            f"{100 * ts:.1f} | "
+            f"{','.join(str(s) for s in sorted(r['seed'] for r in rs))} | "
             f"{100 * v:.1f} ± {100 * vs:.1f} | {rs[0]['params']:,} | "
             f"{statistics.fmean(r['seconds_per_epoch'] for r in rs):.0f} | "
             f"{len(rs[0]['history'])} |")

@@ -48,12 +48,12 @@ class _NeighbourExtremes(torch.autograd.Function):
         shape = (num_nodes,) + tuple(message.shape[1:])
         # Softmax weights are all positive unless dropout or a threshold
         # removed edges: skip the masked copy then.
-        masked_all = bool(keep.all())
+        keep_all = bool(keep.all())
         outs, winners = [], []
         for kind in kinds:
             skip = float("-inf") if kind == "max" else float("inf")
-            masked = message if masked_all else message.masked_fill(~keep,
-                                                                    skip)
+            masked = message if keep_all else message.masked_fill(~keep,
+                                                                  skip)
             best = message.new_full(shape, skip).scatter_reduce_(
                 0, target, masked, "a" + kind)
             # The winning edge of each output element: the hits are about
