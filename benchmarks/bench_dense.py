@@ -24,6 +24,8 @@ from tgnn_transformers.functional import complete_edge_index, edge_attention
 
 D, HEADS = 256, 8
 SHAPES = [(8, 64), (32, 128), (64, 256), (64, 512)]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+GRAPH_API = "tgnn edge_attention (graph API)"
 
 
 def lengths_for(batch: int, length: int, ragged: bool) -> torch.Tensor:
@@ -33,29 +35,36 @@ def lengths_for(batch: int, length: int, ragged: bool) -> torch.Tensor:
     return torch.randint(length // 2, length + 1, (batch, ), generator=gen)
 
 
-def workloads(batch: int, length: int, ragged: bool, device: str):
+def workloads(batch: int, length: int, ragged: bool, device: str,
+              dtype: str = "fp32", backends=("auto", )):
+    dtype = DTYPES[dtype]
     lengths = lengths_for(batch, length, ragged).to(device)
     n = int(lengths.sum())
     graph_batch = torch.repeat_interleave(
         torch.arange(batch, device=device), lengths)
     edge_index = complete_edge_index(lengths)
     c = D // HEADS
-    q, k, v = (torch.randn(n, HEADS, c, device=device, requires_grad=True)
-               for _ in range(3))
+    q, k, v = (torch.randn(n, HEADS, c, device=device, dtype=dtype,
+                           requires_grad=True) for _ in range(3))
     max_len = int(lengths.max())
     pad = torch.arange(max_len, device=device)[None] >= lengths[:, None]
     qp, kp, vp = (torch.randn(batch, HEADS, max_len, c, device=device,
-                              requires_grad=True) for _ in range(3))
+                              dtype=dtype, requires_grad=True)
+                  for _ in range(3))
     mask = ~pad[:, None, None, :] if ragged else None
-    x = torch.randn(n, D, device=device, requires_grad=True)
-    xp = torch.randn(batch, max_len, D, device=device, requires_grad=True)
-    mha = torch.nn.MultiheadAttention(D, HEADS, batch_first=True).to(device)
+    x = torch.randn(n, D, device=device, dtype=dtype, requires_grad=True)
+    xp = torch.randn(batch, max_len, D, device=device, dtype=dtype,
+                     requires_grad=True)
+    mha = torch.nn.MultiheadAttention(D, HEADS, batch_first=True).to(
+        device, dtype)
     conv = MultiHeadAttentionConv.from_torch(mha)
-    pyg = TransformerConv(D, c, heads=HEADS, root_weight=False).to(device)
+    pyg = TransformerConv(D, c, heads=HEADS, root_weight=False).to(
+        device, dtype)
 
-    def graph_kernel():
-        edge_attention(q, k, v, edge_index,
-                       batch=graph_batch).out.sum().backward()
+    def graph_kernel(backend):
+        return lambda: edge_attention(
+            q, k, v, edge_index, batch=graph_batch,
+            backend=backend).out.float().sum().backward()
 
     def raw_sdpa():
         F.scaled_dot_product_attention(qp, kp, vp,
@@ -71,7 +80,9 @@ def workloads(batch: int, length: int, ragged: bool, device: str):
     def pyg_transformer():
         pyg(x, edge_index).sum().backward()
 
-    return {"tgnn edge_attention (graph API)": graph_kernel,
+    kernels = {GRAPH_API if b == "auto" else f"tgnn edge_attention ({b})":
+               graph_kernel(b) for b in backends}
+    return {**kernels,
             "raw SDPA (padded)": raw_sdpa,
             "tgnn MultiHeadAttentionConv": graph_layer,
             "nn.MultiheadAttention": torch_mha,
@@ -80,7 +91,8 @@ def workloads(batch: int, length: int, ragged: bool, device: str):
 
 def build_probe(spec):
     fns, _ = workloads(spec["batch"], spec["length"], spec["ragged"],
-                       spec.get("device", "cpu"))
+                       spec.get("device", "cpu"), spec.get("dtype", "fp32"),
+                       spec.get("backends", ["auto"]))
     fns[spec["name"]]()  # warm-up: caches outside the measured peak
     return fns[spec["name"]]
 
@@ -91,11 +103,23 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--max-pyg-edges", type=int, default=3_000_000,
                         help="skip TransformerConv above this many edges")
+    parser.add_argument("--shapes", nargs="+", default=None,
+                        help="batch shapes as BxL (default: "
+                        + " ".join(f"{b}x{l}" for b, l in SHAPES) + ")")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="inputs and weights of every layer")
+    parser.add_argument("--backends", nargs="+", default=["auto"],
+                        choices=["auto", "sparse", "dense", "triton", "flex"],
+                        help="edge_attention backends of the kernel rows")
     args = parser.parse_args(argv)
+    shapes = SHAPES if args.shapes is None else [
+        tuple(int(v) for v in s.lower().split("x")) for s in args.shapes]
+    extra = dict(dtype=args.dtype, backends=args.backends)
     rows = []
-    for batch, length in SHAPES:
+    for batch, length in shapes:
         for ragged in (False, True):
-            fns, num_edges = workloads(batch, length, ragged, args.device)
+            fns, num_edges = workloads(batch, length, ragged, args.device,
+                                       **extra)
             print(f"B={batch} L={length} ragged={ragged}: {num_edges} edges")
             for name, fn in fns.items():
                 if name == "PyG TransformerConv" and \
@@ -107,15 +131,17 @@ def main(argv=None):
                 timing = time_it(fn, args.repeats, device=args.device)
                 memory = peak_memory(__file__, {
                     "batch": batch, "length": length, "ragged": ragged,
-                    "name": name, "device": args.device})
+                    "name": name, "device": args.device, **extra})
                 rows.append({"batch": batch, "length": length,
                              "ragged": ragged, "name": name,
+                             "dtype": args.dtype,
                              "num_edges": num_edges,
                              "forward_backward": timing,
                              "peak_memory_bytes": memory})
                 print(f"  {name:34s} {1000 * timing['median_s']:8.1f} ms  "
                       f"mem {(memory or 0) / 2**20:.0f} MiB")
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
+    suffix += "" if args.dtype == "fp32" else "_" + args.dtype
     print("wrote", write_result(f"dense{suffix}", {
         "machine": machine(), "d_model": D, "heads": HEADS, "rows": rows}))
 

@@ -2,8 +2,10 @@
 
 Time: median of ``repeats`` runs after ``warmup`` runs, all in this process
 so ratios compare like with like.  Memory: the peak resident-set increase of
-a fresh process that runs the workload once (CPU), or
-``torch.cuda.max_memory_allocated`` (GPU).
+a fresh process that runs the workload once (CPU), or the increase of
+``torch.cuda.max_memory_allocated`` over one run in this process (GPU: the
+allocator's counter is exact, and a fresh process per reading would spend
+the lent GPU's minutes on start-up).
 """
 from __future__ import annotations
 
@@ -80,12 +82,32 @@ def _reset_peak_rss() -> bool:
 
 PROBE_FLAG = "--memory-probe"
 
+#: The script's workload builder, registered by :func:`run_probe_if_asked`.
+_BUILDER: Optional[Callable[[Dict[str, Any]], Callable[[], Any]]] = None
+
+
+def _cuda_peak(fn: Callable[[], Any]) -> int:
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
 
 def peak_memory(script: str, spec: Dict[str, Any]) -> Optional[int]:
     """Peak resident-memory increase (bytes) of one run of a workload, in a
     fresh process: ``python <script> --memory-probe <spec>``.  A fresh
     process keeps earlier workloads' peaks out of the reading (and avoids
-    forking a process whose OpenMP threads are running)."""
+    forking a process whose OpenMP threads are running).  On CUDA the
+    workload is built and measured in this process."""
+    if spec.get("device", "cpu").startswith("cuda") and _BUILDER is not None:
+        fn = _BUILDER(spec)
+        peak = _cuda_peak(fn)
+        del fn
+        gc.collect()
+        return peak
     cmd = [sys.executable, script, PROBE_FLAG, json.dumps(spec)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     for line in result.stdout.splitlines()[::-1]:
@@ -97,19 +119,17 @@ def peak_memory(script: str, spec: Dict[str, Any]) -> Optional[int]:
 
 def run_probe_if_asked(build: Callable[[Dict[str, Any]], Callable[[], Any]]
                        ) -> None:
-    """In a probe process: build the workload, then report its peak."""
+    """In a probe process: build the workload, then report its peak.
+    Elsewhere: register ``build`` for the in-process CUDA readings."""
+    global _BUILDER
+    _BUILDER = build
     if PROBE_FLAG not in sys.argv:
         return
     spec = json.loads(sys.argv[sys.argv.index(PROBE_FLAG) + 1])
     fn = build(spec)
     gc.collect()
     if spec.get("device", "cpu").startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        print("PEAK_BYTES", torch.cuda.max_memory_allocated() - base)
+        print("PEAK_BYTES", _cuda_peak(fn))
     else:
         base = _status_kb("VmRSS")
         if not _reset_peak_rss():

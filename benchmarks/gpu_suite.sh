@@ -1,58 +1,113 @@
 #!/usr/bin/env bash
-# One call on a lent GPU: the CUDA tests, the Triton kernel's tests on the
-# device, and the GPU benchmarks (fp32 and bf16; sparse vs Triton kernels vs
-# PyG), results copied under $OUT (default: ./gpu_results).
+# One call on a lent GPU: the CUDA tests, then the GPU benchmarks of the
+# GPU issue (fp32 and bf16; sparse and Triton kernels, FlexAttention, SDPA
+# and PyG), most important first.  Every step has a time budget and the
+# whole run a deadline, so a short lease still brings back what finished.
 #
-#   OUT=/some/dir bash benchmarks/gpu_suite.sh            # ~10 min on an H100
-#   QUICK=1 bash benchmarks/gpu_suite.sh                   # smaller graphs
+#   OUT=/some/dir bash benchmarks/gpu_suite.sh          # ~7 min on an H200
+#   DEADLINE=300 ONLY="tests sparse" bash benchmarks/gpu_suite.sh
 #
-# Needs a CUDA build of torch and triton (pip install -e ".[dev]" on a GPU
-# machine; the CPU-only venv cannot run this).
+# Logs and the results' JSON files go to $OUT/gpu_results.tar.gz (and the
+# JSON files to benchmarks/results/); $OUT/summary.txt holds every log.
+# Needs a CUDA build of torch with Triton, PyG, pytest and hypothesis (the
+# lent machines' python3 has them; the CPU-only venv cannot run this).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 OUT="${OUT:-gpu_results}"
 mkdir -p "$OUT"
-PY="${PYTHON:-.venv/bin/python}"
-[ -x "$PY" ] || PY=python
+OUT="$(cd "$OUT" && pwd)"
+LOGS="$(mktemp -d)"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+    if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 MIRROR="${TGNN_DATA_MIRROR:-../shared/data}"
 export TGNN_DATA_MIRROR="$(cd "$MIRROR" 2>/dev/null && pwd || echo "$MIRROR")"
-OUT="$(cd "$OUT" && pwd)"
+export TGNN_DATA_ROOT="${TGNN_DATA_ROOT:-$(mktemp -d)}"
+export HF_HUB_OFFLINE=1
+START=$SECONDS
+DEADLINE="${DEADLINE:-480}"
+ONLY="${ONLY:-tests tune sparse long dense aggregate}"
 status=0
 
-"$PY" - <<'PY' | tee "$OUT/device.txt"
+# step NAME BUDGET_S COMMAND...: runs when ONLY names NAME's group (the part
+# before the first '-') and at least 20 s are left, never past DEADLINE;
+# returns the command's exit status (0 when skipped).
+step() {
+    local name=$1 budget=$2
+    shift 2
+    case " $ONLY " in *" ${name%%-*} "*) ;; *) return 0 ;; esac
+    local left=$((DEADLINE - (SECONDS - START)))
+    if [ "$left" -lt 20 ]; then
+        echo "== $name skipped: ${left}s left" | tee -a "$LOGS/skipped.txt"
+        return 0
+    fi
+    [ "$budget" -gt "$left" ] && budget=$left
+    echo "== $name (budget ${budget}s, $((SECONDS - START))s elapsed)"
+    timeout "$budget" "$@" 2>&1 | tee "$LOGS/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    [ "$rc" -ne 0 ] && echo "== $name: exit $rc"
+    return "$rc"
+}
+
+"$PY" - <<'PY' | tee "$LOGS/device.txt"
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda,
       "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     print("device", torch.cuda.get_device_name())
-try:
-    import triton
-    print("triton", triton.__version__)
-except ImportError:
-    print("triton missing")
+for name in ("triton", "torch_geometric", "torch_scatter", "torch_sparse"):
+    try:
+        print(name, __import__(name).__version__)
+    except ImportError:
+        print(name, "missing")
 PY
 
-# 1. correctness on the device (CUDA tests skip nothing here)
-timeout 300 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py \
-    tests/test_mixed_precision.py 2>&1 | tee "$OUT/tests.txt" || status=1
+# 1. correctness on the device: every CUDA test, the mixed-precision and
+#    FlexAttention suites (their CPU cases too)
+step tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 \
+    tests/test_cuda.py tests/test_mixed_precision.py \
+    tests/test_flex_attention.py || status=1
 
-# 2. benchmarks: sparse graphs, fp32 and bf16, sparse and Triton kernels
-SIZES="1e5 1e6 1e7"
-[ -n "${QUICK:-}" ] && SIZES="1e5 1e6"
+# 2. the Triton kernel's launch settings on the 10M-edge graph
+(cd benchmarks && step tune 75 "$PY" tune_triton.py --size 1e7 \
+    --block-e 16 32 64 --num-warps 1 2 4 8) || status=1
+
+# 3. sparse graphs: Cornell5 and power-law 1M / 10M edges against
+#    TransformerConv and GATConv (PyG needs ~30 GB at 10M edges)
+SIZES="${SIZES:-1e6 1e7}"
 for dtype in fp32 bf16; do
-    timeout 600 "$PY" benchmarks/bench_sparse.py --device cuda \
-        --backends sparse triton --dtype "$dtype" --sizes $SIZES \
-        --repeats 5 2>&1 | tee "$OUT/bench_sparse_$dtype.txt" || status=1
+    step "sparse-$dtype" 100 "$PY" benchmarks/bench_sparse.py \
+        --device cuda --backends sparse triton --dtype "$dtype" \
+        --sizes $SIZES --max-pyg-gb 48 --repeats 5 || status=1
 done
-# 3. token batches against SDPA and long window graphs
-(cd benchmarks && timeout 300 "$PY" bench_dense.py --device cuda 2>&1 |
-    tee "$OUT/bench_dense.txt") || status=1
-(cd benchmarks && timeout 300 "$PY" bench_long.py --device cuda 2>&1 |
-    tee "$OUT/bench_long.txt") || status=1
-# 4. PNA-Attention's max/min aggregation against PyG's
-(cd benchmarks && timeout 300 "$PY" bench_aggregate.py --device cuda 2>&1 |
-    tee "$OUT/bench_aggregate.txt") || status=1
 
-cp benchmarks/results/*cuda*.json "$OUT/" 2>/dev/null
-echo "results in $OUT (status $status)"
+# 4. the window target: w = 128, L = 64k, 8 heads x 32, against raw
+#    FlexAttention (each length compiles FlexAttention once per dtype)
+LENGTHS="${LENGTHS:-65536}"
+for dtype in fp32 bf16; do
+    (cd benchmarks && step "long-$dtype" 90 "$PY" bench_long.py \
+        --device cuda --patterns window --window 128 --heads 8 \
+        --channels 32 --lengths $LENGTHS --backends sparse triton flex \
+        --flex-baseline --dtype "$dtype" --dense-max-length 0) || status=1
+done
+
+# 5. complete token batches (32 x 128, d = 256) against SDPA
+for dtype in fp32 bf16; do
+    (cd benchmarks && step "dense-$dtype" 60 "$PY" bench_dense.py \
+        --device cuda --shapes 32x128 --dtype "$dtype" \
+        --backends auto triton) || status=1
+done
+
+# 6. PNA-Attention's max/min aggregation against PyG's
+(cd benchmarks && step aggregate 60 "$PY" bench_aggregate.py \
+    --device cuda) || status=1
+
+echo "elapsed $((SECONDS - START))s, status $status" | tee "$LOGS/end.txt"
+cp benchmarks/results/*cuda*.json "$LOGS/" 2>/dev/null
+tar -czf "$OUT/gpu_results.tar.gz" -C "$LOGS" .
+cat "$LOGS"/*.txt > "$OUT/summary.txt"
+echo "results in $OUT"
 exit $status

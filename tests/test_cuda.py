@@ -96,3 +96,73 @@ def test_convs_train_under_cuda_autocast(dtype):
         assert torch.isfinite(out.float()).all()
         assert all(p.grad is not None and torch.isfinite(p.grad).all()
                    for p in conv.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------
+# FlexAttention's backward, the max/min aggregation and the CLI on a GPU
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern,kwargs", [
+    ("full", {}), ("causal", {}), ("window", {"window": 3}),
+    ("dilated", {"window": 2, "dilation": 3})])
+def test_flex_forward_and_backward_on_cuda_match_sparse(pattern, kwargs):
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from tgnn_transformers.functional import edge_attention
+    to_graph = SequenceToGraph(pattern, **kwargs)
+    batch = Batch.from_data_list([to_graph(Data(x=torch.randn(n, 4)))
+                                  for n in (150, 37, 200)]).cuda()
+    torch.manual_seed(0)
+    n = batch.num_nodes
+    q, k, v = (torch.randn(n, 2, 16, device="cuda", requires_grad=True)
+               for _ in range(3))
+    results = {}
+    for backend in ("flex", "sparse"):
+        out = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                             backend=backend).out
+        results[backend] = (out, *torch.autograd.grad(
+            out.square().sum(), (q, k, v)))
+    for a, b in zip(results["flex"], results["sparse"]):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("reduce", [("max", "min"), ("mean", "std")])
+def test_attention_aggregate_on_cuda_matches_cpu(reduce):
+    from tgnn_transformers.functional import attention_aggregate
+    torch.manual_seed(0)
+    n, e = 400, 5000
+    # distinct edges: a tie between duplicates may go to either copy
+    pair = torch.randperm(n * n)[:e]
+    edge_index = torch.stack([pair // n, pair % n])
+    value = torch.randn(n, 4, 8, requires_grad=True)
+    alpha = torch.rand(e, 4)
+    edge_value = torch.randn(e, 4, 8, requires_grad=True)
+    results = {}
+    for device in ("cpu", "cuda"):
+        v = value.detach().to(device).requires_grad_()
+        ev = edge_value.detach().to(device).requires_grad_()
+        outs = attention_aggregate(v, alpha.to(device),
+                                   edge_index.to(device), n, reduce=reduce,
+                                   edge_value=ev)
+        grads = torch.autograd.grad(outs.square().sum(), (v, ev))
+        results[device] = [t.cpu() for t in (outs, *grads)]
+    for a, b in zip(results["cuda"], results["cpu"]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cli_trains_on_cuda(precision, tmp_path, data_mirror, monkeypatch):
+    import json
+
+    from tgnn_transformers.cli import main
+    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
+    out = tmp_path / "out"
+    assert main(["train", "--task", "node", "--dataset", "cora", "--model",
+                 "gin-attention", "--epochs", "3", "--hidden", "16",
+                 "--heads", "2", "--device", "cuda", "--precision",
+                 precision, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"]["device"].startswith("cuda")
+    assert metrics["device"]["device_name"] == torch.cuda.get_device_name()
+    assert metrics["precision"] == precision
+    assert 0.0 <= metrics["test"]["mean"] <= 1.0

@@ -52,6 +52,12 @@ from .sparse_ops import GraphIndex, graph_index
 #: work items merged afterwards (a multiple of every ``BLOCK_E``).
 ROW_SPLIT = 512
 
+#: Launch settings, ``None`` for the defaults (``BLOCK_E`` from the mean
+#: degree, Triton's ``num_warps``); ``benchmarks/tune_triton.py`` sets them
+#: to time alternatives on a GPU.
+BLOCK_E: Optional[int] = None
+NUM_WARPS: Optional[int] = None
+
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -133,7 +139,7 @@ def build_work_items(dst_ptr: Tensor,
     order = torch.argsort(end - start, descending=True, stable=True)
     num_edges = int(dst_ptr[-1]) if num_rows else 0
     mean_degree = num_edges / max(num_rows, 1)
-    block_e = min(64, max(16, _next_pow2(int(mean_degree))))
+    block_e = BLOCK_E or min(64, max(16, _next_pow2(int(mean_degree))))
     as_i32 = lambda t: t[order].to(torch.int32).contiguous()  # noqa: E731
     return WorkItems(as_i32(row), start[order].contiguous(),
                      end[order].contiguous(), as_i32(slot), slot_row,
@@ -143,7 +149,7 @@ def build_work_items(dst_ptr: Tensor,
 def work_items(edge_index: Tensor, index: GraphIndex) -> WorkItems:
     return cached_on(edge_index, "triton_work_items",
                      lambda: build_work_items(index.dst_ptr),
-                     index.num_src, index.num_dst, ROW_SPLIT)
+                     index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
 
 
 # --------------------------------------------------------------------------
@@ -345,6 +351,10 @@ def _grid(items: WorkItems, heads: int) -> Tuple[int, int]:
     return (items.row.numel(), heads)
 
 
+def _launch() -> dict:
+    return {} if NUM_WARPS is None else {"num_warps": NUM_WARPS}
+
+
 def _dummy(like: Tensor) -> Tensor:
     return like.new_zeros(1)
 
@@ -414,7 +424,8 @@ class _TritonAttention(torch.autograd.Function):
                 part_m, part_l, heads, channels, value_channels,
                 HAS_EK=edge_key is not None, HAS_EV=edge_value is not None,
                 HAS_B=bias is not None, BLOCK_E=items.block_e,
-                BLOCK_C=_blocks(channels), BLOCK_V=_blocks(value_channels))
+                BLOCK_C=_blocks(channels), BLOCK_V=_blocks(value_channels),
+                **_launch())
         _merge_partials(items, out, lse, part_acc[:slots], part_m[:slots],
                         part_l[:slots])
         if need_weights:
@@ -425,7 +436,8 @@ class _TritonAttention(torch.autograd.Function):
                     query, key, ek, b, scale, index.src, items.row,
                     items.start, items.end, lse, alpha, heads, channels,
                     HAS_EK=edge_key is not None, HAS_B=bias is not None,
-                    BLOCK_E=items.block_e, BLOCK_C=_blocks(channels))
+                    BLOCK_E=items.block_e, BLOCK_C=_blocks(channels),
+                    **_launch())
             alpha = alpha.to(value.dtype)
         else:
             alpha = out.new_empty(0, heads)
@@ -479,7 +491,7 @@ class _TritonAttention(torch.autograd.Function):
                 HAS_B=bias is not None, HAS_DALPHA=has_dalpha,
                 NEED_DEK=need_dek, NEED_DEV=need_dev, NEED_DB=need_db,
                 BLOCK_E=items.block_e, BLOCK_C=_blocks(channels),
-                BLOCK_V=_blocks(value_channels))
+                BLOCK_V=_blocks(value_channels), **_launch())
         grads = [dq.to(query.dtype), dk.to(key.dtype), dv.to(value.dtype),
                  dek.to(edge_key.dtype) if need_dek else None,
                  dev.to(edge_value.dtype) if need_dev else None,
