@@ -67,13 +67,14 @@ PY
 
 # 1. correctness on the device: every CUDA test, the mixed-precision and
 #    FlexAttention suites (their CPU cases too)
+TESTS="${TESTS:-tests/test_cuda.py tests/test_mixed_precision.py
+tests/test_flex_attention.py}"
 step tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 \
-    tests/test_cuda.py tests/test_mixed_precision.py \
-    tests/test_flex_attention.py || status=1
+    $TESTS || status=1
 
-# 2. the Triton kernel's launch settings on the 10M-edge graph
-(cd benchmarks && step tune 75 "$PY" tune_triton.py --size 1e7 \
-    --block-e 16 32 64 --num-warps 1 2 4 8) || status=1
+# 2. the Triton kernel's launch settings and backward on the 10M-edge graph
+(cd benchmarks && step tune-powerlaw 90 "$PY" tune_triton.py --size 1e7 \
+    --block-e 16 32 --num-warps 0 1 2 4) || status=1
 
 # 3. sparse graphs: Cornell5 and power-law 1M / 10M edges against
 #    TransformerConv and GATConv (PyG needs ~30 GB at 10M edges)
@@ -94,14 +95,18 @@ for dtype in fp32 bf16; do
         --flex-baseline --dtype "$dtype" --dense-max-length 0) || status=1
 done
 
-# 5. complete token batches (32 x 128, d = 256) against SDPA
-for dtype in fp32 bf16; do
+# 5. launch settings on the window graph (degree 257)
+(cd benchmarks && step tune-window 60 "$PY" tune_triton.py --graph window \
+    --size 65536 --heads 8 --block-e 64 128 --num-warps 0 4) || status=1
+
+# 6. complete token batches (32 x 128, d = 256) against SDPA
+for dtype in bf16 fp32; do
     (cd benchmarks && step "dense-$dtype" 60 "$PY" bench_dense.py \
         --device cuda --shapes 32x128 --dtype "$dtype" \
         --backends auto triton) || status=1
 done
 
-# 6. PNA-Attention's max/min aggregation against PyG's
+# 7. PNA-Attention's max/min aggregation against PyG's
 (cd benchmarks && step aggregate 60 "$PY" bench_aggregate.py \
     --device cuda) || status=1
 

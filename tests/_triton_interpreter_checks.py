@@ -21,9 +21,13 @@ from tgnn_transformers.functional import triton_attention as ta  # noqa
 H, C, CV = 2, 6, 5  # widths that are not powers of two: masked lanes
 
 
-@pytest.fixture(autouse=True)
-def _seed():
+@pytest.fixture(autouse=True, params=ta.BACKWARDS)
+def backward(request, monkeypatch):
+    """Every check runs with both ways of finding the key and value
+    gradients (by source rows, and atomic adds from the target rows)."""
     torch.manual_seed(0)
+    monkeypatch.setattr(ta, "BACKWARD", request.param)
+    return request.param
 
 
 def _graph(num_src, num_dst, num_edges, seed=0):
@@ -119,11 +123,14 @@ def _close(a, b, tol):
     return err
 
 
-@pytest.mark.parametrize("case", ["random", "bipartite", "skewed"])
+@pytest.mark.parametrize("case", ["random", "bipartite", "skewed",
+                                  "skewed_sources"])
 def test_fp32_matches_dense_reference_and_sparse_path(case, monkeypatch):
-    if case == "skewed":
+    if case.startswith("skewed"):
         monkeypatch.setattr(ta, "ROW_SPLIT", 32)  # the hub: 3 items
         edge_index, num_src = _skewed(), 40
+        if case == "skewed_sources":  # node 0 sends the hub's edges
+            edge_index = edge_index.flip(0)
         num_dst = num_src
         edge_index = torch.unique(edge_index, dim=1)  # no duplicates
         edge_index = edge_index[:, torch.randperm(edge_index.size(1))]
@@ -151,9 +158,13 @@ def test_fp32_matches_dense_reference_and_sparse_path(case, monkeypatch):
     for name in t:
         _close(grads[name], s_grads[name], 3e-5 if name == "scale" else
                1e-5)
+    index = ta.graph_index(edge_index, num_src, num_dst)
     if case == "skewed":
-        items = ta.work_items(edge_index, ta.graph_index(edge_index, 40, 40))
+        items = ta.work_items(edge_index, index)
         assert items.slot_row.numel() >= 2  # the hub row was split
+    if case == "skewed_sources":
+        items = ta.work_items_by_source(edge_index, index)
+        assert items.slot_row.numel() >= 2  # the hub's source row too
 
 
 def test_split_rows_with_duplicates_match_sparse(monkeypatch):

@@ -51,11 +51,14 @@ def _triton():
     return pytest.importorskip("triton")
 
 
+@pytest.mark.parametrize("backward", ["by_source", "atomic"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16,
                                    torch.float16])
-def test_triton_kernel_on_cuda_matches_sparse(dtype):
+def test_triton_kernel_on_cuda_matches_sparse(dtype, backward, monkeypatch):
     _triton()
     from tgnn_transformers.functional import edge_attention
+    from tgnn_transformers.functional import triton_attention
+    monkeypatch.setattr(triton_attention, "BACKWARD", backward)
     torch.manual_seed(0)
     n, e = 3000, 40000
     # a power-law-ish target distribution: some rows longer than ROW_SPLIT

@@ -7,10 +7,12 @@ graph break on every call.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from ._cache import cached_on
 
 
 def tracing() -> bool:
@@ -49,6 +51,13 @@ def check_edge_index_layout(edge_index: Tensor) -> None:
                         f"torch.int32), got {edge_index.dtype}")
 
 
+def _index_bounds(edge_index: Tensor) -> Tuple[int, int, int]:
+    """``(min over both rows, max source, max target)``."""
+    bounds = torch.stack([edge_index.min(), edge_index[0].max(),
+                          edge_index[1].max()])
+    return tuple(int(b) for b in bounds.tolist())
+
+
 def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
                      num_dst: Optional[int] = None) -> None:
     """Checks that ``edge_index`` is an integer ``[2, E]`` tensor whose
@@ -56,14 +65,15 @@ def check_edge_index(edge_index: Tensor, num_src: Optional[int] = None,
     check_edge_index_layout(edge_index)
     if tracing() or edge_index.numel() == 0:
         return
-    lo = int(edge_index.min())
+    # One reduction and one device sync per graph, not three per call: the
+    # bounds are cached with the edge_index (an in-place edit recomputes).
+    lo, hi_src, hi_dst = cached_on(edge_index, "index_bounds",
+                                   lambda: _index_bounds(edge_index))
     if lo < 0:
         raise ValueError(f"edge_index contains the negative index {lo}")
-    for row, bound, name in ((0, num_src, "source"), (1, num_dst, "target")):
-        if bound is None:
-            continue
-        hi = int(edge_index[row].max())
-        if hi >= bound:
+    for hi, bound, name in ((hi_src, num_src, "source"),
+                            (hi_dst, num_dst, "target")):
+        if bound is not None and hi >= bound:
             raise ValueError(
                 f"edge_index has {name} index {hi} but there are only "
                 f"{bound} {name} nodes (valid indices are 0..{bound - 1})")

@@ -80,7 +80,12 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
         dilation = int(positive.min())
         window = int(delta.abs().max()) // dilation
         candidates.append(FlexPattern("window", lengths, window, dilation))
+    num_edges = edge_index.size(1)
+    complete = int((lengths.long() ** 2).sum())
+    counts = {"full": complete, "causal": (complete + num_nodes) // 2}
     for cand in candidates:
+        if counts.get(cand.kind, num_edges) != num_edges:
+            continue  # (never build a complete graph that cannot match)
         if cand.kind == "window":
             expected = _window_edges(lengths, cand.window, cand.dilation)
         else:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_on
+from ._checks import check_choice
 from ._precision import result_dtype
 from .sparse_ops import GraphIndex, graph_index
 
@@ -53,10 +54,17 @@ from .sparse_ops import GraphIndex, graph_index
 ROW_SPLIT = 512
 
 #: Launch settings, ``None`` for the defaults (``BLOCK_E`` from the mean
-#: degree, Triton's ``num_warps``); ``benchmarks/tune_triton.py`` sets them
-#: to time alternatives on a GPU.
+#: degree; warps from the tile size, :func:`_launch`);
+#: ``benchmarks/tune_triton.py`` sets them to time alternatives on a GPU.
 BLOCK_E: Optional[int] = None
 NUM_WARPS: Optional[int] = None
+
+#: How the backward finds the key and value gradients: ``"by_source"``
+#: walks each source's outgoing edges (CSC order) and writes its gradient
+#: once per work item; ``"atomic"`` adds every edge's share to its source
+#: with an atomic add from the target-ordered pass.
+BACKWARD = "by_source"
+BACKWARDS = ("by_source", "atomic")
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -147,8 +155,17 @@ def build_work_items(dst_ptr: Tensor,
 
 
 def work_items(edge_index: Tensor, index: GraphIndex) -> WorkItems:
+    """Work items over the target rows (forward, weights, ``dq``)."""
     return cached_on(edge_index, "triton_work_items",
                      lambda: build_work_items(index.dst_ptr),
+                     index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
+
+
+def work_items_by_source(edge_index: Tensor,
+                         index: GraphIndex) -> WorkItems:
+    """Work items over the source rows (the ``"by_source"`` backward)."""
+    return cached_on(edge_index, "triton_work_items_by_source",
+                     lambda: build_work_items(index.src_ptr),
                      index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
 
 
@@ -270,8 +287,9 @@ def _kernels():
                   HAS_EK: tl.constexpr, HAS_EV: tl.constexpr,
                   HAS_B: tl.constexpr, HAS_DALPHA: tl.constexpr,
                   NEED_DEK: tl.constexpr, NEED_DEV: tl.constexpr,
-                  NEED_DB: tl.constexpr, BLOCK_E: tl.constexpr,
-                  BLOCK_C: tl.constexpr, BLOCK_V: tl.constexpr):
+                  NEED_DB: tl.constexpr, ATOMIC_KV: tl.constexpr,
+                  BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr,
+                  BLOCK_V: tl.constexpr):
         item = tl.program_id(0)
         h = tl.program_id(1)
         row = tl.load(ROW + item).to(tl.int64)
@@ -322,25 +340,104 @@ def _kernels():
             ds = tl.where(p > 0, p * (dp - delta), 0.0)
             dq += tl.sum(ds[:, None] * k, 0)
             dscale += tl.sum(ds * tl.where(mask_e, dot, 0.0), 0)
-            dk_e = (scale * ds)[:, None] * q[None, :]
-            dv_e = p[:, None] * do[None, :]
-            tl.atomic_add(DK + (j[:, None] * H + h) * C + offs_c[None, :],
-                          dk_e, mask=kc)
-            tl.atomic_add(DV + (j[:, None] * H + h) * CV + offs_v[None, :],
-                          dv_e, mask=vc)
-            if NEED_DEK:
-                tl.store(DEK + (offs_e[:, None] * H + h) * C +
-                         offs_c[None, :], dk_e, mask=kc)
-            if NEED_DEV:
-                tl.store(DEV + (offs_e[:, None] * H + h) * CV +
-                         offs_v[None, :], dv_e, mask=vc)
-            if NEED_DB:
-                tl.store(DB + offs_e * H + h, ds, mask=mask_e)
+            if ATOMIC_KV:
+                dk_e = (scale * ds)[:, None] * q[None, :]
+                dv_e = p[:, None] * do[None, :]
+                tl.atomic_add(DK + (j[:, None] * H + h) * C +
+                              offs_c[None, :], dk_e, mask=kc)
+                tl.atomic_add(DV + (j[:, None] * H + h) * CV +
+                              offs_v[None, :], dv_e, mask=vc)
+                if NEED_DEK:
+                    tl.store(DEK + (offs_e[:, None] * H + h) * C +
+                             offs_c[None, :], dk_e, mask=kc)
+                if NEED_DEV:
+                    tl.store(DEV + (offs_e[:, None] * H + h) * CV +
+                             offs_v[None, :], dv_e, mask=vc)
+                if NEED_DB:
+                    tl.store(DB + offs_e * H + h, ds, mask=mask_e)
         tl.atomic_add(DQ + (row * H + h) * C + offs_c, dq * scale,
                       mask=mask_c)
         tl.store(DSCALE + item * H + h, dscale)
 
-    return _forward, _weights, _backward
+    @triton.jit
+    def _backward_by_source(Q, K, V, EK, EV, B, SCALE, DST, POS, ROW, START,
+                            END, LSE, DELTA, DOUT, DALPHA, DK, DV, DEK, DEV,
+                            DB, H, C, CV,
+                            HAS_EK: tl.constexpr, HAS_EV: tl.constexpr,
+                            HAS_B: tl.constexpr, HAS_DALPHA: tl.constexpr,
+                            NEED_DEK: tl.constexpr, NEED_DEV: tl.constexpr,
+                            NEED_DB: tl.constexpr, BLOCK_E: tl.constexpr,
+                            BLOCK_C: tl.constexpr, BLOCK_V: tl.constexpr):
+        # One work item of one *source* row: its outgoing edges in CSC
+        # order; per-edge inputs and outputs sit at their CSR positions.
+        item = tl.program_id(0)
+        h = tl.program_id(1)
+        row = tl.load(ROW + item).to(tl.int64)
+        start = tl.load(START + item)
+        end = tl.load(END + item)
+        offs_c = tl.arange(0, BLOCK_C)
+        offs_v = tl.arange(0, BLOCK_V)
+        mask_c = offs_c < C
+        mask_v = offs_v < CV
+        scale = tl.load(SCALE).to(tl.float32)
+        k_j = tl.load(K + (row * H + h) * C + offs_c, mask=mask_c,
+                      other=0.0).to(tl.float32)
+        v_j = tl.load(V + (row * H + h) * CV + offs_v, mask=mask_v,
+                      other=0.0).to(tl.float32)
+        lanes = tl.arange(0, BLOCK_E)
+        dk = tl.zeros([BLOCK_C], tl.float32)
+        dv = tl.zeros([BLOCK_V], tl.float32)
+        for e0 in range(start, end, BLOCK_E):
+            offs = e0 + lanes
+            mask_e = offs < end
+            i = tl.load(DST + offs, mask=mask_e, other=0)
+            pos = tl.load(POS + offs, mask=mask_e, other=0)
+            kc = mask_e[:, None] & mask_c[None, :]
+            vc = mask_e[:, None] & mask_v[None, :]
+            q = tl.load(Q + (i[:, None] * H + h) * C + offs_c[None, :],
+                        mask=kc, other=0.0).to(tl.float32)
+            k = k_j[None, :]
+            if HAS_EK:
+                k = k + tl.load(EK + (pos[:, None] * H + h) * C +
+                                offs_c[None, :], mask=kc,
+                                other=0.0).to(tl.float32)
+            s = tl.sum(q * k, 1) * scale
+            if HAS_B:
+                s += tl.load(B + pos * H + h, mask=mask_e,
+                             other=0.0).to(tl.float32)
+            lse = tl.load(LSE + i * H + h, mask=mask_e, other=float("inf"))
+            p = tl.where(mask_e, tl.exp(s - lse), 0.0)
+            do = tl.load(DOUT + (i[:, None] * H + h) * CV + offs_v[None, :],
+                         mask=vc, other=0.0).to(tl.float32)
+            v = v_j[None, :]
+            if HAS_EV:
+                v = v + tl.load(EV + (pos[:, None] * H + h) * CV +
+                                offs_v[None, :], mask=vc,
+                                other=0.0).to(tl.float32)
+            dp = tl.sum(do * v, 1)
+            if HAS_DALPHA:
+                dp += tl.load(DALPHA + pos * H + h, mask=mask_e,
+                              other=0.0).to(tl.float32)
+            delta = tl.load(DELTA + i * H + h, mask=mask_e, other=0.0)
+            ds = tl.where(p > 0, p * (dp - delta), 0.0)
+            dk_e = (scale * ds)[:, None] * q
+            dv_e = p[:, None] * do
+            dk += tl.sum(dk_e, 0)
+            dv += tl.sum(dv_e, 0)
+            if NEED_DEK:
+                tl.store(DEK + (pos[:, None] * H + h) * C + offs_c[None, :],
+                         dk_e, mask=kc)
+            if NEED_DEV:
+                tl.store(DEV + (pos[:, None] * H + h) * CV +
+                         offs_v[None, :], dv_e, mask=vc)
+            if NEED_DB:
+                tl.store(DB + pos * H + h, ds, mask=mask_e)
+        # a split source row has several items: one add per item and
+        # channel (not per edge)
+        tl.atomic_add(DK + (row * H + h) * C + offs_c, dk, mask=mask_c)
+        tl.atomic_add(DV + (row * H + h) * CV + offs_v, dv, mask=mask_v)
+
+    return _forward, _weights, _backward, _backward_by_source
 
 
 def _blocks(channels: int) -> int:
@@ -351,8 +448,14 @@ def _grid(items: WorkItems, heads: int) -> Tuple[int, int]:
     return (items.row.numel(), heads)
 
 
-def _launch() -> dict:
-    return {} if NUM_WARPS is None else {"num_warps": NUM_WARPS}
+def _launch(block_e: int, block_c: int, backward: bool) -> dict:
+    """Warps per program: the tiles are small (``BLOCK_E`` edges by one
+    head's channels), and on an H200 one warp ran the forward of a 16 x 32
+    tile fastest and two the backward (``benchmarks/tune_triton.py``)."""
+    if NUM_WARPS is not None:
+        return {"num_warps": NUM_WARPS}
+    per_warp = 256 if backward else 512
+    return {"num_warps": max(1, min(4, block_e * block_c // per_warp))}
 
 
 def _dummy(like: Tensor) -> Tensor:
@@ -396,8 +499,8 @@ class _TritonAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, edge_key, edge_value, bias, scale,
-                index, items, need_weights):
-        forward_kernel, weights_kernel, _ = _kernels()
+                index, items, items_by_source, need_weights):
+        forward_kernel, weights_kernel, _, _ = _kernels()
         num_dst, heads, channels = query.shape
         value_channels = value.size(-1)
         # fp32 output buffer: the backward's D = <dO, O> cancels against
@@ -425,7 +528,7 @@ class _TritonAttention(torch.autograd.Function):
                 HAS_EK=edge_key is not None, HAS_EV=edge_value is not None,
                 HAS_B=bias is not None, BLOCK_E=items.block_e,
                 BLOCK_C=_blocks(channels), BLOCK_V=_blocks(value_channels),
-                **_launch())
+                **_launch(items.block_e, _blocks(channels), False))
         _merge_partials(items, out, lse, part_acc[:slots], part_m[:slots],
                         part_l[:slots])
         if need_weights:
@@ -437,7 +540,7 @@ class _TritonAttention(torch.autograd.Function):
                     items.start, items.end, lse, alpha, heads, channels,
                     HAS_EK=edge_key is not None, HAS_B=bias is not None,
                     BLOCK_E=items.block_e, BLOCK_C=_blocks(channels),
-                    **_launch())
+                    **_launch(items.block_e, _blocks(channels), False))
             alpha = alpha.to(value.dtype)
         else:
             alpha = out.new_empty(0, heads)
@@ -445,15 +548,17 @@ class _TritonAttention(torch.autograd.Function):
         ctx.save_for_backward(query, key, value, edge_key, edge_value, bias,
                               scale, out, lse, alpha)
         ctx.index, ctx.items = index, items
+        ctx.items_by_source = items_by_source
         ctx.need_weights = need_weights
         return out.to(value.dtype), alpha
 
     @staticmethod
     def backward(ctx, grad_out, grad_alpha):
-        _, _, backward_kernel = _kernels()
+        _, _, backward_kernel, by_source_kernel = _kernels()
         (query, key, value, edge_key, edge_value, bias, scale, out, lse,
          alpha) = ctx.saved_tensors
         index, items = ctx.index, ctx.items
+        items_by_source = ctx.items_by_source
         num_dst, heads, channels = query.shape
         value_channels = value.size(-1)
         f32 = dict(dtype=torch.float32, device=query.device)
@@ -478,27 +583,38 @@ class _TritonAttention(torch.autograd.Function):
         db = torch.empty(num_edges, heads, **f32) if need_db else _dummy(dq)
         grid = _grid(items, heads)
         dscale = torch.zeros(max(grid[0], 1), heads, **f32)
+        inputs = (query, key, value,
+                  edge_key if edge_key is not None else _dummy(query),
+                  edge_value if edge_value is not None else _dummy(value),
+                  bias if bias is not None else _dummy(lse), scale)
+        flags = dict(HAS_EK=edge_key is not None,
+                     HAS_EV=edge_value is not None, HAS_B=bias is not None,
+                     HAS_DALPHA=has_dalpha, NEED_DEK=need_dek,
+                     NEED_DEV=need_dev, NEED_DB=need_db,
+                     BLOCK_C=_blocks(channels),
+                     BLOCK_V=_blocks(value_channels))
+        dalpha = grad_alpha if has_dalpha else _dummy(lse)
         if grid[0] > 0 and num_edges > 0:
             backward_kernel[grid](
-                query, key, value,
-                edge_key if edge_key is not None else _dummy(query),
-                edge_value if edge_value is not None else _dummy(value),
-                bias if bias is not None else _dummy(lse), scale, index.src,
-                items.row, items.start, items.end, lse, delta, grad_out,
-                grad_alpha if has_dalpha else _dummy(lse), dq, dk, dv, dek,
-                dev, db, dscale, heads, channels, value_channels,
-                HAS_EK=edge_key is not None, HAS_EV=edge_value is not None,
-                HAS_B=bias is not None, HAS_DALPHA=has_dalpha,
-                NEED_DEK=need_dek, NEED_DEV=need_dev, NEED_DB=need_db,
-                BLOCK_E=items.block_e, BLOCK_C=_blocks(channels),
-                BLOCK_V=_blocks(value_channels), **_launch())
+                *inputs, index.src, items.row, items.start, items.end, lse,
+                delta, grad_out, dalpha, dq, dk, dv, dek, dev, db, dscale,
+                heads, channels, value_channels,
+                ATOMIC_KV=items_by_source is None, BLOCK_E=items.block_e,
+                **flags, **_launch(items.block_e, _blocks(channels), True))
+        if items_by_source is not None and num_edges > 0:
+            by_source_kernel[_grid(items_by_source, heads)](
+                *inputs, index.dst_by_src, index.to_csc, items_by_source.row,
+                items_by_source.start, items_by_source.end, lse, delta,
+                grad_out, dalpha, dk, dv, dek, dev, db, heads, channels,
+                value_channels, BLOCK_E=items_by_source.block_e, **flags,
+                **_launch(items_by_source.block_e, _blocks(channels), True))
         grads = [dq.to(query.dtype), dk.to(key.dtype), dv.to(value.dtype),
                  dek.to(edge_key.dtype) if need_dek else None,
                  dev.to(edge_value.dtype) if need_dev else None,
                  db.to(bias.dtype) if need_db else None,
                  dscale.sum().reshape(scale.shape).to(scale.dtype)
                  if ctx.needs_input_grad[6] else None]
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 @torch.compiler.disable
@@ -524,9 +640,15 @@ def triton_attention(query: Tensor, key: Tensor, value: Tensor,
     else:
         scale_t = torch.full((1, ), float(scale), dtype=torch.float32,
                              device=query.device)
+    check_choice("BACKWARD", BACKWARD, BACKWARDS)
+    items_by_source = None
+    if BACKWARD == "by_source" and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad
+            for t in (query, key, value, edge_key, edge_value, bias)):
+        items_by_source = work_items_by_source(edge_index, index)
     out, alpha = _TritonAttention.apply(query, key, value, edge_key,
                                         edge_value, bias, scale_t, index,
-                                        items, need_weights)
+                                        items, items_by_source, need_weights)
     if not need_weights:
         return out, None
     return out, index.to_input_order(alpha)
