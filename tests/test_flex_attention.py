@@ -63,3 +63,66 @@ def test_flex_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="backward only on GPUs"):
         edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
                        backend="flex")
+
+
+@pytest.fixture
+def flex_spy(monkeypatch):
+    """``backend="auto"`` prefers FlexAttention as on CUDA, and the padded
+    FlexAttention calls are counted."""
+    from tgnn_transformers.functional import attention
+    calls = []
+    real = attention.flex_attention_padded
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(attention, "flex_preferred", lambda query: True)
+    monkeypatch.setattr(attention, "flex_attention_padded", spy)
+    return calls
+
+
+@pytest.mark.parametrize("pattern,kwargs", CASES[2:])
+def test_auto_takes_flex_for_window_graphs_where_preferred(pattern, kwargs,
+                                                           flex_spy):
+    batch = _batch(pattern, kwargs)
+    q, k, v = (torch.randn(batch.num_nodes, 2, 8) for _ in range(3))
+    with torch.no_grad():
+        auto = edge_attention(q, k, v, batch.edge_index, batch=batch.batch)
+        ref = edge_attention(q, k, v, batch.edge_index, backend="sparse")
+    assert len(flex_spy) == 1
+    torch.testing.assert_close(auto.out, ref.out, atol=1e-5, rtol=1e-5)
+
+
+def test_auto_leaves_flex_for_other_graphs_and_options(flex_spy):
+    # a large graph whose widest edge spans 40k tokens: the window test
+    # must not build a 40k-token window graph (3.2G edges) to say no
+    n = 40_000
+    edge_index = torch.tensor([[0, n - 1, 5, 7], [n - 1, 0, 6, 7]])
+    q, k, v = (torch.randn(n, 2, 8) for _ in range(3))
+    with torch.no_grad():
+        auto = edge_attention(q, k, v, edge_index)
+        ref = edge_attention(q, k, v, edge_index, backend="sparse")
+        torch.testing.assert_close(auto.out, ref.out)
+        batch = _batch("window", {"window": 2})
+        m = batch.num_nodes
+        q, k, v = (torch.randn(m, 2, 8) for _ in range(3))
+        bias = torch.randn(batch.edge_index.size(1), 2)
+        auto = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                              bias=bias, need_weights=True)
+        ref = edge_attention(q, k, v, batch.edge_index, bias=bias,
+                             backend="sparse", need_weights=True)
+    assert flex_spy == []
+    torch.testing.assert_close(auto.out, ref.out)
+    torch.testing.assert_close(auto.alpha, ref.alpha)
+
+
+def test_padded_layout_rounded_to_a_block_round_trips():
+    from tgnn_transformers.functional.attention import _PaddedLayout
+    lengths = torch.tensor([5, 130, 1])
+    layout = _PaddedLayout(lengths, 136, multiple=128)
+    assert layout.max_len == 256 and layout.ragged
+    x = torch.randn(136, 2, 3)
+    padded = layout.pad(x)
+    assert padded.shape == (3, 2, 256, 3)
+    assert torch.equal(padded[0, :, 5:], torch.zeros(2, 251, 3))
+    assert torch.equal(layout.unpad(padded), x)

@@ -112,6 +112,8 @@ def check_batch(batch: Optional[Tensor], num_nodes: int) -> None:
         raise TypeError(f"batch must hold integers, got {batch.dtype}")
     if tracing() or batch.numel() < 2:
         return
-    if bool((batch[1:] < batch[:-1]).any()):
+    # one device sync per batch vector, not one per call (cached)
+    if not cached_on(batch, "batch_sorted",
+                     lambda: not bool((batch[1:] < batch[:-1]).any())):
         raise ValueError("batch must be sorted (nodes of each graph stored "
                          "contiguously, as PyG's Batch does)")

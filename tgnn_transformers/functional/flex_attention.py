@@ -69,9 +69,6 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
     lengths = _graph_lengths(batch, num_nodes, edge_index.device)
     if batch is not None and bool((batch[1:] < batch[:-1]).any()):
         return None  # sequences must be contiguous blocks of nodes
-    keys = _sorted_keys(edge_index, num_nodes)
-    if bool((keys[1:] == keys[:-1]).any()):
-        return None  # duplicate edges weigh differently
     candidates = [FlexPattern("full", lengths),
                   FlexPattern("causal", lengths)]
     delta = (edge_index[0] - edge_index[1]).long()
@@ -80,22 +77,44 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
         dilation = int(positive.min())
         window = int(delta.abs().max()) // dilation
         candidates.append(FlexPattern("window", lengths, window, dilation))
-    num_edges = edge_index.size(1)
-    complete = int((lengths.long() ** 2).sum())
-    counts = {"full": complete, "causal": (complete + num_nodes) // 2}
+    in_degree = torch.bincount(edge_index[1].long(), minlength=num_nodes)
     for cand in candidates:
-        if counts.get(cand.kind, num_edges) != num_edges:
-            continue  # (never build a complete graph that cannot match)
+        # O(N) first: a pattern whose in-degrees differ is never built (a
+        # complete graph of 64k tokens, or the "window" of an arbitrary
+        # graph, would not fit in memory).
+        if not torch.equal(_pattern_degree(cand, num_nodes), in_degree):
+            continue
         if cand.kind == "window":
             expected = _window_edges(lengths, cand.window, cand.dilation)
         else:
             expected = complete_edge_index(lengths, causal=cand.kind ==
                                            "causal")
-        if expected.size(1) == edge_index.size(1) and torch.equal(
-                _sorted_keys(expected.to(edge_index.device), num_nodes),
-                keys):
+        # (equal sorted keys also rule out duplicate edges, which would
+        # weigh differently)
+        if torch.equal(_sorted_keys(expected.to(edge_index.device),
+                                    num_nodes),
+                       _sorted_keys(edge_index, num_nodes)):
             return cand
     return None
+
+
+def _pattern_degree(pattern: FlexPattern, num_nodes: int) -> Tensor:
+    """In-degree of every token under ``pattern``."""
+    lengths = pattern.lengths.long()
+    graph = torch.repeat_interleave(torch.arange(lengths.numel(),
+                                                 device=lengths.device),
+                                    lengths)
+    position = torch.arange(num_nodes, device=lengths.device) - \
+        lengths_to_ptr(lengths)[graph]
+    length = lengths[graph]
+    if pattern.kind == "full":
+        return length
+    if pattern.kind == "causal":
+        return position + 1
+    w, d = pattern.window, pattern.dilation
+    after = torch.clamp((length - 1 - position) // d, max=w)
+    before = torch.clamp(position // d, max=w)
+    return before + after + 1
 
 
 def recognize_flex_pattern(edge_index: Tensor, batch: Optional[Tensor],
