@@ -105,9 +105,10 @@ def main(argv=None):
                         help="channels per head")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--backends", nargs="+", default=["sparse"],
-                        choices=["sparse", "triton", "flex"],
+                        choices=["auto", "sparse", "triton", "flex"],
                         help="edge_attention backends to time (flex: only "
-                        "the window pattern; triton and flex need CUDA)")
+                        "the window pattern; triton and flex need CUDA; "
+                        "auto: what edge_attention picks)")
     parser.add_argument("--flex-baseline", action="store_true",
                         help="also time raw compiled FlexAttention with the "
                         "same window mask (CUDA)")

@@ -4,13 +4,16 @@
 # and PyG), most important first.  Every step has a time budget and the
 # whole run a deadline, so a short lease still brings back what finished.
 #
-#   OUT=/some/dir bash benchmarks/gpu_suite.sh          # ~7 min on an H200
+#   OUT=/some/dir bash benchmarks/gpu_suite.sh          # ~9 min on an H200
 #   DEADLINE=300 ONLY="tests sparse" bash benchmarks/gpu_suite.sh
 #
 # Logs and the results' JSON files go to $OUT/gpu_results.tar.gz (and the
 # JSON files to benchmarks/results/); $OUT/summary.txt holds every log.
 # Needs a CUDA build of torch with Triton, PyG, pytest and hypothesis (the
-# lent machines' python3 has them; the CPU-only venv cannot run this).
+# lent machines' python3 has them; the CPU-only venv cannot run this), and
+# the data mirror's linkx/ and planetoid/ (Cornell5, Cora): on the lent
+# machine, copy them into a git-ignored folder of the checkout, carry it,
+# and set TGNN_DATA_MIRROR to it (the device tool sends no ../shared).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -72,11 +75,7 @@ tests/test_flex_attention.py}"
 step tests 150 "$PY" -m pytest -q -p no:cacheprovider --timeout 120 \
     $TESTS || status=1
 
-# 2. the Triton kernel's launch settings and backward on the 10M-edge graph
-(cd benchmarks && step tune-powerlaw 90 "$PY" tune_triton.py --size 1e7 \
-    --block-e 16 32 --num-warps 0 1 2 4) || status=1
-
-# 3. sparse graphs: Cornell5 and power-law 1M / 10M edges against
+# 2. sparse graphs: Cornell5 and power-law 1M / 10M edges against
 #    TransformerConv and GATConv (PyG needs ~30 GB at 10M edges)
 SIZES="${SIZES:-1e6 1e7}"
 for dtype in fp32 bf16; do
@@ -85,26 +84,30 @@ for dtype in fp32 bf16; do
         --sizes $SIZES --max-pyg-gb 48 --repeats 5 || status=1
 done
 
-# 4. the window target: w = 128, L = 64k, 8 heads x 32, against raw
+# 3. the window target: w = 128, L = 64k, 8 heads x 32, against raw
 #    FlexAttention (each length compiles FlexAttention once per dtype)
 LENGTHS="${LENGTHS:-65536}"
 for dtype in fp32 bf16; do
     (cd benchmarks && step "long-$dtype" 90 "$PY" bench_long.py \
         --device cuda --patterns window --window 128 --heads 8 \
-        --channels 32 --lengths $LENGTHS --backends sparse triton flex \
+        --channels 32 --lengths $LENGTHS --backends auto sparse triton flex \
         --flex-baseline --dtype "$dtype" --dense-max-length 0) || status=1
+done
+
+# 4. complete token batches (32 x 128, d = 256) against SDPA
+for dtype in bf16 fp32; do
+    (cd benchmarks && step "dense-$dtype" 60 "$PY" bench_dense.py \
+        --device cuda --shapes 32x128 --dtype "$dtype" \
+        --backends auto triton) || status=1
 done
 
 # 5. launch settings on the window graph (degree 257)
 (cd benchmarks && step tune-window 60 "$PY" tune_triton.py --graph window \
     --size 65536 --heads 8 --block-e 64 128 --num-warps 0 4) || status=1
 
-# 6. complete token batches (32 x 128, d = 256) against SDPA
-for dtype in bf16 fp32; do
-    (cd benchmarks && step "dense-$dtype" 60 "$PY" bench_dense.py \
-        --device cuda --shapes 32x128 --dtype "$dtype" \
-        --backends auto triton) || status=1
-done
+# 6. the Triton kernel's launch settings and backward on the 10M-edge graph
+(cd benchmarks && step tune-powerlaw 90 "$PY" tune_triton.py --size 1e7 \
+    --block-e 16 32 --num-warps 0 1 2 4) || status=1
 
 # 7. PNA-Attention's max/min aggregation against PyG's
 (cd benchmarks && step aggregate 60 "$PY" bench_aggregate.py \

@@ -25,15 +25,20 @@ def _row(X, row, h, H, W, cols, mask_cols):
 
 
 @triton.jit
+def _gather(X, rows, mask, h, H, W, cols):
+    """One head's rows ``X[rows]`` for a block of edges (``[BLOCK_E, W]``,
+    fp32; ``mask`` the valid ``[BLOCK_E, W]`` lanes)."""
+    return tl.load(X + (rows[:, None] * H + h) * W + cols[None, :],
+                   mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _rows(X, rows, EX, edges, mask, h, H, W, cols,
           HAS_EX: tl.constexpr):
-    """``X[rows] (+ EX[edges])`` for a block of edges (``[BLOCK_E,
-    W]``, fp32; ``mask`` the valid ``[BLOCK_E, W]`` lanes)."""
-    x = tl.load(X + (rows[:, None] * H + h) * W + cols[None, :],
-                mask=mask, other=0.0).to(tl.float32)
+    """``X[rows] (+ EX[edges])``: node rows plus the edges' terms."""
+    x = _gather(X, rows, mask, h, H, W, cols)
     if HAS_EX:
-        x += tl.load(EX + (edges[:, None] * H + h) * W + cols[None, :],
-                     mask=mask, other=0.0).to(tl.float32)
+        x += _gather(EX, edges, mask, h, H, W, cols)
     return x
 
 
@@ -228,19 +233,19 @@ def backward_by_source(Q, K, V, EK, EV, B, SCALE, DST, POS, ROW, START,
         pos = tl.load(POS + offs, mask=mask_e, other=0)
         kc = mask_e[:, None] & mask_c[None, :]
         vc = mask_e[:, None] & mask_v[None, :]
-        q = _rows(Q, i, Q, pos, kc, h, H, C, offs_c, False)
+        q = _gather(Q, i, kc, h, H, C, offs_c)
         k = k_j[None, :]
         if HAS_EK:
-            k = k + _rows(EK, pos, EK, pos, kc, h, H, C, offs_c, False)
+            k = k + _gather(EK, pos, kc, h, H, C, offs_c)
         s = tl.sum(q * k, 1) * scale
         if HAS_B:
             s += _per_edge(B, pos, mask_e, h, H)
         lse = tl.load(LSE + i * H + h, mask=mask_e, other=float("inf"))
         p = tl.where(mask_e, tl.exp(s - lse), 0.0)
-        do = _rows(DOUT, i, DOUT, pos, vc, h, H, CV, offs_v, False)
+        do = _gather(DOUT, i, vc, h, H, CV, offs_v)
         v = v_j[None, :]
         if HAS_EV:
-            v = v + _rows(EV, pos, EV, pos, vc, h, H, CV, offs_v, False)
+            v = v + _gather(EV, pos, vc, h, H, CV, offs_v)
         dp = tl.sum(do * v, 1)
         if HAS_DALPHA:
             dp += _per_edge(DALPHA, pos, mask_e, h, H)
