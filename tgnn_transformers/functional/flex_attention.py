@@ -78,6 +78,7 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
         window = int(delta.abs().max()) // dilation
         candidates.append(FlexPattern("window", lengths, window, dilation))
     in_degree = torch.bincount(edge_index[1].long(), minlength=num_nodes)
+    keys = None
     for cand in candidates:
         # O(N) first: a pattern whose in-degrees differ is never built (a
         # complete graph of 64k tokens, or the "window" of an arbitrary
@@ -91,9 +92,9 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
                                            "causal")
         # (equal sorted keys also rule out duplicate edges, which would
         # weigh differently)
+        keys = _sorted_keys(edge_index, num_nodes) if keys is None else keys
         if torch.equal(_sorted_keys(expected.to(edge_index.device),
-                                    num_nodes),
-                       _sorted_keys(edge_index, num_nodes)):
+                                    num_nodes), keys):
             return cand
     return None
 
