@@ -78,3 +78,19 @@ def test_cache_keeps_the_most_recently_used_entries(monkeypatch):
                                              for i in (2, 0, 3)]
     assert cached(1) == 1 and builds == [0, 1, 2, 3, 1]
     assert len(_cache._CACHE) == 3
+
+
+@pytest.mark.parametrize("kind", ["unsorted", "sorted", "token batch",
+                                  "sparse adjacency"])
+def test_graphs_made_under_inference_mode(kind):
+    """Inference tensors keep no version counter (reading it raises): they
+    are cached by identity, and the result is the graph-mode one."""
+    conv = MultiHeadAttentionConv(8, 4, heads=2).eval()
+    x, graph, kwargs = _graph(kind)
+    with torch.no_grad():
+        want = conv(x, graph, **kwargs)
+    with torch.inference_mode():
+        x, graph, kwargs = _graph(kind)
+        got = [conv(x, graph, **kwargs) for _ in range(2)]  # miss, then hit
+    for out in got:
+        torch.testing.assert_close(out, want)

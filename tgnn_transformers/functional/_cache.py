@@ -4,8 +4,9 @@ once and reused across layers and epochs.
 
 An entry is keyed on the identity of the anchor tensor and a tag, and is
 valid while the anchor and every tensor it depends on are the same objects
-at the same in-place version (``Tensor._version``) and every other
-dependency compares equal.  Entries disappear with their anchor, so a cached
+at the same in-place version (``Tensor._version``; tensors made under
+``torch.inference_mode()`` have none and are matched by identity) and every
+other dependency compares equal.  Entries disappear with their anchor, so a cached
 value must not hold the anchor or a view of it (that would keep the anchor
 alive for ever); as a safety net the cache keeps at most ``MAX_ENTRIES``,
 dropping the least recently used.
@@ -28,16 +29,22 @@ _CACHE: Dict[Tuple[int, str], tuple] = {}
 MAX_ENTRIES = 4096
 
 
+def _version(t: Tensor) -> Any:
+    # Tensors made under torch.inference_mode() keep no version counter: they
+    # are cached by identity alone (an in-place edit of one is not seen).
+    return None if t.is_inference() else t._version
+
+
 def _stamp(value: Any) -> tuple:
     if isinstance(value, Tensor):
-        return ("tensor", weakref.ref(value), value._version)
+        return ("tensor", weakref.ref(value), _version(value))
     return ("value", value)
 
 
 def _matches(stamp: tuple, value: Any) -> bool:
     if stamp[0] == "tensor":
         return (isinstance(value, Tensor) and stamp[1]() is value
-                and stamp[2] == value._version)
+                and stamp[2] == _version(value))
     return not isinstance(value, Tensor) and stamp[1] == value
 
 
@@ -56,7 +63,7 @@ def cached_on(anchor: Tensor, tag: str, build: Callable[[], T],
     stamps: List[tuple] = [_stamp(d) for d in depends]
     anchor_stamp = ("tensor", weakref.ref(anchor,
                                           lambda _: _CACHE.pop(key, None)),
-                    anchor._version)
+                    _version(anchor))
     _CACHE.pop(key, None)
     _CACHE[key] = (anchor_stamp, stamps, value)
     while len(_CACHE) > MAX_ENTRIES:
