@@ -39,6 +39,11 @@ def machine() -> Dict[str, Any]:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
         info["cuda"] = torch.version.cuda
+        from tgnn_transformers.functional import triton_attention as kernel
+        info["triton_kernel"] = {
+            "backward": kernel.BACKWARD,
+            "num_warps": kernel.NUM_WARPS or "one per 1024 tile elements",
+            "block_e": kernel.BLOCK_E or "from the mean degree (16..64)"}
     return info
 
 

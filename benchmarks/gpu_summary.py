@@ -27,6 +27,16 @@ SPARSE = "tgnn MultiHeadAttentionConv"
 PYG = "PyG TransformerConv"
 
 
+def kernel_line(data):
+    """The Triton kernel's settings a results file was written with."""
+    settings = data["machine"].get("triton_kernel")
+    if settings is None:
+        return ("Triton kernel settings not recorded in this file (written "
+                "before they were; README \"On a GPU\" says what ran).")
+    return "Triton kernel settings: " + ", ".join(
+        f"{k} {v}" for k, v in settings.items()) + "."
+
+
 def sparse_lines(fp32, bf16):
     lines = ["## Sparse graphs (in 128, 4 heads x 32, fwd+bwd)", "",
              "| graph | dtype | Triton kernel ms | sparse path ms | "
@@ -36,10 +46,10 @@ def sparse_lines(fp32, bf16):
         if data is None:
             continue
         rows = _sparse_rows(data)
-        for graph in ("cornell5", "powerlaw-1e6", "powerlaw-1e7"):
+        for graph in sorted({g for g, _ in rows}):
             ours, sparse, pyg = (rows.get((graph, k)) for k in (TRITON,
                                                                 SPARSE, PYG))
-            if ours is None or pyg is None:
+            if ours is None or pyg is None or sparse is None:
                 continue
             mem = ours["peak_memory_bytes"] / pyg["peak_memory_bytes"]
             lines.append(
@@ -48,13 +58,18 @@ def sparse_lines(fp32, bf16):
                 f"{ours['peak_memory_bytes'] / 2**20:.0f} | "
                 f"{pyg['peak_memory_bytes'] / 2**20:.0f} | {mem:.3f}x |")
     if fp32 and bf16:
-        a = _sparse_rows(fp32)[("powerlaw-1e7", TRITON)]
-        b = _sparse_rows(bf16)[("powerlaw-1e7", TRITON)]
-        lines += ["", f"bf16 against fp32 on the 10M-edge graph (Triton "
-                  f"layer): {_ms(a) / _ms(b):.2f}x faster.", "",
-                  "These rows ran the backward by source with two warps per "
-                  "program; the launch sweep below then measured one warp "
-                  "faster, which is the default now."]
+        key = ("powerlaw-1e7", TRITON)
+        a, b = _sparse_rows(fp32).get(key), _sparse_rows(bf16).get(key)
+        if a and b:
+            lines += ["", f"bf16 against fp32 on the 10M-edge graph (Triton "
+                      f"layer): {_ms(a) / _ms(b):.2f}x faster."]
+    if bf16:
+        lines += ["", "PyG in bf16 without torch_scatter is slower than in "
+                  "fp32, so the bf16 rows' ratios to TransformerConv flatter "
+                  "the kernel; compare the fp32 rows."]
+    for data in (fp32, bf16):
+        if data is not None:
+            lines += ["", kernel_line(data)]
     return lines
 
 
@@ -71,6 +86,8 @@ def long_lines(*datas):
             ref = next((r for r in group if "raw" in r["pattern"]), None)
             for r in group:
                 name = r.get("backend") or r["pattern"]
+                if "forward_backward" not in r:
+                    continue
                 ratio = f"{_ms(r) / _ms(ref):.2f}x" if ref else ""
                 lines.append(f"| {length} | {r['dtype']} | {name} | "
                              f"{_ms(r):.2f} | "
@@ -91,9 +108,11 @@ def dense_lines(*datas):
             keyed.setdefault((r["batch"], r["length"], r["ragged"]),
                              {})[r["name"]] = r
         for (b, length, ragged), group in keyed.items():
-            api = group["tgnn edge_attention (graph API)"]
-            sdpa = group["raw SDPA (padded)"]
+            api = group.get("tgnn edge_attention (graph API)")
+            sdpa = group.get("raw SDPA (padded)")
             triton = group.get("tgnn edge_attention (triton)")
+            if api is None or sdpa is None:
+                continue
             lines.append(
                 f"| {b} x {length} | {ragged} | {api.get('dtype', 'fp32')} "
                 f"| {_ms(api):.2f} | {_ms(sdpa):.2f} | "
@@ -119,12 +138,9 @@ def tuning_lines(data, note=""):
     if data is None:
         return []
     lines = [f"## Triton launch settings ({data.get('graph', 'powerlaw')}, "
-             f"{data['num_edges']} edges, kernel only{note})", ""]
-    if any(r.get("num_warps") == "default" for r in data["rows"]):
-        lines += ["\"default\" is the warp rule the sweep ran under (one "
-                  "warp per 512 tile elements forward, per 256 backward); "
-                  "the rule since is one per 1024, the \"1\" rows at these "
-                  "tiles.", ""]
+             f"{data['num_edges']} edges, kernel only{note})", "",
+             kernel_line(data) + " \"default\": the kernel's own warp "
+             "rule at the time.", ""]
     lines += ["| backward | BLOCK_E | warps | fwd ms | fwd+bwd ms |",
               "|---|---|---|---|---|"]
     for r in data["rows"]:
@@ -152,6 +168,7 @@ def main():
     lines += dense_lines(_load("dense_cuda"), _load("dense_cuda_bf16")) + [""]
     lines += aggregate_lines(_load("aggregate_cuda")) + [""]
     lines += tuning_lines(_load("triton_tuning_cuda_powerlaw_fp32")) + [""]
+    lines += tuning_lines(_load("triton_tuning_cuda_window_fp32")) + [""]
     lines += tuning_lines(_load("triton_tuning_cuda_powerlaw_fp32_atomic"),
                           "; the first sweep, atomic backward only")
     (RESULTS / "gpu.md").write_text("\n".join(lines) + "\n")

@@ -51,10 +51,12 @@ def _triton():
     return pytest.importorskip("triton")
 
 
+@pytest.mark.parametrize("hubs", ["targets", "sources"])
 @pytest.mark.parametrize("backward", ["by_source", "atomic"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16,
                                    torch.float16])
-def test_triton_kernel_on_cuda_matches_sparse(dtype, backward, monkeypatch):
+def test_triton_kernel_on_cuda_matches_sparse(dtype, backward, hubs,
+                                              monkeypatch):
     _triton()
     from tgnn_transformers.functional import edge_attention
     from tgnn_transformers.functional import triton_attention
@@ -64,7 +66,10 @@ def test_triton_kernel_on_cuda_matches_sparse(dtype, backward, monkeypatch):
     # a power-law-ish target distribution: some rows longer than ROW_SPLIT
     dst = torch.multinomial(1.0 / torch.arange(1, n + 1.0)**0.9, e,
                             replacement=True)
-    edge_index = torch.stack([torch.randint(0, n, (e, )), dst]).cuda()
+    edge_index = torch.stack([torch.randint(0, n, (e, )), dst])
+    if hubs == "sources":  # the long rows split in the by-source pass
+        edge_index = edge_index.flip(0)
+    edge_index = edge_index.cuda()
     make = lambda *s: torch.randn(*s, device="cuda").to(  # noqa: E731
         dtype).requires_grad_()
     q, k, v = make(n, 4, 32), make(n, 4, 32), make(n, 4, 32)
@@ -125,6 +130,32 @@ def test_flex_forward_and_backward_on_cuda_match_sparse(pattern, kwargs):
         results[backend] = (out, *torch.autograd.grad(
             out.square().sum(), (q, k, v)))
     for a, b in zip(results["flex"], results["sparse"]):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("channels", [16, 8])
+def test_auto_on_cuda_takes_flex_for_window_batches(channels, monkeypatch):
+    """``auto`` runs FlexAttention for a window batch with heads of >= 16
+    channels, the Triton kernel below that (compiled FlexAttention refuses
+    them); both match the sparse path, gradients included."""
+    from tgnn_transformers.functional import attention, edge_attention
+    calls = []
+    real = attention.flex_attention_padded
+    monkeypatch.setattr(attention, "flex_attention_padded",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    to_graph = SequenceToGraph("window", window=4)
+    batch = Batch.from_data_list([to_graph(Data(x=torch.randn(n, 4)))
+                                  for n in (150, 37, 200)]).cuda()
+    q, k, v = (torch.randn(batch.num_nodes, 2, channels, device="cuda",
+                           requires_grad=True) for _ in range(3))
+    results = {}
+    for backend in ("auto", "sparse"):
+        out = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                             backend=backend).out
+        results[backend] = (out, *torch.autograd.grad(
+            out.square().sum(), (q, k, v)))
+    assert len(calls) == (1 if channels >= 16 else 0)
+    for a, b in zip(results["auto"], results["sparse"]):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 

@@ -126,3 +126,36 @@ def test_padded_layout_rounded_to_a_block_round_trips():
     assert padded.shape == (3, 2, 256, 3)
     assert torch.equal(padded[0, :, 5:], torch.zeros(2, 251, 3))
     assert torch.equal(layout.unpad(padded), x)
+
+
+def test_bucketed_shapes_give_the_same_result(monkeypatch):
+    """CUDA's padding (length to the 128 block, batch to a power of two
+    with empty sequences) forced on the CPU: the same numbers."""
+    from tgnn_transformers.functional import attention
+    monkeypatch.setattr(attention, "flex_padding", lambda query: (128, True))
+    batch = _batch("window", {"window": 3})  # 3 sequences -> 4, L -> 128
+    q, k, v = (torch.randn(batch.num_nodes, 2, 8) for _ in range(3))
+    with torch.no_grad():
+        flex = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                              backend="flex").out
+        ref = edge_attention(q, k, v, batch.edge_index,
+                             backend="sparse").out
+    torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_recognition_turns_away_near_misses():
+    from tgnn_transformers.functional.flex_attention import (
+        recognize_flex_pattern)
+    batch = _batch("window", {"window": 1}, lengths=(10, 10))
+    edge_index, graph = batch.edge_index, batch.batch
+    assert recognize_flex_pattern(edge_index, graph, 20).kind == "window"
+    # the same in-degrees, one edge moved (4 -> 5 becomes 8 -> 5)
+    moved = edge_index.clone()
+    hit = (moved[0] == 4) & (moved[1] == 5)
+    moved[0, hit] = 8
+    assert recognize_flex_pattern(moved, graph, 20) is None
+    # an edge between the two sequences (and one less inside)
+    across = edge_index.clone()
+    hit = (across[0] == 8) & (across[1] == 9)
+    across[0, hit] = 10
+    assert recognize_flex_pattern(across, graph, 20) is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -374,8 +374,9 @@ def edge_attention(
             lets the dense path recognise a batch of token graphs.
         backend: ``"auto"`` (dense when the graph is a batch of complete or
             causal token graphs and the options allow it; else, on CUDA,
-            FlexAttention when the graph is a batch of (dilated) window
-            token graphs and the options allow it, then the fused Triton
+            FlexAttention when the graph is a batch of full, causal or
+            (dilated) window token graphs and the options allow it (heads
+            of 16 channels or more), then the fused Triton
             kernel (Triton installed) when the options allow it; else
             sparse), ``"sparse"``, ``"dense"`` (an error if
             not applicable) or ``"triton"`` (the fused CSR kernel of
@@ -534,6 +535,11 @@ def _flex_blockers(query, key, value, need_weights, edge_terms,
         blockers.append("attention dropout")
     if key.size(0) != query.size(0):
         blockers.append("bipartite input")
+    if not query.dtype == key.dtype == value.dtype:
+        blockers.append("query, key and value of different dtypes")
+    if query.is_cuda and min(query.size(-1), value.size(-1)) < 16:
+        # compiled FlexAttention refuses heads narrower than 16 channels
+        blockers.append("fewer than 16 channels per head on CUDA")
     if not query.is_cuda and torch.is_grad_enabled() and any(
             t.requires_grad for t in (query, key, value)):
         blockers.append("gradients on the CPU (torch runs FlexAttention's "
@@ -543,21 +549,38 @@ def _flex_blockers(query, key, value, need_weights, edge_terms,
     return blockers
 
 
+def flex_padding(query: Tensor) -> Tuple[int, bool]:
+    """``(length multiple, batch to a power of two)`` of FlexAttention's
+    padded layout.  On CUDA the compiled kernel is specialised per shape,
+    so shapes are bucketed: the length rounded up to the 128-token block and
+    the batch (with empty sequences, whose blocks are skipped) to a power of
+    two.  New sequence lengths in a bucket do not recompile; new shapes do,
+    and after torch's ``recompile_limit`` (8) FlexAttention runs eagerly."""
+    return (_FLEX_BLOCK, True) if query.is_cuda else (1, False)
+
+
+def _pad_batch(lengths: Tensor, pow2: bool) -> Tensor:
+    """``lengths`` with empty sequences up to a power-of-two batch."""
+    batch_size = lengths.numel()
+    target = 1 << max(0, batch_size - 1).bit_length() if pow2 else batch_size
+    return torch.cat([lengths, lengths.new_zeros(target - batch_size)])
+
+
 def _flex_attention(query, key, value, edge_index, batch, pattern,
                     scale) -> Tensor:
-    """FlexAttention on the padded token batch of ``pattern``.  On CUDA
-    the padded length is rounded up to a multiple of FlexAttention's block
-    (128): the kernel is compiled per shape, and batches of ragged
-    sentences would otherwise compile once per longest length."""
-    multiple = _FLEX_BLOCK if query.is_cuda else 1
+    """FlexAttention on the padded token batch of ``pattern``
+    (:func:`flex_padding` says how far it is padded)."""
+    multiple, pow2 = flex_padding(query)
     layout = cached_on(edge_index, "flex_layout",
-                       lambda: _PaddedLayout(pattern.lengths, query.size(0),
-                                             multiple),
-                       batch, query.size(0), multiple)
+                       lambda: _PaddedLayout(_pad_batch(pattern.lengths,
+                                                        pow2),
+                                             query.size(0), multiple),
+                       batch, query.size(0), multiple, pow2)
     q, k, v = layout.pad(query), layout.pad(key), layout.pad(value)
     if isinstance(scale, Tensor):
         q, scale = q * scale, 1.0
-    mask = flex_block_mask(pattern, layout.max_len, edge_index)
+    mask = flex_block_mask(pattern._replace(lengths=layout.lengths),
+                           layout.max_len, edge_index)
     out = flex_attention_padded(q.contiguous(), k.contiguous(),
                                 v.contiguous(), mask, float(scale))
     return layout.unpad(out)

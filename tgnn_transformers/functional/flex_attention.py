@@ -69,13 +69,19 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
     lengths = _graph_lengths(batch, num_nodes, edge_index.device)
     if batch is not None and bool((batch[1:] < batch[:-1]).any()):
         return None  # sequences must be contiguous blocks of nodes
+    if batch is not None and bool((batch[edge_index[0]] !=
+                                   batch[edge_index[1]]).any()):
+        return None  # an edge between two sequences
     candidates = [FlexPattern("full", lengths),
                   FlexPattern("causal", lengths)]
     delta = (edge_index[0] - edge_index[1]).long()
     positive = delta[delta > 0]
     if positive.numel():
         dilation = int(positive.min())
-        window = int(delta.abs().max()) // dilation
+        # no wider than the longest sequence: the window's edge list is
+        # built below, and must stay within the batch's own size
+        window = min(int(delta.abs().max()) // dilation,
+                     (int(lengths.max()) - 1) // dilation)
         candidates.append(FlexPattern("window", lengths, window, dilation))
     in_degree = torch.bincount(edge_index[1].long(), minlength=num_nodes)
     keys = None
@@ -152,7 +158,9 @@ def block_mask(pattern: FlexPattern, max_len: int, edge_index: Tensor):
         return create_block_mask(_mask_mod(pattern), pattern.lengths.numel(),
                                  None, max_len, max_len,
                                  device=pattern.lengths.device)
-    return cached_on(edge_index, "flex_block_mask", build, max_len)
+    return cached_on(edge_index, "flex_block_mask", build, max_len,
+                     pattern.lengths, pattern.kind, pattern.window,
+                     pattern.dilation)
 
 
 def flex_supported() -> bool:

@@ -130,15 +130,18 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
-def build_work_items(dst_ptr: Tensor,
-                     split: Optional[int] = None) -> WorkItems:
+def build_work_items(dst_ptr: Tensor, split: Optional[int] = None,
+                     empty_rows: bool = True) -> WorkItems:
     """Splits every row into items of at most ``split`` (default
-    :data:`ROW_SPLIT`) edges, one item for an empty row; longest first."""
+    :data:`ROW_SPLIT`) edges, longest first; an empty row gets one item
+    (its output is written) unless ``empty_rows=False``."""
     split = ROW_SPLIT if split is None else split
     device = dst_ptr.device
     num_rows = dst_ptr.numel() - 1
     degree = dst_ptr[1:] - dst_ptr[:-1]
-    chunks = ((degree + split - 1) // split).clamp_min(1)
+    chunks = (degree + split - 1) // split
+    if empty_rows:
+        chunks = chunks.clamp_min(1)
     row = torch.repeat_interleave(torch.arange(num_rows, device=device),
                                   chunks)
     first_item = torch.cumsum(chunks, 0) - chunks
@@ -170,7 +173,8 @@ def work_items_by_source(edge_index: Tensor,
                          index: GraphIndex) -> WorkItems:
     """Work items over the source rows (the ``"by_source"`` backward)."""
     return cached_on(edge_index, "triton_work_items_by_source",
-                     lambda: build_work_items(index.src_ptr),
+                     lambda: build_work_items(index.src_ptr,
+                                              empty_rows=False),
                      index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
 
 
@@ -196,9 +200,9 @@ def _launch(block_e: int, block_c: int) -> dict:
     """Warps per program: one per 1024 elements of the ``BLOCK_E x
     BLOCK_C`` tile.  The tiles are small (one head's channels), and on an
     H200 one warp ran the 16 x 32 and 32 x 32 tiles of a 10M-edge graph
-    fastest, forward and backward (``benchmarks/tune_triton.py``:
+    fastest, forward and by-source backward (``benchmarks/tune_triton.py``:
     15.2 ms against 17.5 ms with two warps in the backward, 28.5 ms with
-    four)."""
+    four); the ``"atomic"`` backward ran best with two (22.4 ms)."""
     if NUM_WARPS is not None:
         return {"num_warps": NUM_WARPS}
     return {"num_warps": max(1, min(4, block_e * block_c // 1024))}
@@ -335,24 +339,29 @@ class _TritonAttention(torch.autograd.Function):
                   bias if bias is not None else _dummy(lse), scale)
         flags = dict(HAS_EK=edge_key is not None,
                      HAS_EV=edge_value is not None, HAS_B=bias is not None,
-                     HAS_DALPHA=has_dalpha, NEED_DEK=need_dek,
-                     NEED_DEV=need_dev, NEED_DB=need_db,
-                     BLOCK_C=_blocks(channels),
+                     HAS_DALPHA=has_dalpha, BLOCK_C=_blocks(channels),
                      BLOCK_V=_blocks(value_channels))
+        # the pass that adds the key/value gradients writes the per-edge ones
+        by_source = items_by_source is not None
+        edge_grads = dict(NEED_DEK=need_dek, NEED_DEV=need_dev,
+                          NEED_DB=need_db)
+        no_edge_grads = dict.fromkeys(edge_grads, False)
         dalpha = grad_alpha if has_dalpha else _dummy(lse)
         if grid[0] > 0 and num_edges > 0:
             backward_kernel[grid](
                 *inputs, index.src, items.row, items.start, items.end, lse,
                 delta, grad_out, dalpha, dq, dk, dv, dek, dev, db, dscale,
-                heads, channels, value_channels,
-                ATOMIC_KV=items_by_source is None, BLOCK_E=items.block_e,
-                **flags, **_launch(items.block_e, _blocks(channels)))
-        if items_by_source is not None and num_edges > 0:
+                heads, channels, value_channels, ATOMIC_KV=not by_source,
+                BLOCK_E=items.block_e, **flags,
+                **(no_edge_grads if by_source else edge_grads),
+                **_launch(items.block_e, _blocks(channels)))
+        if by_source and num_edges > 0:
             by_source_kernel[_grid(items_by_source, heads)](
                 *inputs, index.dst_by_src, index.to_csc, items_by_source.row,
                 items_by_source.start, items_by_source.end, lse, delta,
                 grad_out, dalpha, dk, dv, dek, dev, db, heads, channels,
                 value_channels, BLOCK_E=items_by_source.block_e, **flags,
+                **edge_grads,
                 **_launch(items_by_source.block_e, _blocks(channels)))
         grads = [dq.to(query.dtype), dk.to(key.dtype), dv.to(value.dtype),
                  dek.to(edge_key.dtype) if need_dek else None,
