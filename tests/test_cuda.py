@@ -115,21 +115,28 @@ def test_convs_train_under_cuda_autocast(dtype):
     ("dilated", {"window": 2, "dilation": 3})])
 def test_flex_forward_and_backward_on_cuda_match_sparse(pattern, kwargs):
     pytest.importorskip("torch.nn.attention.flex_attention")
-    from tgnn_transformers.functional import edge_attention
+    batch = _token_batch(pattern, **kwargs)
+    q, k, v = (torch.randn(batch.num_nodes, 2, 16, device="cuda",
+                           requires_grad=True) for _ in range(3))
+    _assert_backend_matches_sparse("flex", q, k, v, batch)
+
+
+def _token_batch(pattern, **kwargs):
     to_graph = SequenceToGraph(pattern, **kwargs)
-    batch = Batch.from_data_list([to_graph(Data(x=torch.randn(n, 4)))
-                                  for n in (150, 37, 200)]).cuda()
-    torch.manual_seed(0)
-    n = batch.num_nodes
-    q, k, v = (torch.randn(n, 2, 16, device="cuda", requires_grad=True)
-               for _ in range(3))
+    return Batch.from_data_list([to_graph(Data(x=torch.randn(n, 4)))
+                                 for n in (150, 37, 200)]).cuda()
+
+
+def _assert_backend_matches_sparse(backend, q, k, v, batch):
+    """Output and q/k/v gradients of ``backend`` against the sparse path."""
+    from tgnn_transformers.functional import edge_attention
     results = {}
-    for backend in ("flex", "sparse"):
+    for name in (backend, "sparse"):
         out = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
-                             backend=backend).out
-        results[backend] = (out, *torch.autograd.grad(
+                             backend=name).out
+        results[name] = (out, *torch.autograd.grad(
             out.square().sum(), (q, k, v)))
-    for a, b in zip(results["flex"], results["sparse"]):
+    for a, b in zip(results[backend], results["sparse"]):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
@@ -138,25 +145,16 @@ def test_auto_on_cuda_takes_flex_for_window_batches(channels, monkeypatch):
     """``auto`` runs FlexAttention for a window batch with heads of >= 16
     channels, the Triton kernel below that (compiled FlexAttention refuses
     them); both match the sparse path, gradients included."""
-    from tgnn_transformers.functional import attention, edge_attention
+    from tgnn_transformers.functional import attention
     calls = []
     real = attention.flex_attention_padded
     monkeypatch.setattr(attention, "flex_attention_padded",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    to_graph = SequenceToGraph("window", window=4)
-    batch = Batch.from_data_list([to_graph(Data(x=torch.randn(n, 4)))
-                                  for n in (150, 37, 200)]).cuda()
+    batch = _token_batch("window", window=4)
     q, k, v = (torch.randn(batch.num_nodes, 2, channels, device="cuda",
                            requires_grad=True) for _ in range(3))
-    results = {}
-    for backend in ("auto", "sparse"):
-        out = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
-                             backend=backend).out
-        results[backend] = (out, *torch.autograd.grad(
-            out.square().sum(), (q, k, v)))
+    _assert_backend_matches_sparse("auto", q, k, v, batch)
     assert len(calls) == (1 if channels >= 16 else 0)
-    for a, b in zip(results["auto"], results["sparse"]):
-        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
 @pytest.mark.parametrize("reduce", [("max", "min"), ("mean", "std")])

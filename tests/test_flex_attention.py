@@ -21,17 +21,19 @@ def _batch(pattern, kwargs, lengths=(20, 7, 33)):
                                  for n in lengths])
 
 
-@pytest.mark.parametrize("pattern,kwargs", CASES)
-def test_flex_matches_sparse_on_token_graphs(pattern, kwargs):
-    batch = _batch(pattern, kwargs)
-    n = batch.num_nodes
-    q, k, v = (torch.randn(n, 2, 8) for _ in range(3))
+def _assert_flex_matches_sparse(batch):
+    q, k, v = (torch.randn(batch.num_nodes, 2, 8) for _ in range(3))
     with torch.no_grad():
         flex = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
                               backend="flex").out
         ref = edge_attention(q, k, v, batch.edge_index,
                              backend="sparse").out
     torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pattern,kwargs", CASES)
+def test_flex_matches_sparse_on_token_graphs(pattern, kwargs):
+    _assert_flex_matches_sparse(_batch(pattern, kwargs))
 
 
 def test_flex_in_a_layer_and_shuffled_edges():
@@ -133,14 +135,8 @@ def test_bucketed_shapes_give_the_same_result(monkeypatch):
     with empty sequences) forced on the CPU: the same numbers."""
     from tgnn_transformers.functional import attention
     monkeypatch.setattr(attention, "flex_padding", lambda query: (128, True))
-    batch = _batch("window", {"window": 3})  # 3 sequences -> 4, L -> 128
-    q, k, v = (torch.randn(batch.num_nodes, 2, 8) for _ in range(3))
-    with torch.no_grad():
-        flex = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
-                              backend="flex").out
-        ref = edge_attention(q, k, v, batch.edge_index,
-                             backend="sparse").out
-    torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+    # 3 sequences -> 4 (one empty), lengths 20, 7, 33 -> 128
+    _assert_flex_matches_sparse(_batch("window", {"window": 3}))
 
 
 def test_recognition_turns_away_near_misses():

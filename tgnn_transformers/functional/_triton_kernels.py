@@ -18,6 +18,23 @@ def _program(ROW, START, END):
 
 
 @triton.jit
+def _lanes(BLOCK: tl.constexpr, width):
+    """Offsets ``0 .. BLOCK - 1`` and which of them are below ``width``."""
+    offs = tl.arange(0, BLOCK)
+    return offs, offs < width
+
+
+@triton.jit
+def _edge_block(NODE, e0, lanes, end, mask_c):
+    """One block of a row's edges: positions, valid lanes, their nodes
+    (``NODE`` at those positions) and the valid lanes of a key tile."""
+    offs_e = e0 + lanes
+    mask_e = offs_e < end
+    node = tl.load(NODE + offs_e, mask=mask_e, other=0)
+    return offs_e, mask_e, node, mask_e[:, None] & mask_c[None, :]
+
+
+@triton.jit
 def _row(X, row, h, H, W, cols, mask_cols):
     """One head's row of ``X`` (``[W]``, fp32)."""
     return tl.load(X + (row * H + h) * W + cols, mask=mask_cols,
@@ -70,10 +87,8 @@ def forward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, SLOT,
              BLOCK_C: tl.constexpr, BLOCK_V: tl.constexpr):
     item, h, row, start, end = _program(ROW, START, END)
     slot = tl.load(SLOT + item)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_v = tl.arange(0, BLOCK_V)
-    mask_c = offs_c < C
-    mask_v = offs_v < CV
+    offs_c, mask_c = _lanes(BLOCK_C, C)
+    offs_v, mask_v = _lanes(BLOCK_V, CV)
     scale = tl.load(SCALE).to(tl.float32)
     q = _row(Q, row, h, H, C, offs_c, mask_c)
     lanes = tl.arange(0, BLOCK_E)
@@ -81,10 +96,7 @@ def forward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, SLOT,
     l_i = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
     acc = tl.zeros([BLOCK_V], tl.float32)
     for e0 in range(start, end, BLOCK_E):
-        offs_e = e0 + lanes
-        mask_e = offs_e < end
-        j = tl.load(SRC + offs_e, mask=mask_e, other=0)
-        kc = mask_e[:, None] & mask_c[None, :]
+        offs_e, mask_e, j, kc = _edge_block(SRC, e0, lanes, end, mask_c)
         _, _, s = _csr_scores(q, K, EK, B, j, offs_e, mask_e, kc, scale,
                               h, H, C, offs_c, HAS_EK, HAS_B)
         s = tl.where(mask_e, s, float("-inf"))
@@ -118,17 +130,13 @@ def weights(Q, K, EK, B, SCALE, SRC, ROW, START, END, LSE, ALPHA, H, C,
              HAS_EK: tl.constexpr, HAS_B: tl.constexpr,
              BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr):
     item, h, row, start, end = _program(ROW, START, END)
-    offs_c = tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
+    offs_c, mask_c = _lanes(BLOCK_C, C)
     scale = tl.load(SCALE).to(tl.float32)
     q = _row(Q, row, h, H, C, offs_c, mask_c)
     lse = tl.load(LSE + row * H + h)
     lanes = tl.arange(0, BLOCK_E)
     for e0 in range(start, end, BLOCK_E):
-        offs_e = e0 + lanes
-        mask_e = offs_e < end
-        j = tl.load(SRC + offs_e, mask=mask_e, other=0)
-        kc = mask_e[:, None] & mask_c[None, :]
+        offs_e, mask_e, j, kc = _edge_block(SRC, e0, lanes, end, mask_c)
         _, _, s = _csr_scores(q, K, EK, B, j, offs_e, mask_e, kc, scale,
                               h, H, C, offs_c, HAS_EK, HAS_B)
         tl.store(ALPHA + offs_e * H + h, tl.exp(s - lse), mask=mask_e)
@@ -161,10 +169,8 @@ def backward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, LSE,
               BLOCK_E: tl.constexpr, BLOCK_C: tl.constexpr,
               BLOCK_V: tl.constexpr):
     item, h, row, start, end = _program(ROW, START, END)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_v = tl.arange(0, BLOCK_V)
-    mask_c = offs_c < C
-    mask_v = offs_v < CV
+    offs_c, mask_c = _lanes(BLOCK_C, C)
+    offs_v, mask_v = _lanes(BLOCK_V, CV)
     scale = tl.load(SCALE).to(tl.float32)
     q = _row(Q, row, h, H, C, offs_c, mask_c)
     do = _row(DOUT, row, h, H, CV, offs_v, mask_v)
@@ -174,10 +180,7 @@ def backward(Q, K, V, EK, EV, B, SCALE, SRC, ROW, START, END, LSE,
     dq = tl.zeros([BLOCK_C], tl.float32)
     dscale = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
     for e0 in range(start, end, BLOCK_E):
-        offs_e = e0 + lanes
-        mask_e = offs_e < end
-        j = tl.load(SRC + offs_e, mask=mask_e, other=0)
-        kc = mask_e[:, None] & mask_c[None, :]
+        offs_e, mask_e, j, kc = _edge_block(SRC, e0, lanes, end, mask_c)
         vc = mask_e[:, None] & mask_v[None, :]
         k, dot, s = _csr_scores(q, K, EK, B, j, offs_e, mask_e, kc,
                                 scale, h, H, C, offs_c, HAS_EK, HAS_B)
@@ -216,10 +219,8 @@ def backward_by_source(Q, K, V, EK, EV, B, SCALE, DST, POS, ROW, START,
     # One work item of one *source* row: its outgoing edges in CSC
     # order; per-edge inputs and outputs sit at their CSR positions.
     item, h, row, start, end = _program(ROW, START, END)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_v = tl.arange(0, BLOCK_V)
-    mask_c = offs_c < C
-    mask_v = offs_v < CV
+    offs_c, mask_c = _lanes(BLOCK_C, C)
+    offs_v, mask_v = _lanes(BLOCK_V, CV)
     scale = tl.load(SCALE).to(tl.float32)
     k_j = _row(K, row, h, H, C, offs_c, mask_c)
     v_j = _row(V, row, h, H, CV, offs_v, mask_v)
@@ -227,11 +228,8 @@ def backward_by_source(Q, K, V, EK, EV, B, SCALE, DST, POS, ROW, START,
     dk = tl.zeros([BLOCK_C], tl.float32)
     dv = tl.zeros([BLOCK_V], tl.float32)
     for e0 in range(start, end, BLOCK_E):
-        offs = e0 + lanes
-        mask_e = offs < end
-        i = tl.load(DST + offs, mask=mask_e, other=0)
+        offs, mask_e, i, kc = _edge_block(DST, e0, lanes, end, mask_c)
         pos = tl.load(POS + offs, mask=mask_e, other=0)
-        kc = mask_e[:, None] & mask_c[None, :]
         vc = mask_e[:, None] & mask_v[None, :]
         q = _gather(Q, i, kc, h, H, C, offs_c)
         k = k_j[None, :]
