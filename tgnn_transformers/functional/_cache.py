@@ -6,10 +6,10 @@ An entry is keyed on the identity of the anchor tensor and a tag, and is
 valid while the anchor and every tensor it depends on are the same objects
 at the same in-place version (``Tensor._version``; tensors made under
 ``torch.inference_mode()`` have none and are matched by identity) and every
-other dependency compares equal.  Entries disappear with their anchor, so a cached
-value must not hold the anchor or a view of it (that would keep the anchor
-alive for ever); as a safety net the cache keeps at most ``MAX_ENTRIES``,
-dropping the least recently used.
+other dependency compares equal.  Entries disappear with their anchor, so
+a cached value must not hold the anchor or a view of it (that would keep
+the anchor alive for ever); as a safety net the cache keeps at most
+``MAX_ENTRIES``, dropping the least recently used.
 """
 from __future__ import annotations
 

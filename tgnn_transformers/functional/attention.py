@@ -29,14 +29,15 @@ from ._checks import (check_batch, check_choice, check_edge_index,
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
 from .aggregate import aggregate_csr
-from .patterns import lengths_to_ptr, recognize_sequence_pattern
+from .patterns import recognize_sequence_pattern, token_positions
 from .softmax import edge_softmax
 from .sparse_ops import (build_graph_index, edge_dot, graph_index,
                          sddmm)
 from .flex_attention import block_mask as flex_block_mask
 from .flex_attention import (flex_attention_padded, flex_supported,
                              recognize_flex_pattern)
-from .triton_attention import triton_attention, triton_available
+from .triton_attention import (_next_pow2, triton_attention,
+                               triton_available)
 from .triton_attention import unsupported as triton_unsupported
 
 BACKENDS = ("auto", "sparse", "dense", "triton", "flex")
@@ -210,10 +211,7 @@ class _PaddedLayout:
         self.batch_size = lengths.numel()
         self.max_len = int(lengths.max()) if lengths.numel() else 0
         self.max_len = -(-self.max_len // multiple) * multiple
-        ptr = lengths_to_ptr(lengths)
-        graph = torch.repeat_interleave(
-            torch.arange(self.batch_size, device=lengths.device), lengths)
-        position = torch.arange(num_nodes, device=lengths.device) - ptr[graph]
+        _, graph, position = token_positions(lengths, num_nodes)
         self.flat_index = graph * self.max_len + position
         self.ragged = bool((lengths != self.max_len).any())
         self.lengths = lengths
@@ -562,7 +560,7 @@ def flex_padding(query: Tensor) -> Tuple[int, bool]:
 def _pad_batch(lengths: Tensor, pow2: bool) -> Tensor:
     """``lengths`` with empty sequences up to a power-of-two batch."""
     batch_size = lengths.numel()
-    target = 1 << max(0, batch_size - 1).bit_length() if pow2 else batch_size
+    target = _next_pow2(batch_size) if pow2 else batch_size
     return torch.cat([lengths, lengths.new_zeros(target - batch_size)])
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_on
-from .patterns import complete_edge_index, lengths_to_ptr
+from .patterns import complete_edge_index, token_positions
 
 
 class FlexPattern(NamedTuple):
@@ -47,12 +47,8 @@ def _sorted_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
 def _window_edges(lengths: Tensor, window: int, dilation: int) -> Tensor:
     """Edges ``i + k * dilation -> i``, ``|k| <= window``, in range, for a
     batch of sequences (node ids offset per sequence)."""
-    ptr = lengths_to_ptr(lengths)
-    graph = torch.repeat_interleave(torch.arange(lengths.numel(),
-                                                 device=lengths.device),
-                                    lengths)
-    target = torch.arange(int(lengths.sum()), device=lengths.device)
-    position = target - ptr[graph]
+    ptr, graph, position = token_positions(lengths)
+    target = torch.arange(position.numel(), device=lengths.device)
     offsets = torch.arange(-window, window + 1,
                            device=lengths.device) * dilation
     src_pos = position.view(-1, 1) + offsets.view(1, -1)
@@ -108,11 +104,7 @@ def _recognize(edge_index: Tensor, batch: Optional[Tensor],
 def _pattern_degree(pattern: FlexPattern, num_nodes: int) -> Tensor:
     """In-degree of every token under ``pattern``."""
     lengths = pattern.lengths.long()
-    graph = torch.repeat_interleave(torch.arange(lengths.numel(),
-                                                 device=lengths.device),
-                                    lengths)
-    position = torch.arange(num_nodes, device=lengths.device) - \
-        lengths_to_ptr(lengths)[graph]
+    _, graph, position = token_positions(lengths, num_nodes)
     length = lengths[graph]
     if pattern.kind == "full":
         return length

@@ -51,6 +51,19 @@ def lengths_to_ptr(lengths: Tensor) -> Tensor:
     return ptr
 
 
+def token_positions(lengths: Tensor, num_tokens: Optional[int] = None
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(ptr, graph, position)`` of a batch of sequences: ``[B + 1]``
+    offsets, and each token's sequence and position in it.  ``num_tokens``
+    (``lengths.sum()``) saves a device sync when the caller knows it."""
+    ptr = lengths_to_ptr(lengths)
+    graph = torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=lengths.device), lengths)
+    num_tokens = int(ptr[-1]) if num_tokens is None else num_tokens
+    position = torch.arange(num_tokens, device=lengths.device) - ptr[graph]
+    return ptr, graph, position
+
+
 def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
     """Edges of a batch of complete (or causal) token graphs.
 
@@ -64,12 +77,9 @@ def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
         sorted by target then source.
     """
     lengths = lengths.long()
-    ptr = lengths_to_ptr(lengths)
     device = lengths.device
     # Number of edges into each target node: L_b (full) or position + 1.
-    graph_of_node = torch.repeat_interleave(
-        torch.arange(lengths.numel(), device=device), lengths)
-    position = torch.arange(int(ptr[-1]), device=device) - ptr[graph_of_node]
+    ptr, graph_of_node, position = token_positions(lengths)
     in_degree = position + 1 if causal else lengths[graph_of_node]
     target = torch.repeat_interleave(
         torch.arange(position.numel(), device=device), in_degree)
