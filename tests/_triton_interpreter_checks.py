@@ -231,19 +231,19 @@ def test_plain_call_without_weights_or_edge_terms():
         _close(grads[name], s_grads[name], 1e-5)
 
 
-def test_unsupported_options_fall_back_to_sparse_with_a_warning():
+def test_unsupported_options_are_refused_with_the_reason():
+    """An explicit backend that cannot compute a call raises, naming what
+    it does not support (one rule for every backend; ``auto`` picks one
+    that can)."""
     edge_index = _graph(10, 10, 30, seed=5)
     q, k, v = (torch.randn(10, H, C) for _ in range(3))
-    for kwargs in (dict(reduce=["sum", "max"]), dict(normalization="relu"),
-                   dict(top_k=2), dict(dropout_p=0.5)):
-        with pytest.warns(UserWarning, match="sparse path"):
-            torch.manual_seed(1)
-            got = edge_attention(q, k, v, edge_index, backend="triton",
-                                 **kwargs)
-        torch.manual_seed(1)
-        want = edge_attention(q, k, v, edge_index, backend="sparse",
-                              **kwargs)
-        assert torch.equal(got.out, want.out)
+    for kwargs, reason in ((dict(reduce=["sum", "max"]), "reduce="),
+                           (dict(normalization="relu"), "normalization="),
+                           (dict(top_k=2), "sparsification"),
+                           (dict(dropout_p=0.5), "attention dropout")):
+        with pytest.raises(ValueError, match=f"backend='triton' cannot be "
+                           f"used here: .*{reason}"):
+            edge_attention(q, k, v, edge_index, backend="triton", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         edge_attention(q, k, v, edge_index, backend="triton", dropout_p=0.5,

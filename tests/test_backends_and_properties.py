@@ -110,8 +110,8 @@ def test_gradcheck_sparse_kernel_with_edge_terms():
 
 
 def test_dense_falls_back_when_masked_scores_would_not_fit(monkeypatch):
-    import tgnn_transformers.functional.attention as attention
-    monkeypatch.setattr(attention, "DENSE_MASKED_MAX_BYTES", 100)
+    from tgnn_transformers.functional.backends import dense
+    monkeypatch.setattr(dense, "DENSE_MASKED_MAX_BYTES", 100)
     batch = token_batch("full", [6, 3])
     q = torch.randn(9, 2, 4)
     with pytest.raises(ValueError, match="TGNN_DENSE_MAX_BYTES"):

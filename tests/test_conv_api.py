@@ -86,8 +86,9 @@ def test_variant_options_are_keyword_only():
 def test_forward_takes_pyg_argument_order(cls):
     params = inspect.signature(cls.forward).parameters
     assert list(params) == ["self", "x", "edge_index", "edge_attr", "batch",
-                            "return_attention_weights", "pos", "attn_bias"]
-    for name in ("pos", "attn_bias"):
+                            "return_attention_weights", "pos", "attn_bias",
+                            "cache"]
+    for name in ("pos", "attn_bias", "cache"):
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
     conv = build(cls, 8, 4, heads=2)
     x, edge_index = torch.randn(6, 8), torch.randint(0, 6, (2, 15))

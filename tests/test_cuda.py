@@ -145,10 +145,10 @@ def test_auto_on_cuda_takes_flex_for_window_batches(channels, monkeypatch):
     """``auto`` runs FlexAttention for a window batch with heads of >= 16
     channels, the Triton kernel below that (compiled FlexAttention refuses
     them); both match the sparse path, gradients included."""
-    from tgnn_transformers.functional import attention
+    from tgnn_transformers.functional.backends import flex
     calls = []
-    real = attention.flex_attention_padded
-    monkeypatch.setattr(attention, "flex_attention_padded",
+    real = flex.flex_attention_padded
+    monkeypatch.setattr(flex, "flex_attention_padded",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     batch = _token_batch("window", window=4)
     q, k, v = (torch.randn(batch.num_nodes, 2, channels, device="cuda",

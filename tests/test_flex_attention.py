@@ -71,15 +71,15 @@ def test_flex_refuses_what_it_cannot_do():
 def flex_spy(monkeypatch):
     """``backend="auto"`` prefers FlexAttention as on CUDA, and the padded
     FlexAttention calls are counted."""
-    from tgnn_transformers.functional import attention
+    from tgnn_transformers.functional.backends import flex
     calls = []
-    real = attention.flex_attention_padded
+    real = flex.flex_attention_padded
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return real(*args, **kwargs)
-    monkeypatch.setattr(attention, "flex_preferred", lambda query: True)
-    monkeypatch.setattr(attention, "flex_attention_padded", spy)
+    monkeypatch.setattr(flex, "flex_preferred", lambda query: True)
+    monkeypatch.setattr(flex, "flex_attention_padded", spy)
     return calls
 
 
@@ -119,9 +119,9 @@ def test_auto_leaves_flex_for_other_graphs_and_options(flex_spy):
 
 
 def test_padded_layout_rounded_to_a_block_round_trips():
-    from tgnn_transformers.functional.attention import _PaddedLayout
+    from tgnn_transformers.functional.layout import PaddedLayout
     lengths = torch.tensor([5, 130, 1])
-    layout = _PaddedLayout(lengths, 136, multiple=128)
+    layout = PaddedLayout(lengths, 136, multiple=128)
     assert layout.max_len == 256 and layout.ragged
     x = torch.randn(136, 2, 3)
     padded = layout.pad(x)
@@ -133,15 +133,15 @@ def test_padded_layout_rounded_to_a_block_round_trips():
 def test_bucketed_shapes_give_the_same_result(monkeypatch):
     """CUDA's padding (length to the 128 block, batch to a power of two
     with empty sequences) forced on the CPU: the same numbers."""
-    from tgnn_transformers.functional import attention
-    monkeypatch.setattr(attention, "flex_padding", lambda query: (128, True))
+    from tgnn_transformers.functional.backends import flex
+    monkeypatch.setattr(flex, "flex_padding", lambda query: (128, True))
     # 3 sequences -> 4 (one empty), lengths 20, 7, 33 -> 128
     _assert_flex_matches_sparse(_batch("window", {"window": 3}))
 
 
 def test_recognition_turns_away_near_misses():
-    from tgnn_transformers.functional.flex_attention import (
-        recognize_flex_pattern)
+    from tgnn_transformers.functional import (
+        recognize_token_pattern as recognize_flex_pattern)
     batch = _batch("window", {"window": 1}, lengths=(10, 10))
     edge_index, graph = batch.edge_index, batch.batch
     assert recognize_flex_pattern(edge_index, graph, 20).kind == "window"

@@ -103,7 +103,7 @@ def test_sparse_attention_shows_no_csr_beta_warning_and_sets_no_filter():
 
 
 def test_dense_limit_is_read_from_the_environment_when_used(monkeypatch):
-    from tgnn_transformers.functional import attention
+    from tgnn_transformers.functional.backends import dense as attention
     monkeypatch.delenv("TGNN_DENSE_MAX_BYTES", raising=False)
     assert attention.dense_masked_max_bytes() == \
         attention.DENSE_MASKED_MAX_BYTES

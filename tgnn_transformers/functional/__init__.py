@@ -7,6 +7,7 @@ call into these (and only into what this module exports).
 .. autosummary::
     edge_softmax
     edge_attention
+    ScoreOptions
     attention_weights
     attention_dropout
     attention_aggregate
@@ -15,6 +16,7 @@ call into these (and only into what this module exports).
     in_degree
     adjacency_to_edge_index
     adjacency_size
+    weights_on_adjacency
     check_edge_index_layout
     feature_dropout
     to_sparse_csr
@@ -23,16 +25,20 @@ call into these (and only into what this module exports).
     sequence_edge_index
     complete_edge_index
     recognize_sequence_pattern
+    recognize_token_pattern
 """
 from ._checks import check_edge_index_layout
-from .adjacency import adjacency_size, adjacency_to_edge_index, in_degree
+from .adjacency import (adjacency_size, adjacency_to_edge_index, in_degree,
+                        weights_on_adjacency)
 from .aggregate import REDUCTIONS, attention_aggregate
-from .attention import (BACKENDS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
-                        EdgeAttention, check_sparsify_options,
-                        edge_attention, sparsifies, sparsify_attention)
+from .attention import edge_attention
+from .backends import ATTENTION_BACKENDS, BACKENDS, EdgeAttention
 from .dropout import feature_dropout
-from .patterns import (PATTERNS, binary_partition_spans, complete_edge_index,
-                       recognize_sequence_pattern, sequence_edge_index)
+from .patterns import (PATTERNS, TokenPattern, binary_partition_spans,
+                       complete_edge_index, recognize_sequence_pattern,
+                       recognize_token_pattern, sequence_edge_index)
+from .scores import (SCORE_NORMALIZATIONS, THRESHOLD_MODES, ScoreOptions,
+                     check_sparsify_options, sparsify_attention)
 from .softmax import edge_softmax
 from .sparse_ops import leading_rows, select_rows, to_sparse_csr
 from .weights import attention_dropout, attention_weights
@@ -41,15 +47,16 @@ __all__ = [
     "edge_softmax",
     "edge_attention",
     "EdgeAttention",
+    "ScoreOptions",
     "attention_weights",
     "attention_dropout",
     "attention_aggregate",
     "sparsify_attention",
     "check_sparsify_options",
-    "sparsifies",
     "in_degree",
     "adjacency_to_edge_index",
     "adjacency_size",
+    "weights_on_adjacency",
     "check_edge_index_layout",
     "feature_dropout",
     "to_sparse_csr",
@@ -59,7 +66,10 @@ __all__ = [
     "binary_partition_spans",
     "complete_edge_index",
     "recognize_sequence_pattern",
+    "recognize_token_pattern",
+    "TokenPattern",
     "BACKENDS",
+    "ATTENTION_BACKENDS",
     "PATTERNS",
     "REDUCTIONS",
     "SCORE_NORMALIZATIONS",

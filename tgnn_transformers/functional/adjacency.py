@@ -96,3 +96,33 @@ def adjacency_size(adj: Any) -> Tuple[int, int]:
         return int(adj.size(1)), int(adj.size(0))
     num_dst, num_src = adj.sparse_sizes()
     return int(num_src), int(num_dst)
+
+
+def weights_on_adjacency(adj: Any, edges: Tensor, alpha: Tensor,
+                         whole: bool):
+    """Attention weights in the form PyG returns them for a sparse
+    adjacency input: ``(adj_t with alpha as values, alpha)`` for a
+    ``torch.sparse`` tensor, ``adj_t.set_value(alpha)`` for a
+    ``torch_sparse.SparseTensor``.
+
+    ``edges`` (``[2, E']``, sources in row 0) and ``alpha`` (``[E', H]``)
+    are what the attention returned: with ``whole`` all of the adjacency's
+    entries in its own order, otherwise a subgraph of it (after
+    sparsification), returned as a new adjacency of the same kind.
+    """
+    from torch_geometric.typing import SparseTensor
+    from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
+    from torch_geometric.utils.sparse import set_sparse_value
+    if whole:
+        if isinstance(adj, Tensor):
+            return set_sparse_value(adj, alpha), alpha
+        return adj.set_value(alpha, layout="coo")
+    row, col = edges[1], edges[0]
+    if isinstance(adj, Tensor):
+        build = (to_torch_csr_tensor if adj.layout == torch.sparse_csr else
+                 to_torch_coo_tensor)
+        sub = build(torch.stack([row, col]), alpha,
+                    (adj.size(0), adj.size(1)))
+        return sub, sub.values()
+    return SparseTensor(row=row, col=col, value=alpha,
+                        sparse_sizes=adj.sparse_sizes())

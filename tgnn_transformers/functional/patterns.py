@@ -9,7 +9,7 @@ order the attention kernels like best and the order
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -198,11 +198,28 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
 
 
 # --------------------------------------------------------------------------
-# Recognising complete and causal token graphs (for the dense attention path)
+# Recognising token graphs (for the dense and FlexAttention backends)
 # --------------------------------------------------------------------------
 
-def _graph_lengths(batch: Optional[Tensor], num_nodes: int,
-                   device: torch.device) -> Tensor:
+class TokenPattern(NamedTuple):
+    """A batch of token graphs of one known pattern, as
+    :func:`recognize_token_pattern` finds it."""
+    kind: str
+    """``"full"``, ``"causal"`` or ``"window"``"""
+    lengths: Tensor
+    """``[B]`` tokens of each sequence"""
+    window: int = 0
+    """half width of a window (in steps of ``dilation``)"""
+    dilation: int = 1
+    ordered: bool = True
+    """the edges are in the canonical order the builders give (sorted by
+    target, then source)"""
+
+
+def graph_lengths(batch: Optional[Tensor], num_nodes: int,
+                  device: torch.device) -> Tensor:
+    """``[B]`` nodes of each graph of a batch vector (one graph of
+    ``num_nodes`` nodes without one)."""
     if batch is None:
         return torch.tensor([num_nodes], device=device)
     if batch.numel() == 0:
@@ -210,19 +227,110 @@ def _graph_lengths(batch: Optional[Tensor], num_nodes: int,
     return torch.bincount(batch.long())
 
 
+def window_edge_index(lengths: Tensor, window: int,
+                      dilation: int = 1) -> Tensor:
+    """Edges ``i + k * dilation -> i``, ``|k| <= window``, in range, of a
+    batch of sequences (node ids offset per sequence), sorted by target
+    then source."""
+    ptr, graph, position = token_positions(lengths)
+    target = torch.arange(position.numel(), device=lengths.device)
+    offsets = torch.arange(-window, window + 1,
+                           device=lengths.device) * dilation
+    src_pos = position.view(-1, 1) + offsets.view(1, -1)
+    keep = (src_pos >= 0) & (src_pos < lengths[graph].view(-1, 1))
+    source = (src_pos + ptr[graph].view(-1, 1))[keep]
+    target = target.view(-1, 1).expand_as(src_pos)[keep]
+    return torch.stack([source, target])
+
+
+def pattern_edge_index(pattern: TokenPattern) -> Tensor:
+    """The canonical edges of a recognised pattern."""
+    if pattern.kind == "window":
+        return window_edge_index(pattern.lengths, pattern.window,
+                                 pattern.dilation)
+    return complete_edge_index(pattern.lengths,
+                               causal=pattern.kind == "causal")
+
+
+def _pattern_degree(pattern: TokenPattern, num_nodes: int) -> Tensor:
+    """In-degree of every token under ``pattern``."""
+    lengths = pattern.lengths.long()
+    _, graph, position = token_positions(lengths, num_nodes)
+    length = lengths[graph]
+    if pattern.kind == "full":
+        return length
+    if pattern.kind == "causal":
+        return position + 1
+    w, d = pattern.window, pattern.dilation
+    after = torch.clamp((length - 1 - position) // d, max=w)
+    before = torch.clamp(position // d, max=w)
+    return before + after + 1
+
+
+def _sorted_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
+    return torch.sort(edge_index[1].long() * max(num_nodes, 1) +
+                      edge_index[0].long()).values
+
+
+def _candidates(edge_index: Tensor, lengths: Tensor) -> List[TokenPattern]:
+    candidates = [TokenPattern("full", lengths),
+                  TokenPattern("causal", lengths)]
+    delta = (edge_index[0] - edge_index[1]).long()
+    positive = delta[delta > 0]
+    if positive.numel():
+        dilation = int(positive.min())
+        # no wider than the longest sequence: the window's edge list is
+        # built for the comparison and must stay within the batch's size
+        window = min(int(delta.abs().max()) // dilation,
+                     (int(lengths.max()) - 1) // dilation)
+        candidates.append(TokenPattern("window", lengths, window, dilation))
+    return candidates
+
+
 def _recognize(edge_index: Tensor, batch: Optional[Tensor],
-               num_nodes: int) -> Tuple[Optional[str], Optional[Tensor]]:
-    lengths = _graph_lengths(batch, num_nodes, edge_index.device)
-    num_edges = edge_index.size(1)
-    n_full = int((lengths * lengths).sum())
-    n_causal = int((lengths * (lengths + 1) // 2).sum())
-    for name, expected_edges in (("full", n_full), ("causal", n_causal)):
-        if num_edges != expected_edges:
+               num_nodes: int) -> Optional[TokenPattern]:
+    lengths = graph_lengths(batch, num_nodes, edge_index.device)
+    if batch is not None and batch.numel() > 1 and bool(
+            (batch[1:] < batch[:-1]).any()):
+        return None  # sequences must be contiguous blocks of nodes
+    if batch is not None and edge_index.size(1) and bool(
+            (batch[edge_index[0]] != batch[edge_index[1]]).any()):
+        return None  # an edge between two sequences
+    in_degree = torch.bincount(edge_index[1].long(), minlength=num_nodes)
+    keys = None
+    for candidate in _candidates(edge_index, lengths):
+        # O(N) first: a pattern whose in-degrees differ is never built (a
+        # complete graph of 64k tokens, or the "window" of an arbitrary
+        # graph, would not fit in memory).
+        if not torch.equal(_pattern_degree(candidate, num_nodes), in_degree):
             continue
-        expected = complete_edge_index(lengths, causal=name == "causal")
+        expected = pattern_edge_index(candidate).to(edge_index.device)
         if torch.equal(expected, edge_index.to(expected.dtype)):
-            return name, lengths
-    return None, None
+            return candidate
+        # (equal sorted keys also rule out duplicate edges, which would
+        # weigh differently)
+        keys = _sorted_keys(edge_index, num_nodes) if keys is None else keys
+        if torch.equal(_sorted_keys(expected, num_nodes), keys):
+            return candidate._replace(ordered=False)
+    return None
+
+
+def recognize_token_pattern(edge_index: Tensor, batch: Optional[Tensor],
+                            num_nodes: int) -> Optional[TokenPattern]:
+    """The :class:`TokenPattern` of a batch of token graphs -- complete,
+    causal or a (dilated) window, ragged lengths allowed, edges in any
+    order -- or ``None`` for any other graph.
+
+    Each target's sources must be exactly those of the pattern inside its
+    own sequence (``batch`` gives the sequences; without it the graph is one
+    sequence), so a recognised graph gives the same attention as its edges.
+    The check costs O(E) integer work and is cached per ``edge_index``
+    tensor (keyed on identity and in-place version), so the layers of one
+    model and the epochs of a training run pay it once.
+    """
+    return cached_on(edge_index, "token_pattern",
+                     lambda: _recognize(edge_index, batch, num_nodes), batch,
+                     num_nodes)
 
 
 def recognize_sequence_pattern(
@@ -232,10 +340,9 @@ def recognize_sequence_pattern(
     graphs in canonical order (as :func:`complete_edge_index` builds them).
 
     Returns ``(pattern, lengths)`` with ``pattern`` ``"full"``, ``"causal"``
-    or ``None``.  The check costs O(E) integer work; its result is cached per
-    ``edge_index`` tensor (keyed on identity and in-place version), so the
-    layers of one model and the epochs of a training run pay it once.
+    or ``None`` (:func:`recognize_token_pattern`, cached likewise).
     """
-    return cached_on(edge_index, "sequence_pattern",
-                     lambda: _recognize(edge_index, batch, num_nodes), batch,
-                     num_nodes)
+    pattern = recognize_token_pattern(edge_index, batch, num_nodes)
+    if pattern is None or pattern.kind == "window" or not pattern.ordered:
+        return None, None
+    return pattern.kind, pattern.lengths

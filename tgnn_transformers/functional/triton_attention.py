@@ -32,9 +32,9 @@ Inputs may be float32, bfloat16 or float16; every load is converted to
 float32 and all statistics and sums are float32; outputs come back in the
 inputs' dtype.  What the kernel does not do -- attention dropout,
 reductions other than ``"sum"``, ``normalization="relu"``, threshold /
-top-k sparsification, float64 -- :func:`unsupported` names, and
-:func:`~tgnn_transformers.functional.edge_attention` then runs the sparse
-path instead.
+top-k sparsification, float64 -- the ``"triton"`` backend
+(:class:`~tgnn_transformers.functional.backends.triton.TritonBackend`)
+names as the reason it cannot run a call.
 
 The kernels are built on first use, so this module imports without Triton;
 with ``TRITON_INTERPRET=1`` set before that first use they run in Triton's
@@ -89,29 +89,6 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def unsupported(query: Tensor, *, dropout_p: float, reduce, normalization:
-                str, sparsify: bool) -> Optional[str]:
-    """Why the Triton kernel cannot run this call, or ``None``."""
-    reasons = []
-    if not triton_available():
-        reasons.append("triton is not installed")
-    elif not (query.is_cuda or (interpreting() and query.device.type ==
-                                "cpu")):
-        reasons.append(f"tensors on {query.device.type} (needs CUDA, or "
-                       "CPU tensors with TRITON_INTERPRET=1)")
-    if dropout_p > 0:
-        reasons.append("attention dropout")
-    if not (isinstance(reduce, str) and reduce == "sum"):
-        reasons.append(f"reduce={reduce!r}")
-    if normalization != "softmax":
-        reasons.append(f"normalization={normalization!r}")
-    if sparsify:
-        reasons.append("sparsification (threshold / top_k)")
-    if query.dtype not in SUPPORTED_DTYPES:
-        reasons.append(f"dtype {query.dtype}")
-    return "; ".join(reasons) if reasons else None
-
-
 # --------------------------------------------------------------------------
 # work items
 # --------------------------------------------------------------------------
@@ -126,7 +103,7 @@ class WorkItems(NamedTuple):
     block_e: int  # edges per block (a power of two)
 
 
-def _next_pow2(n: int) -> int:
+def next_pow2(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
@@ -155,7 +132,7 @@ def build_work_items(dst_ptr: Tensor, split: Optional[int] = None,
     order = torch.argsort(end - start, descending=True, stable=True)
     num_edges = int(dst_ptr[-1]) if num_rows else 0
     mean_degree = num_edges / max(num_rows, 1)
-    block_e = BLOCK_E or min(64, max(16, _next_pow2(int(mean_degree))))
+    block_e = BLOCK_E or min(64, max(16, next_pow2(int(mean_degree))))
     as_i32 = lambda t: t[order].to(torch.int32).contiguous()  # noqa: E731
     return WorkItems(as_i32(row), start[order].contiguous(),
                      end[order].contiguous(), as_i32(slot), slot_row,
@@ -189,7 +166,7 @@ def _kernels():
 
 
 def _blocks(channels: int) -> int:
-    return max(16, _next_pow2(channels))
+    return max(16, next_pow2(channels))
 
 
 def _grid(items: WorkItems, heads: int) -> Tuple[int, int]:
@@ -378,7 +355,8 @@ def triton_attention(query: Tensor, key: Tensor, value: Tensor,
                      edge_value: Optional[Tensor], bias: Optional[Tensor],
                      scale, need_weights: bool):
     """``(out, alpha)`` of softmax attention with ``reduce="sum"`` (the
-    arguments of :func:`edge_attention`; check :func:`unsupported` first).
+    arguments of :func:`edge_attention`; the backend checks what the kernel
+    supports first).
     ``alpha`` is ``[E, H]`` in the input edge order, or ``None``."""
     index = graph_index(edge_index, key.size(0), query.size(0))
     items = work_items(edge_index, index)

@@ -20,7 +20,7 @@ from ._checks import (check_choice, check_edge_index, check_per_edge,
                       check_query_key)
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
-from .attention import SCORE_NORMALIZATIONS
+from .scores import SCORE_NORMALIZATIONS
 from .softmax import edge_softmax
 from .sparse_ops import graph_index
 

@@ -20,7 +20,7 @@ from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
                                 TransformerConv)
 
 from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
-                          check_sparsify_options)
+                          ScoreOptions)
 from ..functional._checks import check_choice
 from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
                   PNAAttentionConv)
@@ -334,9 +334,7 @@ class ModelSpec:
                              f"heads={heads}")
         if "threshold_mode" in resolved:
             try:
-                check_sparsify_options(
-                    resolved["threshold"], resolved["top_k"],
-                    resolved["threshold_mode"], resolved["top_k_fraction"])
+                ScoreOptions(**{k: resolved[k] for k in SCORES})
             except ValueError as exc:
                 raise ValueError(f"{owner}: {exc}") from None
         return resolved
@@ -377,8 +375,7 @@ VARIANT_OPTIONS = ("mlp_multiplier", "mlp_norm", "normalization",
                    "top_k", "threshold_mode", "top_k_fraction", "mixer",
                    "mixer_multiplier", "include_self")
 #: What the graph-aware convs share: the score modes and sparsification.
-SCORES = ("normalization", "threshold", "top_k", "threshold_mode",
-          "top_k_fraction")
+SCORES = ScoreOptions.field_names()
 
 #: The published code's ("xgpt", Graph-Aware-Transformers) configuration of
 #: each graph-aware conv, as far as it differs from the defaults or matters;

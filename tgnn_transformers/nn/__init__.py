@@ -1,9 +1,11 @@
 """PyG ``MessagePassing`` layers over the functional core, and the
 transformer block built from them."""
+from ._attention_conv import AttentionConvBase
 from .gin_attention_conv import GINAttentionConv
 from .graph_transformer import (ATTENTION_CONVS, FeedForward,
                                 GraphTransformer, GraphTransformerLayer)
 from .headwise import HeadwiseLinear, HeadwiseMLP
+from .kv_cache import KeyValueCache
 from .multi_head_attention_conv import MultiHeadAttentionConv
 from .pna_attention_conv import (PNAAttentionConv, average_log_degree,
                                  degree_histogram)
@@ -13,6 +15,8 @@ from .positional import (LearnedPositionalEncoding, RelativePositionBias,
 
 __all__ = [
     "ATTENTION_CONVS",
+    "AttentionConvBase",
+    "KeyValueCache",
     "MultiHeadAttentionConv",
     "GINAttentionConv",
     "PNAAttentionConv",

@@ -1,95 +1,59 @@
 r"""What every attention conv of the package shares: the constructor
 arguments, the query, key, value and edge projections, the input checks,
-the call (``forward``), the route to PyG's explain machinery, and the output
-stage (head concatenation or averaging, output projection, root weight and
-gate).
+the call (``forward``), and the output stage (head concatenation or
+averaging, output projection, root weight and gate).
 
-Subclasses differ only in their own keyword-only options, the options they
-hand to the attention kernel (:meth:`AttentionConvBase._kernel_options`),
-and how they turn the kernel's per-head aggregate into the new per-head
-node state (:meth:`AttentionConvBase._update_heads`); they never compute
-attention themselves.
+Subclasses differ only in their own keyword-only options, how the scores
+become weights (:attr:`AttentionConvBase.scores`,
+:meth:`AttentionConvBase.score_scale`), how values are reduced
+(:meth:`AttentionConvBase.reduction`), and how they turn the kernel's
+per-head aggregate into the new per-head node state
+(:meth:`AttentionConvBase._update_heads`); they never compute attention
+themselves.  The signature and docstring machinery lives in
+:mod:`._signature`, the route through PyG's ``propagate`` (explain tools,
+hooks) in :mod:`._explain`.
 """
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import SparseTensor
-from torch_geometric.utils import (is_sparse, to_torch_coo_tensor,
-                                   to_torch_csr_tensor)
-from torch_geometric.utils.sparse import set_sparse_value
+from torch_geometric.utils import is_sparse
 
-from ..functional import (BACKENDS, SCORE_NORMALIZATIONS, EdgeAttention,
+from ..functional import (BACKENDS, EdgeAttention, ScoreOptions,
                           adjacency_size, adjacency_to_edge_index,
-                          attention_aggregate, attention_dropout,
-                          attention_weights, check_edge_index_layout,
-                          check_sparsify_options, edge_attention,
-                          sparsifies, sparsify_attention)
+                          check_edge_index_layout, edge_attention,
+                          weights_on_adjacency)
 from ..functional._checks import check_choice
+from ._explain import PropagatedAttention
+from ._signature import complete_conv_class, expand_shared_doc
+from .kv_cache import KeyValueCache
 
 ChannelSpec = Union[int, Tuple[int, int]]
 NodeFeatures = Union[Tensor, Tuple[Tensor, Optional[Tensor]]]
 ConvOutput = Union[Tensor, Tuple[Tensor, Any]]
 
-#: The documentation of the shared constructor arguments; every conv's
-#: docstring has it in place of the line ``{shared_args}``.
-SHARED_ARGS_DOC = r"""in_channels: size of each input sample, a ``(source, target)`` tuple
-            for bipartite graphs, or ``-1`` for lazy initialisation.
-        out_channels: size of each head's output :math:`C`.
-        heads: number of heads :math:`H`.
-        concat: concatenate the heads (``True``) or average them.
-        beta: gate the skip connection with
-            :math:`\beta_i = \sigma(\mathbf{w}^{\top}[\mathbf{m}_i,
-            \mathbf{x}_r, \mathbf{m}_i - \mathbf{x}_r])`, as in
-            ``TransformerConv`` (only with ``root_weight=True``).
-        dropout: dropout probability on the attention weights.
-        edge_dim: size of edge features, added to keys and values after a
-            linear projection :math:`\mathbf{W}_E`.
-        bias: learn additive biases in the projections.
-        root_weight: add the projected target features
-            :math:`\mathbf{W}_{\mathrm{skip}} \mathbf{x}_i` (PyG's skip).
-        out_proj: apply the output projection :math:`\mathbf{O}` to the
-            combined heads.  The transformer's form is ``out_proj=True,
-            root_weight=False``; ``TransformerConv``'s is the default.
-        backend: ``"auto"``, ``"sparse"`` or ``"dense"`` (see
-            :func:`~tgnn_transformers.functional.edge_attention`).
-        rope: rotary position embedding of the queries and keys: ``True``
-            for a :class:`~tgnn_transformers.nn.RotaryEmbedding` of the head
-            width, or one to use; ``forward`` then needs ``pos``.
-        **kwargs: further arguments of
-            :class:`~torch_geometric.nn.conv.MessagePassing`."""
-
 _MESSAGE_PASSING_ARGS = frozenset(
     inspect.signature(MessagePassing.__init__).parameters) - {"self"}
 
-# MessagePassing's hooks that see (or change) messages or aggregates; any of
-# them registered sends the attention through ``propagate``.
-_PROPAGATION_HOOKS = (
-    "_propagate_forward_pre_hooks",
-    "_propagate_forward_hooks",
-    "_message_forward_pre_hooks",
-    "_message_forward_hooks",
-    "_aggregate_forward_pre_hooks",
-    "_aggregate_forward_hooks",
-)
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
 
 
-
-def check_graph_aware_options(normalization: str, value_proj: bool,
-                              threshold, top_k, threshold_mode: str,
-                              top_k_fraction) -> None:
-    """The score and sparsification options GIN- and PNA-Attention share,
-    checked with messages naming the argument, what it accepts and what
-    came."""
-    check_choice("normalization", normalization, SCORE_NORMALIZATIONS)
+def check_value_proj(value_proj: Any) -> None:
+    """GIN- and PNA-Attention's ``value_proj`` is a bool."""
     if not isinstance(value_proj, bool):
         raise TypeError(f"value_proj must be a bool, got {value_proj!r}")
-    check_sparsify_options(threshold, top_k, threshold_mode, top_k_fraction)
 
 
 class Attended(NamedTuple):
@@ -101,24 +65,21 @@ class Attended(NamedTuple):
     attention: EdgeAttention  # the kernel's (out, alpha, edge_index)
     need_weights: bool
     adjacency: Any  # the sparse adjacency given instead of edge_index
+    self_value: Optional[Tensor]  # [N_dst, H, C] the targets' own values,
+    # when they are among the sources (None: bipartite, compute them)
 
 
-def _expand_doc(cls: type) -> None:
-    if cls.__doc__ and "{shared_args}" in cls.__doc__:
-        cls.__doc__ = cls.__doc__.replace("{shared_args}", SHARED_ARGS_DOC)
-
-
-class AttentionConvBase(MessagePassing):
+class AttentionConvBase(PropagatedAttention, MessagePassing):
     r"""Base of :class:`MultiHeadAttentionConv`, :class:`GINAttentionConv`
     and :class:`PNAAttentionConv`; not meant to be used on its own.
 
     It owns the constructor arguments every attention conv shares, with the
     names, order and defaults of PyG's ``TransformerConv`` (positional as
-    there), plus ``out_proj`` and ``backend``:
+    there), plus ``out_proj``, ``backend`` and ``rope``:
 
     ``(in_channels, out_channels, heads=1, concat=True, beta=False,
     dropout=0.0, edge_dim=None, bias=True, root_weight=True,
-    out_proj=False, backend="auto", **kwargs)``
+    out_proj=False, backend="auto", rope=False, **kwargs)``
 
     A subclass adds its own options as keyword-only arguments of an
     ``__init__(self, *args, <options>, **kwargs)`` that forwards the rest
@@ -129,25 +90,20 @@ class AttentionConvBase(MessagePassing):
     ``lin_value``, ``lin_edge``, ``lin_skip``, ``lin_beta``) so checkpoints
     move between the two.
 
-    **Explaining.**  Normally the attention runs in one fused kernel
-    (:func:`~tgnn_transformers.functional.edge_attention`) and never goes
-    through :meth:`propagate`.  When the layer is being explained
-    (``self.explain`` is ``True``, as PyG's explainers set it) or any of
-    :class:`~torch_geometric.nn.conv.MessagePassing`'s propagate, message
-    or aggregate hooks is registered, it runs through :meth:`propagate`
-    instead, with the same result: :meth:`message` returns the per-edge
-    attention weights ``alpha`` (``[E, H]``, input edge order; message
-    hooks find them as ``msg_kwargs["alpha"]``), PyG's ``explain_message``
-    multiplies the edge mask into them, and :meth:`aggregate` applies the
-    attention dropout and the weighted reduction of the values.  A mask
-    :math:`m` thus scales every message
-    :math:`\alpha_{ij} (\mathbf{v}_j + \mathbf{W}_E \mathbf{e}_{ij})` of
-    its edge, as in PyG's ``TransformerConv``; the weights of an edge's
-    other neighbours are not renormalised.
+    **Explaining.**  PyG's explain tools and message-passing hooks see the
+    attention weights as the messages (see :mod:`tgnn_transformers.nn._explain`).
+
+    **Decoding.**  With ``cache=`` a
+    :class:`~tgnn_transformers.nn.KeyValueCache`, ``forward`` takes only
+    new nodes and attends over the cached ones (autoregressive decoding).
 
     Args:
         {shared_args}
     """
+
+    #: How this layer's scores become weights (GIN- and PNA-Attention take
+    #: the options; plain attention is the softmax).
+    scores: ScoreOptions = ScoreOptions()
 
     def __init__(
         self,
@@ -171,9 +127,8 @@ class AttentionConvBase(MessagePassing):
                             f"argument(s) {', '.join(map(repr, unknown))}")
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if out_channels <= 0 or heads <= 0:
-            raise ValueError(f"out_channels and heads must be positive, got "
-                             f"{out_channels} and {heads}")
+        _positive_int(out_channels, "out_channels")
+        _positive_int(heads, "heads")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         check_choice("backend", backend, BACKENDS)
@@ -193,15 +148,7 @@ class AttentionConvBase(MessagePassing):
         # combined (1 keeps a head, 0 removes it); set by
         # tgnn_transformers.inspect.mask_heads, None otherwise.
         self.head_mask: Optional[Tensor] = None
-        if rope is True:
-            from .positional import RotaryEmbedding
-            rope = RotaryEmbedding(out_channels)
-        elif rope is False or rope is None:
-            rope = None
-        elif not isinstance(rope, torch.nn.Module):
-            raise TypeError(f"rope must be a bool or a RotaryEmbedding, got "
-                            f"{type(rope).__name__}")
-        self.rope = rope
+        self.rope = _rope_module(rope, out_channels)
 
         src_channels, dst_channels = ((in_channels, in_channels) if
                                       isinstance(in_channels, int) else
@@ -231,20 +178,7 @@ class AttentionConvBase(MessagePassing):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _expand_doc(cls)
-        init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-        own = inspect.signature(init).parameters.values()
-        if not any(p.kind is p.VAR_POSITIONAL for p in own):
-            return
-        # ``__init__(self, *args, <keyword-only options>, **kwargs)``: show
-        # the shared arguments in place of ``*args``.
-        shared = inspect.signature(AttentionConvBase.__init__)
-        params = list(shared.parameters.values())
-        options = [p for p in own if p.kind is p.KEYWORD_ONLY]
-        init.__signature__ = shared.replace(parameters=params[:-1] + options +
-                                            params[-1:])
+        complete_conv_class(cls, AttentionConvBase.__init__)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -273,6 +207,23 @@ class AttentionConvBase(MessagePassing):
             "torch.compile(model) instead; it gives the same outputs.")
 
     # ------------------------------------------------------------------
+    # What subclasses choose
+    # ------------------------------------------------------------------
+    def score_scale(self) -> Union[float, Tensor]:
+        r"""The factor of the dot products, :math:`1/\sqrt{C}`."""
+        return self.out_channels**-0.5
+
+    def reduction(self):
+        """The reduction(s) of the weighted values (see
+        :func:`~tgnn_transformers.functional.attention_aggregate`)."""
+        return "sum"
+
+    def _update_heads(self, attended: Attended) -> Tensor:
+        """The kernel's per-head aggregate -> ``[N_dst, H, C']`` per-head
+        node state, before the output stage."""
+        return attended.attention.out
+
+    # ------------------------------------------------------------------
     # The call
     # ------------------------------------------------------------------
     def forward(
@@ -285,6 +236,7 @@ class AttentionConvBase(MessagePassing):
         *,
         pos: Optional[Union[Tensor, Tuple[Tensor, Tensor]]] = None,
         attn_bias: Optional[Tensor] = None,
+        cache: Optional[KeyValueCache] = None,
     ) -> ConvOutput:
         r"""
         Args:
@@ -315,6 +267,12 @@ class AttentionConvBase(MessagePassing):
                 before the softmax; ``-inf`` masks an edge (relative
                 position biases, Graphormer's spatial encodings).  It
                 takes the sparse path (``backend="dense"`` raises).
+            cache: a :class:`~tgnn_transformers.nn.KeyValueCache`: ``x``
+                (``[N_new, F]``) holds only new nodes, their keys and
+                values are appended to the cache, and ``edge_index`` runs
+                from the cached nodes and the new ones (numbered after the
+                cached) to the new ones; ``pos`` are the new nodes'
+                positions.
         """
         if isinstance(batch, bool):
             raise TypeError(
@@ -329,20 +287,8 @@ class AttentionConvBase(MessagePassing):
             edge_index = adjacency_to_edge_index(adjacency)
         attended = self._attend(x, edge_index, edge_attr,
                                 return_attention_weights, batch, adjacency,
-                                pos=pos, attn_bias=attn_bias)
+                                pos=pos, attn_bias=attn_bias, cache=cache)
         return self._finish(self._update_heads(attended), attended)
-
-    def _kernel_options(self) -> Dict[str, Any]:
-        """Keyword arguments of the layer for
-        :func:`~tgnn_transformers.functional.edge_attention` (``scale``,
-        ``normalization``, ``threshold``, ``top_k``, ``threshold_mode``,
-        ``top_k_fraction``, ``reduce``)."""
-        return {}
-
-    def _update_heads(self, attended: Attended) -> Tensor:
-        """The kernel's per-head aggregate -> ``[N_dst, H, C']`` per-head
-        node state, before the output stage."""
-        return attended.attention.out
 
     # ------------------------------------------------------------------
     # Inputs
@@ -397,26 +343,6 @@ class AttentionConvBase(MessagePassing):
         return self.lin_edge(edge_attr).view(-1, self.heads,
                                               self.out_channels)
 
-    def _project(self, x: NodeFeatures, edge_index: Tensor,
-                 edge_attr: Optional[Tensor], pos: Any = None):
-        """Checks the inputs and returns ``(x_src, x_dst, bipartite, query,
-        key, value, edge_term)`` with per-head ``[N, H, C]`` projections."""
-        x_src, x_dst, bipartite = self._split_input(x)
-        # Index ranges are checked once, by the kernel.
-        check_edge_index_layout(edge_index)
-        H, C = self.heads, self.out_channels
-        query = self.lin_query(x_dst).view(-1, H, C)
-        key = self.lin_key(x_src).view(-1, H, C)
-        value = self._values(x_src, "x")
-        if self.rope is not None:
-            query, key = self._rotate(query, key, pos, bipartite)
-        elif pos is not None:
-            raise ValueError("pos was given but the layer was built without "
-                             "rope; build it with rope=True to use "
-                             "positions, or add them to x")
-        edge_term = self._edge_terms(edge_attr, edge_index.size(1))
-        return x_src, x_dst, bipartite, query, key, value, edge_term
-
     def _values(self, x: Tensor, name: str) -> Tensor:
         r"""Per-head values ``[N, H, C]`` of features ``x``:
         :math:`\mathbf{W}_V \mathbf{x}`, or with the value projection
@@ -457,6 +383,12 @@ class AttentionConvBase(MessagePassing):
                 bipartite: bool) -> Tuple[Tensor, Tensor]:
         """RoPE of the queries (target positions) and keys (source
         positions)."""
+        if self.rope is None:
+            if pos is not None:
+                raise ValueError("pos was given but the layer was built "
+                                 "without rope; build it with rope=True to "
+                                 "use positions, or add them to x")
+            return query, key
         if pos is None:
             raise ValueError("the layer was built with rope but pos is None;"
                              " pass pos=<[N] integer positions> (e.g. "
@@ -469,16 +401,41 @@ class AttentionConvBase(MessagePassing):
             pos_src = pos_dst = pos
         return self.rope(query, pos_dst), self.rope(key, pos_src)
 
+    def _project(self, x: NodeFeatures, edge_index: Tensor,
+                 edge_attr: Optional[Tensor], pos: Any,
+                 cache: Optional[KeyValueCache]):
+        """Checks the inputs and returns ``(x_dst, bipartite, query, key,
+        value, self_value, edge_term)`` with per-head ``[N, H, C]``
+        projections (with a cache, the keys and values of the cached nodes
+        and the new ones)."""
+        x_src, x_dst, bipartite = self._split_input(x)
+        # Index ranges are checked once, by the kernel.
+        check_edge_index_layout(edge_index)
+        H, C = self.heads, self.out_channels
+        query = self.lin_query(x_dst).view(-1, H, C)
+        key = self.lin_key(x_src).view(-1, H, C)
+        value = self._values(x_src, "x")
+        query, key = self._rotate(query, key, pos, bipartite)
+        self_value = None if bipartite else value
+        if cache is not None:
+            if bipartite:
+                raise ValueError("cache takes the new nodes' features x, "
+                                 "not an (x_src, x_dst) pair")
+            key, value = cache.extend(key, value)
+            bipartite = True  # sources: the cached and the new nodes
+        edge_term = self._edge_terms(edge_attr, edge_index.size(1))
+        return x_dst, bipartite, query, key, value, self_value, edge_term
+
     def _attend(self, x: NodeFeatures, edge_index: Tensor,
                 edge_attr: Optional[Tensor], return_attention_weights,
                 batch: Optional[Tensor], adjacency: Any = None, *,
-                pos: Any = None,
-                attn_bias: Optional[Tensor] = None) -> Attended:
+                pos: Any = None, attn_bias: Optional[Tensor] = None,
+                cache: Optional[KeyValueCache] = None) -> Attended:
         """Projections plus the shared kernel, with the layer's dropout,
-        backend and :meth:`_kernel_options`; through :meth:`propagate` when
+        backend, scores and reduction; through :meth:`propagate` when
         explaining or hooked."""
-        _, x_dst, bipartite, query, key, value, edge_term = self._project(
-            x, edge_index, edge_attr, pos)
+        (x_dst, bipartite, query, key, value, self_value,
+         edge_term) = self._project(x, edge_index, edge_attr, pos, cache)
         if adjacency is not None:
             sizes = (value.size(0), query.size(0))
             if adjacency_size(adjacency) != sizes:
@@ -489,81 +446,20 @@ class AttentionConvBase(MessagePassing):
                     f"{sizes[0]}] (PyG's transposed adjacency adj_t: one "
                     "row per target node)")
         need_weights = return_attention_weights is True
-        options = self._kernel_options()
         if self._propagation_requested():
             attention = self._propagate_attention(query, key, value,
                                                   edge_index, edge_term,
-                                                  options, attn_bias)
+                                                  attn_bias)
         else:
             attention = edge_attention(
                 query, key, value, edge_index, edge_key=edge_term,
                 edge_value=edge_term, bias=attn_bias,
-                dropout_p=self.dropout,
+                scale=self.score_scale(), scores=self.scores,
+                reduce=self.reduction(), dropout_p=self.dropout,
                 training=self.training, need_weights=need_weights,
-                batch=None if bipartite else batch, backend=self.backend,
-                **options)
+                batch=None if bipartite else batch, backend=self.backend)
         return Attended(x_dst, bipartite, edge_index, value, attention,
-                        need_weights, adjacency)
-
-    # ------------------------------------------------------------------
-    # PyG's message passing (explain tools and hooks)
-    # ------------------------------------------------------------------
-    def _propagation_requested(self) -> bool:
-        if self._explain is True:
-            return True
-        return any(len(getattr(self, name)) for name in _PROPAGATION_HOOKS)
-
-    def _propagate_attention(self, query: Tensor, key: Tensor, value: Tensor,
-                             edge_index: Tensor, edge_term: Optional[Tensor],
-                             options: Dict[str, Any],
-                             attn_bias: Optional[Tensor] = None
-                             ) -> EdgeAttention:
-        """The kernel's computation split at the weights: ``alpha`` in the
-        input edge order, then :meth:`propagate` (message = ``alpha``,
-        aggregate = dropout and the kernel's weighted reduction)."""
-        alpha = attention_weights(
-            query, key, edge_index, edge_key=edge_term, bias=attn_bias,
-            scale=options.get("scale"),
-            normalization=options.get("normalization", "softmax"))
-        alpha_out, edges_out = alpha, edge_index
-        sparsify = {k: options[k] for k in ("threshold", "top_k",
-                                            "threshold_mode",
-                                            "top_k_fraction")
-                    if k in options}
-        if sparsifies(**sparsify):
-            # Dropped weights become zeros: the messages keep one row per
-            # input edge, as an edge mask needs.  (Here every mode acts
-            # before the attention dropout of aggregate().)
-            alpha_out, edges_out, kept = sparsify_attention(
-                alpha, edge_index, **sparsify)
-            alpha = alpha.new_zeros(alpha.shape).index_put((kept, ),
-                                                           alpha_out)
-        out = self.propagate(edge_index, alpha=alpha, value=value,
-                             edge_value=edge_term,
-                             size=(value.size(0), query.size(0)))
-        return EdgeAttention(out, alpha_out, edges_out)
-
-    def message(self, alpha: Tensor) -> Tensor:
-        r"""The message of edge :math:`j \to i` is its attention weights
-        :math:`\alpha_{ij}` (``[E, H]``); :meth:`aggregate` weighs the
-        values with them.  (Used only when explaining or hooked.)"""
-        return alpha
-
-    def aggregate(self, inputs: Tensor, value: Tensor,
-                  edge_value: Optional[Tensor], edge_index: Tensor,
-                  dim_size: int) -> Tensor:
-        """Attention dropout on the (possibly masked) weights ``inputs``,
-        then the layer's reductions of the values
-        (:func:`~tgnn_transformers.functional.attention_aggregate`), as the
-        fused kernel computes them.  (Used only when explaining or
-        hooked.)"""
-        weights = attention_dropout(inputs, edge_index, self.dropout,
-                                    self.training, num_src=value.size(0),
-                                    num_dst=dim_size)
-        return attention_aggregate(
-            value, weights, edge_index, dim_size,
-            self._kernel_options().get("reduce", "sum"),
-            edge_value=edge_value)
+                        need_weights, adjacency, self_value)
 
     # ------------------------------------------------------------------
     # Output stage
@@ -580,8 +476,8 @@ class AttentionConvBase(MessagePassing):
         if attended.adjacency is None:
             return out, (edges, alpha)
         whole = edges is attended.edge_index
-        return out, _weights_on_adjacency(attended.adjacency, edges, alpha,
-                                          whole)
+        return out, weights_on_adjacency(attended.adjacency, edges, alpha,
+                                         whole)
 
     def _combine_heads(self, out: Tensor, x_dst: Tensor) -> Tensor:
         """``[N, H, C']`` per-head result -> ``[N, out]`` node features."""
@@ -601,8 +497,9 @@ class AttentionConvBase(MessagePassing):
                 out = out + x_r
         return out
 
-    def _extra_repr_args(self) -> str:
-        return ""
+    def _extra_repr_args(self) -> list:
+        """The subclass's own options for ``repr`` (non-defaults)."""
+        return []
 
     def __repr__(self) -> str:
         args = [f"{self.in_channels}", f"{self.out_channels}",
@@ -621,32 +518,31 @@ class AttentionConvBase(MessagePassing):
             args.append(f"dropout={self.dropout}")
         if self.rope is not None:
             args.append("rope=True")
-        extra = self._extra_repr_args()
-        if extra:
-            args.append(extra)
+        args += self._extra_repr_args()
+        args += [f"{name}={value!r}" for name, value in self.scores.changed()]
         return f"{self.__class__.__name__}({', '.join(args)})"
 
 
-_expand_doc(AttentionConvBase)
+expand_shared_doc(AttentionConvBase)
 
 
-def _weights_on_adjacency(adj: Any, edges: Tensor, alpha: Tensor,
-                          whole: bool):
-    """The attention weights in the form PyG returns them for a sparse
-    adjacency input: ``(adj_t with alpha as values, alpha)`` for a
-    ``torch.sparse`` tensor, ``adj_t.set_value(alpha)`` for a
-    ``SparseTensor``.  ``whole``: ``edges`` are all of the adjacency's
-    entries, in its order; otherwise a subgraph of it (sparsification)."""
-    if whole:
-        if isinstance(adj, Tensor):
-            return set_sparse_value(adj, alpha), alpha
-        return adj.set_value(alpha, layout="coo")
-    row, col = edges[1], edges[0]
-    if isinstance(adj, Tensor):
-        build = (to_torch_csr_tensor if adj.layout == torch.sparse_csr else
-                 to_torch_coo_tensor)
-        sub = build(torch.stack([row, col]), alpha,
-                    (adj.size(0), adj.size(1)))
-        return sub, sub.values()
-    return SparseTensor(row=row, col=col, value=alpha,
-                        sparse_sizes=adj.sparse_sizes())
+def _score_option(name: str) -> property:
+    return property(lambda self: getattr(self.scores, name),
+                    doc=f"``scores.{name}`` (see :class:`ScoreOptions`)")
+
+
+# The score options read as attributes of the layer too (conv.top_k).
+for _name in ScoreOptions.field_names():
+    setattr(AttentionConvBase, _name, _score_option(_name))
+
+
+def _rope_module(rope: Any, head_dim: int) -> Optional[torch.nn.Module]:
+    if rope is True:
+        from .positional import RotaryEmbedding
+        return RotaryEmbedding(head_dim)
+    if rope is False or rope is None:
+        return None
+    if not isinstance(rope, torch.nn.Module):
+        raise TypeError(f"rope must be a bool or a RotaryEmbedding, got "
+                        f"{type(rope).__name__}")
+    return rope

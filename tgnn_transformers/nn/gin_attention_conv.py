@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.dense.linear import Linear
 
+from ..functional import ScoreOptions
 from ..functional._checks import check_choice
-from ._attention_conv import (AttentionConvBase, Attended,
-                              check_graph_aware_options)
+from ._attention_conv import AttentionConvBase, Attended, check_value_proj
 from .headwise import HeadwiseMLP, mlp_hidden_width
 
 #: The GIN update of the target's own value: ``(1 + eps) v_i`` (GIN's, the
@@ -135,15 +135,11 @@ class GINAttentionConv(AttentionConvBase):
             raise ValueError(f"mlp_multiplier must be > 0, got "
                              f"{mlp_multiplier}")
         check_choice("gin_form", gin_form, GIN_FORMS)
-        check_graph_aware_options(normalization, value_proj, threshold,
-                                  top_k, threshold_mode, top_k_fraction)
+        check_value_proj(value_proj)
+        self.scores = ScoreOptions(normalization, threshold, top_k,
+                                   threshold_mode, top_k_fraction)
         self.initial_eps = eps
         self.mlp_multiplier = mlp_multiplier
-        self.normalization = normalization
-        self.threshold = threshold
-        self.top_k = top_k
-        self.threshold_mode = threshold_mode
-        self.top_k_fraction = top_k_fraction
         self.gin_form = gin_form
         self.mlp_rounding = mlp_rounding
         if not value_proj:
@@ -187,48 +183,32 @@ class GINAttentionConv(AttentionConvBase):
             self.lin_self.reset_parameters()
         self.mlp.reset_parameters()
 
-    def _kernel_options(self) -> Dict[str, Any]:
-        scale = self.out_channels**-0.5
-        if self.sharpen is not None:
-            scale = self.sharpen * scale
-        return dict(scale=scale, normalization=self.normalization,
-                    threshold=self.threshold, top_k=self.top_k,
-                    threshold_mode=self.threshold_mode,
-                    top_k_fraction=self.top_k_fraction)
+    def score_scale(self):
+        scale = super().score_scale()
+        return scale if self.sharpen is None else self.sharpen * scale
 
     def _update_heads(self, attended: Attended) -> Tensor:
-        if attended.bipartite and self.lin_self is not None:
+        self_value = attended.self_value
+        if self_value is None and self.lin_self is not None:
             self_value = self.lin_self(attended.x_dst).view(
                 -1, self.heads, self.out_channels)
-        elif attended.bipartite:
+        elif self_value is None:
             self_value = self._values(attended.x_dst,
                                       "x[1] (target features)")
-        else:
-            self_value = attended.value
         # (1 + eps) v_i (GIN's form) or eps v_i (the published code's)
         factor = 1 + self.eps if self.gin_form == "one-plus-eps" else \
             self.eps
         h = factor.view(1, -1, 1) * self_value + attended.attention.out
         return self.mlp(h)
 
-    def _extra_repr_args(self) -> str:
+    def _extra_repr_args(self) -> List[str]:
         args = [f"mlp_multiplier={self.mlp_multiplier}"]
         if self.sharpen is not None:
             args.append("sharpen=True")
-        if self.normalization != "softmax":
-            args.append(f"normalization={self.normalization!r}")
-        if self.threshold is not None:
-            args.append(f"threshold={self.threshold}")
-        if self.top_k is not None:
-            args.append(f"top_k={self.top_k}")
-        if self.threshold_mode != "drop":
-            args.append(f"threshold_mode={self.threshold_mode!r}")
-        if self.top_k_fraction is not None:
-            args.append(f"top_k_fraction={self.top_k_fraction}")
         if self.gin_form != "one-plus-eps":
             args.append(f"gin_form={self.gin_form!r}")
         if not self.value_proj:
             args.append("value_proj=False")
         if self.mlp_rounding != "round":
             args.append(f"mlp_rounding={self.mlp_rounding!r}")
-        return ", ".join(args)
+        return args

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, Optional, Type, Union
+from typing import Dict, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch_geometric.nn.norm import BatchNorm
 from ..functional._checks import check_choice
 from ._attention_conv import AttentionConvBase
 from .gin_attention_conv import GINAttentionConv
+from .kv_cache import KeyValueCache
 from .multi_head_attention_conv import MultiHeadAttentionConv
 from .pna_attention_conv import PNAAttentionConv
 
@@ -171,17 +172,21 @@ class GraphTransformerLayer(torch.nn.Module):
                 batch: Optional[Tensor] = None, *,
                 pos: Optional[Tensor] = None,
                 attn_bias: Optional[Tensor] = None,
-                return_attention_weights: Optional[bool] = None):
-        """``pos`` (for a conv built with ``rope``) and ``attn_bias``
-        (``[E, H]``) go to the attention conv.  With
-        ``return_attention_weights=True`` the result is ``(x, weights)``,
-        ``weights`` as the attention conv returns them (``(edge_index,
-        alpha)`` for an ``edge_index``)."""
+                return_attention_weights: Optional[bool] = None,
+                cache: Optional[KeyValueCache] = None):
+        """``pos`` (for a conv built with ``rope``), ``attn_bias``
+        (``[E, H]``) and ``cache`` (decoding: ``x`` holds only new nodes;
+        see :class:`~tgnn_transformers.nn.KeyValueCache`) go to the
+        attention conv.  With ``return_attention_weights=True`` the result
+        is ``(x, weights)``, ``weights`` as the attention conv returns them
+        (``(edge_index, alpha)`` for an ``edge_index``)."""
         extra = {}
         if pos is not None:
             extra["pos"] = pos
         if attn_bias is not None:
             extra["attn_bias"] = attn_bias
+        if cache is not None:
+            extra["cache"] = cache
         if return_attention_weights:
             extra["return_attention_weights"] = True
         h = self._norm(self.norm1, x) if self.norm_first else x
@@ -283,12 +288,19 @@ class GraphTransformer(torch.nn.Module):
                 edge_attr: Optional[Tensor] = None,
                 batch: Optional[Tensor] = None, *,
                 pos: Optional[Tensor] = None,
-                attn_bias: Optional[Tensor] = None) -> Tensor:
+                attn_bias: Optional[Tensor] = None,
+                cache: Optional[Sequence[KeyValueCache]] = None) -> Tensor:
         """``pos`` and ``attn_bias`` go to every layer's attention conv
-        (one relative-position bias shared by all layers, as in T5)."""
-        for layer in self.layers:
+        (one relative-position bias shared by all layers, as in T5);
+        ``cache`` is one :class:`~tgnn_transformers.nn.KeyValueCache` per
+        layer (decoding: ``x`` holds only the new nodes)."""
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(f"cache needs one KeyValueCache per layer "
+                             f"({len(self.layers)}), got {len(cache)}")
+        for i, layer in enumerate(self.layers):
             x = layer(x, edge_index, edge_attr, batch, pos=pos,
-                      attn_bias=attn_bias)
+                      attn_bias=attn_bias,
+                      cache=None if cache is None else cache[i])
         return x if self.final_norm is None else self.final_norm(x)
 
     @classmethod

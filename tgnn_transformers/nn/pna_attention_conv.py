@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 from torch_geometric.utils import degree
 
-from ..functional import REDUCTIONS, in_degree
+from ..functional import REDUCTIONS, ScoreOptions, in_degree
 from ..functional._checks import check_choice
-from ._attention_conv import (AttentionConvBase, Attended,
-                              check_graph_aware_options)
+from ._attention_conv import AttentionConvBase, Attended, check_value_proj
 from .headwise import HeadwiseLinear, HeadwiseMLP, mlp_hidden_width
 
 SCALERS = ("identity", "amplification", "attenuation")
@@ -148,12 +147,9 @@ class PNAAttentionConv(AttentionConvBase):
                 mixer_multiplier, (int, float)) or mixer_multiplier <= 0:
             raise ValueError(f"mixer_multiplier must be a number > 0, got "
                              f"{mixer_multiplier!r}")
-        check_graph_aware_options(normalization, value_proj, threshold,
-                                  top_k, threshold_mode, top_k_fraction)
-        self.normalization = normalization
-        self.threshold, self.top_k = threshold, top_k
-        self.threshold_mode = threshold_mode
-        self.top_k_fraction = top_k_fraction
+        check_value_proj(value_proj)
+        self.scores = ScoreOptions(normalization, threshold, top_k,
+                                   threshold_mode, top_k_fraction)
         if not value_proj:
             self._drop_value_projection()
         if not aggregators or not scalers:
@@ -204,18 +200,8 @@ class PNAAttentionConv(AttentionConvBase):
                 for s in self.scalers]
         return torch.cat(outs, dim=2)
 
-    def _kernel_options(self) -> Dict[str, Any]:
-        options: Dict[str, Any] = dict(reduce=self.aggregators)
-        # Only what differs from the kernel's defaults (the default call
-        # stays exactly what it was).
-        if self.normalization != "softmax":
-            options["normalization"] = self.normalization
-        for name in ("threshold", "top_k", "top_k_fraction"):
-            if getattr(self, name) is not None:
-                options[name] = getattr(self, name)
-        if self.threshold_mode != "drop":
-            options["threshold_mode"] = self.threshold_mode
-        return options
+    def reduction(self):
+        return self.aggregators
 
     def _update_heads(self, attended: Attended) -> Tensor:
         num_dst = attended.x_dst.size(0)
@@ -224,8 +210,8 @@ class PNAAttentionConv(AttentionConvBase):
                             num_dst)
         features = self._scale(attended.attention.out, degrees)
         if self.include_self:
-            self_value = attended.value
-            if attended.bipartite:
+            self_value = attended.self_value
+            if self_value is None:
                 if self.lin_value is not None and attended.x_dst.size(
                         -1) != self.lin_value.in_channels:
                     raise ValueError("include_self needs equal source and "
@@ -238,15 +224,11 @@ class PNAAttentionConv(AttentionConvBase):
         # elements to infer the -1 from.
         return self.mixer(features.flatten(2))
 
-    def _extra_repr_args(self) -> str:
-        args = (f"aggregators={list(self.aggregators)}, "
-                f"scalers={list(self.scalers)}, mixer={self.mixer_kind!r}")
+    def _extra_repr_args(self) -> List[str]:
+        args = [f"aggregators={list(self.aggregators)}",
+                f"scalers={list(self.scalers)}", f"mixer={self.mixer_kind!r}"]
         if not self.include_self:
-            args += ", include_self=False"
-        if self.normalization != "softmax":
-            args += f", normalization={self.normalization!r}"
-        if self.threshold_mode != "drop":
-            args += f", threshold_mode={self.threshold_mode!r}"
+            args.append("include_self=False")
         if not self.value_proj:
-            args += ", value_proj=False"
+            args.append("value_proj=False")
         return args
