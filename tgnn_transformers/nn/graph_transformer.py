@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Dict, Optional, Type, Union
 
@@ -26,7 +27,13 @@ ATTENTION_CONVS: Dict[str, Type[AttentionConvBase]] = {
 # Earlier short names, still accepted by GraphTransformerLayer (with a
 # DeprecationWarning) while callers move to the names above.
 _OLD_ATTENTION_NAMES = {"gin": "gin-attention", "pna": "pna-attention"}
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+#: The feed-forward activations: ``"gelu"`` is the exact (erf) GELU,
+#: ``"gelu_tanh"`` its tanh approximation
+#: :math:`\tfrac{x}{2}(1 + \tanh(\sqrt{2/\pi}(x + 0.044715x^3)))`
+#: (GPT-2's, Hugging Face's ``gelu_new`` / ``gelu_pytorch_tanh``).
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu,
+               "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
+               "silu": F.silu}
 #: The norms :func:`make_norm` builds (``None``: no norm), and their types.
 NORMS = ("layer", "rms", "batch", None)
 NORM_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm, BatchNorm)
@@ -48,7 +55,7 @@ def make_norm(kind: Optional[str], channels: int, eps: float = 1e-5,
 
 class FeedForward(torch.nn.Module):
     """Position-wise feed-forward network ``Linear -> act -> dropout ->
-    Linear``."""
+    Linear``, ``act`` one of :data:`ACTIVATIONS`."""
 
     def __init__(self, channels: int, hidden_channels: int,
                  activation: str = "gelu", dropout: float = 0.0,
@@ -67,6 +74,36 @@ class FeedForward(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.lin2(self.dropout(ACTIVATIONS[self.activation](
             self.lin1(x))))
+
+
+def torch_activation_name(activation) -> str:
+    """The name in :data:`ACTIVATIONS` of a function or module that equals
+    it: ``F.relu`` / ``nn.ReLU`` -> ``"relu"``, ``F.gelu`` / ``nn.GELU()``
+    -> ``"gelu"``, ``nn.GELU(approximate="tanh")`` /
+    ``functools.partial(F.gelu, approximate="tanh")`` -> ``"gelu_tanh"``,
+    ``F.silu`` / ``nn.SiLU`` -> ``"silu"``; anything else a ValueError."""
+    if activation in (F.relu, torch.relu) or isinstance(activation,
+                                                        torch.nn.ReLU):
+        return "relu"
+    if activation is F.silu or isinstance(activation, torch.nn.SiLU):
+        return "silu"
+    approximate = None
+    if activation is F.gelu:
+        approximate = "none"
+    elif isinstance(activation, torch.nn.GELU):
+        approximate = activation.approximate
+    elif (isinstance(activation, functools.partial)
+          and activation.func is F.gelu and not activation.args
+          and set(activation.keywords) <= {"approximate"}):
+        approximate = activation.keywords.get("approximate", "none")
+    name = {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    if name is None:
+        raise ValueError(
+            "from_torch supports the activations relu (F.relu, nn.ReLU), "
+            "gelu (F.gelu, nn.GELU()), gelu_tanh (nn.GELU(approximate="
+            "'tanh'), functools.partial(F.gelu, approximate='tanh')) and "
+            f"silu (F.silu, nn.SiLU); got {activation!r}")
+    return name
 
 
 class GraphTransformerLayer(torch.nn.Module):
@@ -104,7 +141,8 @@ class GraphTransformerLayer(torch.nn.Module):
         attention_kwargs: extra arguments for the attention conv (e.g.
             ``deg`` for PNA, ``mlp_multiplier`` for GIN).
         ffn_multiplier: hidden width of the feed-forward network.
-        activation: ``"relu"``, ``"gelu"`` or ``"silu"``.
+        activation: ``"relu"``, ``"gelu"``, ``"gelu_tanh"`` or ``"silu"``
+            (:data:`ACTIVATIONS`).
         norm: ``"layer"``, ``"rms"``, ``"batch"`` or ``None``.
         norm_first: pre-norm instead of post-norm.
         dropout: dropout on both residual branches and inside the FFN.
@@ -201,15 +239,18 @@ class GraphTransformerLayer(torch.nn.Module):
     def from_torch(cls, layer: torch.nn.TransformerEncoderLayer,
                    backend: str = "auto") -> "GraphTransformerLayer":
         """Builds the layer that computes ``layer`` on complete token graphs
-        (ReLU or GELU activation, ``norm_first`` either way)."""
+        (``norm_first`` either way), as its ``forward`` defines it.
+
+        The activation must have an equal in :data:`ACTIVATIONS` (see
+        :func:`torch_activation_name`); any other is refused, never
+        replaced by a near one.  (PyTorch's fused inference path computes
+        the exact GELU for every ``nn.GELU``, ``approximate="tanh"``
+        included; the converted layer follows the module's ``forward``.)
+        """
         if not isinstance(layer, torch.nn.TransformerEncoderLayer):
             raise TypeError(f"expected torch.nn.TransformerEncoderLayer, got "
                             f"{type(layer).__name__}")
-        activation = {1: "relu", 2: "gelu"}.get(
-            layer.activation_relu_or_gelu)
-        if activation is None:
-            raise ValueError("from_torch supports ReLU and GELU activations "
-                             f"only, got {layer.activation}")
+        activation = torch_activation_name(layer.activation)
         attention = MultiHeadAttentionConv.from_torch(layer.self_attn,
                                                       backend=backend)
         channels = layer.linear1.in_features
@@ -228,6 +269,7 @@ class GraphTransformerLayer(torch.nn.Module):
         out.ffn.lin2.load_state_dict(layer.linear2.state_dict())
         out.norm1.load_state_dict(layer.norm1.state_dict())
         out.norm2.load_state_dict(layer.norm2.state_dict())
+        out.norm2.eps = layer.norm2.eps
         out.train(layer.training)
         return out
 
