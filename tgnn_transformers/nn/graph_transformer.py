@@ -350,15 +350,40 @@ class GraphTransformer(torch.nn.Module):
     @classmethod
     def from_huggingface(cls, model, backend: str = "auto"
                          ) -> "GraphTransformer":
-        """Builds the stack that computes a Hugging Face BERT-family
-        encoder (``BertModel``; MiniLM is one) on sentence graphs.
+        """Builds the stack that computes a Hugging Face encoder on sentence
+        graphs: on complete graphs, the rows of ``last_hidden_state`` for
+        the real (non-padding) tokens (other patterns are the same weights
+        on another attention graph).
 
-        Its input ``x`` is the output of ``model.embeddings`` for the real
-        (non-padding) tokens of each sentence, its ``edge_index`` the
-        sentences' token graphs (complete graphs reproduce the model: the
-        rows of ``last_hidden_state`` for those tokens; other patterns are
-        the same weights on another attention graph).  See
-        :func:`tgnn_transformers.adapters.encode_as_graphs`.
+        Supported ``config.model_type`` values: ``bert``, ``roberta``,
+        ``xlm-roberta``, ``camembert`` (BERT's encoder layer), ``electra``
+        (with or without ``embeddings_project``), ``distilbert``,
+        ``albert`` (shared layers, any groups), ``roformer`` (rotary
+        queries and keys, ``rotary_value=False``) and ``mpnet`` (relative
+        position bias); MiniLM checkpoints are ``bert``.  A task model
+        (``...ForSequenceClassification``) gives its base model's encoder.
+        Anything else raises a ``ValueError`` naming what is not reproduced:
+        other model types (e.g. ``nystromformer``, ``reformer``, ``yoso``,
+        ``deberta``, pre-norm variants), ``is_decoder`` /
+        ``add_cross_attention``, ``position_embedding_type`` other than
+        ``"absolute"``, activations without an equal in
+        :data:`ACTIVATIONS` (``hidden_act`` ``gelu_new``, ``gelu_fast``,
+        ``gelu_pytorch_tanh``, ... map to ``"gelu_tanh"``), and modules that
+        are not the ``transformers`` library's own for the model type.
+
+        The input is :func:`tgnn_transformers.adapters.encode_as_graphs`'s
+        output ``g``: ``x`` the first layer's input (the embeddings, then
+        ELECTRA's / RoFormer's ``embeddings_project`` or ALBERT's
+        ``embedding_hidden_mapping_in``), so that
+        ``encoder(g.x, g.edge_index, batch=g.batch, pos=g.pos,
+        attn_bias=g.attn_bias)`` gives the model's hidden states; ``pos``
+        is set for RoFormer (the convs rotate by position), ``attn_bias``
+        for MPNet (its bias on each edge), both ``None`` otherwise.
+
+        The outputs are reproduced in eval mode.  In training mode the
+        dropouts are :class:`GraphTransformerLayer`'s (both residual
+        branches), where DistilBERT drops out only the feed-forward branch
+        and ALBERT only the attention branch.
         """
-        from .huggingface import graph_transformer_from_bert
-        return graph_transformer_from_bert(cls, model, backend)
+        from .huggingface import graph_transformer_from_huggingface
+        return graph_transformer_from_huggingface(cls, model, backend)
