@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from typing import Dict, Optional, Sequence, Type, Union
 
@@ -27,7 +28,13 @@ ATTENTION_CONVS: Dict[str, Type[AttentionConvBase]] = {
 # Earlier short names, still accepted by GraphTransformerLayer (with a
 # DeprecationWarning) while callers move to the names above.
 _OLD_ATTENTION_NAMES = {"gin": "gin-attention", "pna": "pna-attention"}
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+#: The feed-forward activations: ``"gelu"`` is the exact (erf) GELU,
+#: ``"gelu_tanh"`` its tanh approximation
+#: :math:`\tfrac{x}{2}(1 + \tanh(\sqrt{2/\pi}(x + 0.044715x^3)))`
+#: (GPT-2's, Hugging Face's ``gelu_new`` / ``gelu_pytorch_tanh``).
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu,
+               "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
+               "silu": F.silu}
 #: The norms :func:`make_norm` builds (``None``: no norm), and their types.
 NORMS = ("layer", "rms", "batch", None)
 NORM_MODULES = (torch.nn.LayerNorm, torch.nn.RMSNorm, BatchNorm)
@@ -49,7 +56,7 @@ def make_norm(kind: Optional[str], channels: int, eps: float = 1e-5,
 
 class FeedForward(torch.nn.Module):
     """Position-wise feed-forward network ``Linear -> act -> dropout ->
-    Linear``."""
+    Linear``, ``act`` one of :data:`ACTIVATIONS`."""
 
     def __init__(self, channels: int, hidden_channels: int,
                  activation: str = "gelu", dropout: float = 0.0,
@@ -68,6 +75,36 @@ class FeedForward(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.lin2(self.dropout(ACTIVATIONS[self.activation](
             self.lin1(x))))
+
+
+def torch_activation_name(activation) -> str:
+    """The name in :data:`ACTIVATIONS` of a function or module that equals
+    it: ``F.relu`` / ``nn.ReLU`` -> ``"relu"``, ``F.gelu`` / ``nn.GELU()``
+    -> ``"gelu"``, ``nn.GELU(approximate="tanh")`` /
+    ``functools.partial(F.gelu, approximate="tanh")`` -> ``"gelu_tanh"``,
+    ``F.silu`` / ``nn.SiLU`` -> ``"silu"``; anything else a ValueError."""
+    if activation in (F.relu, torch.relu) or isinstance(activation,
+                                                        torch.nn.ReLU):
+        return "relu"
+    if activation is F.silu or isinstance(activation, torch.nn.SiLU):
+        return "silu"
+    approximate = None
+    if activation is F.gelu:
+        approximate = "none"
+    elif isinstance(activation, torch.nn.GELU):
+        approximate = activation.approximate
+    elif (isinstance(activation, functools.partial)
+          and activation.func is F.gelu and not activation.args
+          and set(activation.keywords) <= {"approximate"}):
+        approximate = activation.keywords.get("approximate", "none")
+    name = {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+    if name is None:
+        raise ValueError(
+            "from_torch supports the activations relu (F.relu, nn.ReLU), "
+            "gelu (F.gelu, nn.GELU()), gelu_tanh (nn.GELU(approximate="
+            "'tanh'), functools.partial(F.gelu, approximate='tanh')) and "
+            f"silu (F.silu, nn.SiLU); got {activation!r}")
+    return name
 
 
 class GraphTransformerLayer(torch.nn.Module):
@@ -105,7 +142,8 @@ class GraphTransformerLayer(torch.nn.Module):
         attention_kwargs: extra arguments for the attention conv (e.g.
             ``deg`` for PNA, ``mlp_multiplier`` for GIN).
         ffn_multiplier: hidden width of the feed-forward network.
-        activation: ``"relu"``, ``"gelu"`` or ``"silu"``.
+        activation: ``"relu"``, ``"gelu"``, ``"gelu_tanh"`` or ``"silu"``
+            (:data:`ACTIVATIONS`).
         norm: ``"layer"``, ``"rms"``, ``"batch"`` or ``None``.
         norm_first: pre-norm instead of post-norm.
         dropout: dropout on both residual branches and inside the FFN.
@@ -206,15 +244,18 @@ class GraphTransformerLayer(torch.nn.Module):
     def from_torch(cls, layer: torch.nn.TransformerEncoderLayer,
                    backend: str = "auto") -> "GraphTransformerLayer":
         """Builds the layer that computes ``layer`` on complete token graphs
-        (ReLU or GELU activation, ``norm_first`` either way)."""
+        (``norm_first`` either way), as its ``forward`` defines it.
+
+        The activation must have an equal in :data:`ACTIVATIONS` (see
+        :func:`torch_activation_name`); any other is refused, never
+        replaced by a near one.  (PyTorch's fused inference path computes
+        the exact GELU for every ``nn.GELU``, ``approximate="tanh"``
+        included; the converted layer follows the module's ``forward``.)
+        """
         if not isinstance(layer, torch.nn.TransformerEncoderLayer):
             raise TypeError(f"expected torch.nn.TransformerEncoderLayer, got "
                             f"{type(layer).__name__}")
-        activation = {1: "relu", 2: "gelu"}.get(
-            layer.activation_relu_or_gelu)
-        if activation is None:
-            raise ValueError("from_torch supports ReLU and GELU activations "
-                             f"only, got {layer.activation}")
+        activation = torch_activation_name(layer.activation)
         attention = MultiHeadAttentionConv.from_torch(layer.self_attn,
                                                       backend=backend)
         channels = layer.linear1.in_features
@@ -233,6 +274,7 @@ class GraphTransformerLayer(torch.nn.Module):
         out.ffn.lin2.load_state_dict(layer.linear2.state_dict())
         out.norm1.load_state_dict(layer.norm1.state_dict())
         out.norm2.load_state_dict(layer.norm2.state_dict())
+        out.norm2.eps = layer.norm2.eps
         out.train(layer.training)
         return out
 
@@ -320,15 +362,40 @@ class GraphTransformer(torch.nn.Module):
     @classmethod
     def from_huggingface(cls, model, backend: str = "auto"
                          ) -> "GraphTransformer":
-        """Builds the stack that computes a Hugging Face BERT-family
-        encoder (``BertModel``; MiniLM is one) on sentence graphs.
+        """Builds the stack that computes a Hugging Face encoder on sentence
+        graphs: on complete graphs, the rows of ``last_hidden_state`` for
+        the real (non-padding) tokens (other patterns are the same weights
+        on another attention graph).
 
-        Its input ``x`` is the output of ``model.embeddings`` for the real
-        (non-padding) tokens of each sentence, its ``edge_index`` the
-        sentences' token graphs (complete graphs reproduce the model: the
-        rows of ``last_hidden_state`` for those tokens; other patterns are
-        the same weights on another attention graph).  See
-        :func:`tgnn_transformers.adapters.encode_as_graphs`.
+        Supported ``config.model_type`` values: ``bert``, ``roberta``,
+        ``xlm-roberta``, ``camembert`` (BERT's encoder layer), ``electra``
+        (with or without ``embeddings_project``), ``distilbert``,
+        ``albert`` (shared layers, any groups), ``roformer`` (rotary
+        queries and keys, ``rotary_value=False``) and ``mpnet`` (relative
+        position bias); MiniLM checkpoints are ``bert``.  A task model
+        (``...ForSequenceClassification``) gives its base model's encoder.
+        Anything else raises a ``ValueError`` naming what is not reproduced:
+        other model types (e.g. ``nystromformer``, ``reformer``, ``yoso``,
+        ``deberta``, pre-norm variants), ``is_decoder`` /
+        ``add_cross_attention``, ``position_embedding_type`` other than
+        ``"absolute"``, activations without an equal in
+        :data:`ACTIVATIONS` (``hidden_act`` ``gelu_new``, ``gelu_fast``,
+        ``gelu_pytorch_tanh``, ... map to ``"gelu_tanh"``), and modules that
+        are not the ``transformers`` library's own for the model type.
+
+        The input is :func:`tgnn_transformers.adapters.encode_as_graphs`'s
+        output ``g``: ``x`` the first layer's input (the embeddings, then
+        ELECTRA's / RoFormer's ``embeddings_project`` or ALBERT's
+        ``embedding_hidden_mapping_in``), so that
+        ``encoder(g.x, g.edge_index, batch=g.batch, pos=g.pos,
+        attn_bias=g.attn_bias)`` gives the model's hidden states; ``pos``
+        is set for RoFormer (the convs rotate by position), ``attn_bias``
+        for MPNet (its bias on each edge), both ``None`` otherwise.
+
+        The outputs are reproduced in eval mode.  In training mode the
+        dropouts are :class:`GraphTransformerLayer`'s (both residual
+        branches), where DistilBERT drops out only the feed-forward branch
+        and ALBERT only the attention branch.
         """
-        from .huggingface import graph_transformer_from_bert
-        return graph_transformer_from_bert(cls, model, backend)
+        from .huggingface import graph_transformer_from_huggingface
+        return graph_transformer_from_huggingface(cls, model, backend)
