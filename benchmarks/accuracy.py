@@ -47,7 +47,7 @@ def render(cells, total_time):
              "folds for TU data sets (a ninth of the training folds held out "
              "for early stopping), test accuracy at the best validation "
              "epoch, hyper-parameters from "
-             "`tgnn_transformers/configs/defaults.json` (selected on "
+             "`tgnn_transformers/train/defaults.json` (selected on "
              "validation accuracy only, `benchmarks/tune.py`, log in "
              "`tuning.jsonl`). `seconds` is the wall time of the "
              "invocation that finished the cell (a resumed cell counts only "

@@ -21,7 +21,7 @@ mean ± std over seeds from ``runs.jsonl``.
 
 Per-method learning rate and epochs: ``METHODS`` below (chosen from the TREC
 lr check recorded in ``results/finetune/tuning.md``); everything else is the
-``finetune`` defaults of ``tgnn_transformers/configs/defaults.json`` (AdamW,
+``finetune`` defaults of ``tgnn_transformers/train/defaults.json`` (AdamW,
 weight decay 0.01, 10 % linear warm-up then linear decay, gradient clip 1,
 batch 32, dropout 0.1, mean pooling).
 """

@@ -2,7 +2,7 @@
 
 Runs each candidate configuration over a few seeds (folds for TU data) and
 ranks them by mean validation accuracy; the winners go into
-``tgnn_transformers/configs/defaults.json``.  Results are appended to
+``tgnn_transformers/train/defaults.json``.  Results are appended to
 ``benchmarks/results/tuning.jsonl`` (one finished candidate per line, so an
 interrupted search resumes where it stopped).
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .models import MODELS, OPTIONS, Option, models_table
+from .models import MODELS, OPTIONS, TASKS, Option, models_table
 from .models.registry import preset_names
-from .train.config import RECIPE_OPTIONS, TASKS, resolve_config
+from .train.config import RECIPE_OPTIONS, resolve_config
 
 EPILOG = """examples:
   tgnn train --task node --dataset cora --model gin-attention --seeds 0 1 2 \\
@@ -22,7 +22,7 @@ EPILOG = """examples:
 data: raw files are read from --root (or $TGNN_DATA_ROOT); with --mirror
 (or $TGNN_DATA_MIRROR) they are copied from that offline mirror instead of
 downloaded.  Defaults per task and data set live in
-tgnn_transformers/configs/defaults.json; every flag below overrides them."""
+tgnn_transformers/train/defaults.json; every flag below overrides them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
         "link) or folds (graph) and write metrics.json, history.csv and "
         "curves.png into --out.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--task", choices=TASKS, default="node",
-                       help="node classification, graph classification, "
-                       "link prediction, text classification or "
-                       "fine-tuning a pretrained encoder (default: node)")
+    train.add_argument("--task", choices=list(TASKS), default="node",
+                       help="; ".join(f"{t.name}: {t.summary}"
+                                      for t in TASKS.values())
+                       + " (default: node)")
     train.add_argument("--dataset", default="cora",
-                       help="cora, citeseer, pubmed, cornell5, ogbn-arxiv, "
-                       "mutag, proteins; sst2, trec, r8 for text "
-                       "(default: cora)")
+                       help="; ".join(f"{t.name}: {', '.join(t.datasets())}"
+                                      for t in TASKS.values())
+                       + " (default: cora)")
     train.add_argument("--model", choices=list(MODELS), default="mha",
                        help="attention model or PyG baseline (default: mha;"
                        " `tgnn models` lists them)")

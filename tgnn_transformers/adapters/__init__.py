@@ -1,6 +1,7 @@
 """Pretrained transformers as graphs: tokenizer output as sentence graphs,
 the Sparse GIN adapter, and the LoRA baseline at an equal budget."""
-from .huggingface import SentenceGraphs, encode_as_graphs, sentence_edge_index
+from .sentence_graphs import (SentenceGraphs, encode_as_graphs,
+                              sentence_edge_index)
 from .lora import lora_for_budget, lora_parameters_per_rank
 from .sparse_gin import (SparseGINAdapter, SparseGINGraphLayer,
                          SparseGINLayer,

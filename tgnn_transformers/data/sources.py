@@ -18,9 +18,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
-import torch
 
 from ..functional._checks import check_choice
 
@@ -57,7 +56,7 @@ class Source:
     name: str  # the name the dataset class takes
     folder: str  # path below the root holding raw/ (or ogb's tree)
     raw_files: tuple  # files that must exist below ``folder``
-    task: str  # node | graph
+    kind: str  # node | graph
 
 
 def _planetoid(name: str) -> Source:
@@ -103,23 +102,29 @@ def get_source(name: str) -> Source:
     return SOURCES[check_choice("dataset", name.lower(), sorted(SOURCES))]
 
 
-#: Which kind of data set each task trains on (link prediction uses the
-#: node data sets' graphs).
-TASK_DATA = {"node": "node", "link": "node", "graph": "graph"}
+def datasets_of(kind: str) -> Tuple[str, ...]:
+    """The names of the data sets of one kind: ``"node"`` and ``"graph"``
+    (PyG / ogb graphs), ``"text"`` (sentence classification)."""
+    from .text import TEXT_DATASETS
+    if kind == "text":
+        return TEXT_DATASETS
+    return tuple(sorted(k for k, s in SOURCES.items() if s.kind == kind))
 
 
-def check_task_dataset(task: str, name: str) -> None:
-    """Raises a ``ValueError`` when ``name`` is not a data set of ``task``'s
-    kind (``--task graph --dataset cora``), naming the ones that are."""
-    if task not in TASK_DATA:
+def check_dataset(kind: str, name: str, owner: str) -> None:
+    """Raises a ``ValueError`` when ``name`` is not a data set of ``kind``
+    (``--task graph --dataset cora``), naming ``owner`` and the ones that
+    are."""
+    if name.lower() in datasets_of(kind):
         return
-    source = get_source(name)
-    if source.task != TASK_DATA[task]:
-        fitting = sorted(k for k, s in SOURCES.items()
-                         if s.task == TASK_DATA[task])
-        raise ValueError(f"dataset {name!r} is a {source.task} data set, "
-                         f"but the {task} task needs one of: "
-                         f"{', '.join(fitting)}")
+    known = {k: s.kind for k, s in SOURCES.items()}
+    known.update((k, "text") for k in datasets_of("text"))
+    fitting = ", ".join(datasets_of(kind))
+    if name.lower() not in known:
+        raise ValueError(f"unknown dataset {name!r}; {owner} needs one of: "
+                         f"{fitting}")
+    raise ValueError(f"dataset {name!r} is a {known[name.lower()]} data "
+                     f"set, but {owner} needs one of: {fitting}")
 
 
 def _missing(base: Path, files) -> List[str]:

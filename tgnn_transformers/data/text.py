@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
-from torch_geometric.data import Data, InMemoryDataset
+from torch_geometric.data import InMemoryDataset
 
 from ..functional._checks import check_choice
 from .sources import (MIRROR_ENV, ROOT_ENV, DataSourceError, PathLike,

@@ -10,10 +10,8 @@ adding one :class:`ModelSpec` to :data:`MODELS`; adding an option means one
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
@@ -28,112 +26,14 @@ from ..adapters.classifier import PretrainedClassifier
 from ..nn.gin_attention_conv import GIN_FORMS
 from ..nn.headwise import MLP_NORMS, MLP_ROUNDINGS
 from ..nn.pna_attention_conv import SCALERS
+from ..nn.positional import POSITIONAL_ENCODINGS
+from ..options import (AT_LEAST_ONE, POSITIVE, PROBABILITY, Option,
+                       OptionValues, Range, resolve_options)
 
 
 # --------------------------------------------------------------------------
 # Options
 # --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric interval; ``open_low`` / ``open_high`` exclude the ends."""
-    low: float = -math.inf
-    high: float = math.inf
-    open_low: bool = False
-    open_high: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value > self.low if self.open_low else value >= self.low
-        below = value < self.high if self.open_high else value <= self.high
-        return above and below
-
-    def __str__(self) -> str:
-        low = "(" if self.open_low or self.low == -math.inf else "["
-        high = ")" if self.open_high or self.high == math.inf else "]"
-        fmt = lambda v: "inf" if math.isinf(v) else f"{v:g}"  # noqa: E731
-        return f"{low}{fmt(self.low)}, {fmt(self.high)}{high}"
-
-
-POSITIVE = Range(0, open_low=True)
-AT_LEAST_ONE = Range(1)
-PROBABILITY = Range(0, 1, open_high=True)  # dropout: 1 would drop all
-
-
-@dataclass(frozen=True)
-class Option:
-    """One typed setting: of a model, of a task head, or of a recipe."""
-    name: str
-    kind: type
-    """``int``, ``float``, ``bool`` or ``str``"""
-    default: Any
-    help: str
-    choices: Optional[Tuple[Any, ...]] = None
-    range: Optional[Range] = None
-    many: bool = False
-    """a list of values (each checked) instead of one"""
-    user: bool = True
-    """settable by users (a ``tgnn train`` flag); ``False`` for what the
-    training recipe derives from the data (``edge_dim``, ``delta``)"""
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def describe(self) -> str:
-        """What the option accepts, for messages and tables."""
-        if self.choices is not None:
-            accepted = " | ".join("none" if c is None else str(c)
-                                  for c in self.choices)
-        else:
-            accepted = self.kind.__name__
-            if self.range is not None:
-                accepted += f" in {self.range}"
-        return f"list of {accepted}" if self.many else accepted
-
-    def check(self, value: Any, owner: str) -> Any:
-        """Returns ``value`` checked (ints accepted as floats, lists as
-        tuples); raises a ``ValueError``/``TypeError`` naming the option,
-        ``owner`` (e.g. "model 'mha'"), what is accepted and what came."""
-        if self.many:
-            if isinstance(value, (str, bytes)) or not isinstance(
-                    value, (list, tuple)):
-                raise TypeError(f"option {self.name!r} of {owner} expects a "
-                                f"{self.describe()}, got {value!r}")
-            if not value:
-                raise ValueError(f"option {self.name!r} of {owner} needs at "
-                                 f"least one value, got an empty list")
-            return tuple(self._check_one(v, owner) for v in value)
-        return self._check_one(value, owner)
-
-    def _check_one(self, value: Any, owner: str) -> Any:
-        def fail(error=ValueError):
-            raise error(f"option {self.name!r} of {owner} expects "
-                        f"{self.describe()}, got {value!r}")
-        if value is None:
-            if self.default is None or (self.choices is not None and
-                                        None in self.choices):
-                return None
-            fail(TypeError)
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                fail(TypeError)
-        elif self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                fail(TypeError)
-        elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                fail(TypeError)
-            value = float(value)
-            if not math.isfinite(value):
-                fail()
-        elif not isinstance(value, self.kind):
-            fail(TypeError)
-        if self.choices is not None and value not in self.choices:
-            fail()
-        if self.range is not None and value not in self.range:
-            fail()
-        return value
-
 
 def _options(*options: Option) -> Dict[str, Option]:
     return {o.name: o for o in options}
@@ -228,7 +128,7 @@ OPTIONS: Dict[str, Option] = _options(
     Option("pos", str, "sinusoidal",
            "text task: token positions (added sinusoidal or learned "
            "encodings, rotary queries/keys, T5 relative bias, or none)",
-           choices=("sinusoidal", "learned", "rope", "relative", None)),
+           choices=POSITIONAL_ENCODINGS),
     Option("pooling", str, "cls", "text and finetune tasks: classify the "
            "[CLS] token, or the mean or the feature-wise maximum of the "
            "tokens", choices=("cls", "mean", "max")),
@@ -321,12 +221,26 @@ class ModelSpec:
                 f"{name!r}")
         return dict(presets[name])
 
-    def resolve(self, options: Mapping[str, Any]) -> Dict[str, Any]:
-        """``options`` checked against this model, with the registry
-        default of every option not given; raises on an option the model
-        does not take, naming the option, the model and what it takes."""
+    def resolve(self, options: Mapping[str, Any],
+                head: Tuple[str, ...] = (),
+                task: Optional[str] = None) -> "ModelOptions":
+        """``options`` checked against this model (and the names in
+        ``head`` against the task model's head, ``task`` naming it in
+        messages), with the registry default of every option not given:
+        the :class:`ModelOptions` the task models are built from.  Raises
+        on an option the model does not take, naming the option, the model
+        and what it takes.  Resolved options come back unchanged."""
+        if isinstance(options, ModelOptions):
+            if options.model != self.name:
+                raise ValueError(f"options resolved for model "
+                                 f"{options.model!r} given to model "
+                                 f"{self.name!r}")
+            return options
+        options = dict(options)
+        given_head = {k: options.pop(k) for k in head if k in options}
         owner = f"model {self.name!r}"
-        resolved = resolve_options(options, self.accepted(options), owner)
+        resolved = resolve_options(options, OPTIONS,
+                                   self.accepted(options), owner)
         heads = resolved.get("heads", 1)
         if resolved.get("hidden", heads) % heads:
             raise ValueError(f"option 'heads' of {owner} must divide "
@@ -337,43 +251,40 @@ class ModelSpec:
                 ScoreOptions(**{k: resolved[k] for k in SCORES})
             except ValueError as exc:
                 raise ValueError(f"{owner}: {exc}") from None
-        return resolved
+        head_values = resolve_options(given_head, OPTIONS, head,
+                                      f"the {task or 'task'} model's head")
+        return ModelOptions(self.name, resolved, head_values)
 
 
-def resolve_options(options: Mapping[str, Any], accepted: Sequence[str],
-                    owner: str) -> Dict[str, Any]:
-    """:func:`check_options`, then the registry default of every accepted
-    option that was not given."""
-    out = check_options(options, accepted, owner)
-    for name in accepted:
-        out.setdefault(name, OPTIONS[name].default)
-    return out
+class ModelOptions(OptionValues):
+    """A model's checked options (a ``Mapping``), with its task model's
+    head options in :attr:`head`: what :meth:`ModelSpec.resolve` returns
+    and the task models are built from."""
 
+    def __init__(self, model: str, values: Mapping[str, Any],
+                 head: Mapping[str, Any] = {}):
+        super().__init__(values)
+        self.model = model
+        self.head = OptionValues(head)
 
-def check_options(options: Mapping[str, Any], accepted: Sequence[str],
-                  owner: str) -> Dict[str, Any]:
-    """Checks every value of ``options`` and that each is in ``accepted``."""
-    out = {}
-    for name, value in options.items():
-        if name not in accepted:
-            raise ValueError(
-                f"{owner} does not take option {name!r}; it takes "
-                f"{', '.join(sorted(accepted)) or 'no options'}")
-        out[name] = OPTIONS[name].check(value, owner)
-    return out
+    @property
+    def spec(self) -> ModelSpec:
+        return MODELS[self.model]
+
+    def variant(self) -> Dict[str, Any]:
+        """The options of the attention variant (those a graph
+        transformer hands to its attention conv)."""
+        return {k: v for k, v in self.items() if k in VARIANT_OPTIONS}
+
+    def __repr__(self) -> str:
+        return (f"ModelOptions({self.model!r}, {dict(self)!r}, head="
+                f"{dict(self.head)!r})")
 
 
 SHARED = ("hidden", "num_layers", "dropout")
 MULTI_HEAD = SHARED + ("heads", "out_heads")
 ATTENTION_SHARED = MULTI_HEAD + ("attention_dropout", "root_weight",
                                  "edge_dim")
-#: Options that belong to one attention variant (a graph transformer takes
-#: those of the attention conv it is built with).
-VARIANT_OPTIONS = ("mlp_multiplier", "mlp_norm", "normalization",
-                   "aggregators", "scalers", "delta", "mlp_dropout",
-                   "mlp_rounding", "gin_form", "value_proj", "threshold",
-                   "top_k", "threshold_mode", "top_k_fraction", "mixer",
-                   "mixer_multiplier", "include_self")
 #: What the graph-aware convs share: the score modes and sparsification.
 SCORES = ScoreOptions.field_names()
 
@@ -494,6 +405,15 @@ MODELS: Dict[str, ModelSpec] = _specs(
 )
 
 
+#: Options that belong to one attention variant, beyond what every
+#: attention conv takes (a graph transformer takes those of the attention
+#: conv it is built with).
+VARIANT_OPTIONS: Tuple[str, ...] = tuple(dict.fromkeys(
+    name for spec in MODELS.values()
+    if spec.family == "attention" and spec.make_conv is not None
+    for name in spec.options if name not in ATTENTION_SHARED))
+
+
 def preset_names() -> List[str]:
     """Every preset name some model has (the ``--preset`` choices)."""
     return sorted({p for s in MODELS.values() for p in s.presets})
@@ -541,6 +461,6 @@ def models_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Option", "Range", "ModelSpec", "OPTIONS", "MODELS", "get_model",
-           "model_names", "models_table", "check_options", "resolve_options",
+__all__ = ["Option", "Range", "ModelSpec", "ModelOptions", "OPTIONS",
+           "MODELS", "get_model", "model_names", "models_table",
            "preset_names", "PAPER_PRESETS"]

@@ -4,20 +4,20 @@ defaults, and the command line's overrides, merged and checked.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from importlib import resources
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..data import check_task_dataset
-from ..functional._checks import check_choice
-from ..models import OPTIONS, get_model, task_options
-from ..models.registry import AT_LEAST_ONE, POSITIVE, Option, Range
+from ..functional import PATTERNS
+from ..models import OPTIONS, ModelOptions, get_model, get_task
+from ..options import (AT_LEAST_ONE, POSITIVE, Option, OptionValues, Range)
 
-TASKS = ("node", "graph", "link", "text", "finetune")
-#: The attention graph of a sentence (``--pattern``; the names of
-#: :data:`~tgnn_transformers.functional.PATTERNS` with hyphens).
-TEXT_PATTERNS = ("full", "causal", "window", "dilated", "binary-partition",
-                 "global-window")
+#: The attention graph of a sentence (``--pattern``): the token patterns
+#: of :data:`~tgnn_transformers.functional.PATTERNS` with hyphens, but the
+#: random one (its edges would differ between the splits' builds).
+TEXT_PATTERNS = tuple(p.replace("_", "-") for p in PATTERNS
+                      if p != "global_random")
 
 _FRACTION = Range(0, 1, open_low=True, open_high=True)
 
@@ -83,36 +83,50 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            "training split to enter the vocabulary", range=AT_LEAST_ONE),
 )}
 
-_COMMON = ("epochs", "patience", "lr", "weight_decay", "seeds", "self_loops",
-           "checkpoint_every", "device", "precision")
-#: Which recipe options each task takes.
-TASK_RECIPE_OPTIONS: Dict[str, Tuple[str, ...]] = {
-    "node": _COMMON + ("normalize_features", "sparse_features",
-                       "batch_size", "num_neighbors"),
-    "graph": _COMMON + ("folds", "batch_size", "edge_features"),
-    "link": _COMMON + ("val_ratio", "test_ratio"),
-    "text": tuple(o for o in _COMMON if o != "self_loops") + (
-        "batch_size", "optimizer", "warmup", "schedule", "clip_grad",
-        "label_smoothing", "pattern", "window", "max_length", "min_freq"),
-    "finetune": tuple(o for o in _COMMON if o != "self_loops") + (
-        "batch_size", "optimizer", "warmup", "schedule", "clip_grad",
-        "label_smoothing", "max_length"),
-}
+
+
+class RunConfig(OptionValues):
+    """A run's configuration, every value checked (what
+    :func:`resolve_config` returns): a read-only ``Mapping`` of JSON values
+    (it is what ``run.json`` records), plus the model options it holds."""
+
+    @property
+    def task(self) -> str:
+        return self["task"]
+
+    def model_options(self, **derived) -> ModelOptions:
+        """The model's and its task model's head options, plus the values
+        the recipe derives from the data (``edge_dim``, ``delta``) where
+        the model takes them (checked here; the rest was checked when the
+        configuration was resolved)."""
+        spec = get_model(self["model"])
+        accepted = spec.accepted(self)
+        values = {k: self[k] for k in accepted if k in self}
+        owner = f"model {spec.name!r} (derived from the data)"
+        for name, value in derived.items():
+            if name in accepted:
+                values[name] = OPTIONS[name].check(value, owner)
+        for name in accepted:
+            values.setdefault(name, OPTIONS[name].default)
+        head = get_task(self.task).head_options
+        return ModelOptions(spec.name, values,
+                            {k: self[k] for k in head if k in self})
 
 
 def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
+    """The per-task and per-data-set defaults: the packaged
+    ``defaults.json``, or the file at ``path``."""
     if path is not None:
         with open(path) as f:
             return json.load(f)
-    text = resources.files("tgnn_transformers.configs").joinpath(
-        "defaults.json").read_text()
+    text = resources.files(__package__).joinpath("defaults.json").read_text()
     return json.loads(text)
 
 
 def resolve_config(task: str, dataset: str, model: str,
                    overrides: Optional[Dict[str, Any]] = None,
                    config_file: Optional[str] = None,
-                   preset: Optional[str] = None) -> Dict[str, Any]:
+                   preset: Optional[str] = None) -> RunConfig:
     """The full configuration of one run, every value checked.
 
     Layers, later ones winning: the registry's and the recipe's defaults,
@@ -126,19 +140,13 @@ def resolve_config(task: str, dataset: str, model: str,
     models take; anywhere else an option the model or task does not take
     raises a ``ValueError`` that names it and where it came from.
     """
-    check_choice("task", task, TASKS)
+    task_spec = get_task(task)
     spec = get_model(model)
     dataset = dataset.lower()
     if task not in spec.tasks:
         raise ValueError(f"model {model!r} runs on the "
                          f"{' or '.join(spec.tasks)} task, not {task!r}")
-    if task in ("text", "finetune"):
-        from ..data import TEXT_DATASETS
-        if dataset.lower() not in TEXT_DATASETS:
-            raise ValueError(f"the {task} task needs one of: "
-                             f"{', '.join(TEXT_DATASETS)}; got {dataset!r}")
-    else:
-        check_task_dataset(task, dataset)
+    task_spec.check_dataset(dataset)
     source = config_file or "the packaged defaults.json"
     table = load_defaults(config_file)
     if task not in table:
@@ -165,7 +173,7 @@ def resolve_config(task: str, dataset: str, model: str,
         (f"preset {preset!r} of model {model!r}", preset_options, True),
         ("the command line", given, True),
     ]
-    own = TASK_RECIPE_OPTIONS[task] + task_options(task)
+    own = task_spec.options + task_spec.head_options
     merged: Dict[str, Any] = {}
     origin: Dict[str, Tuple[str, bool]] = {}
     for where, entries, strict in layers:
@@ -189,17 +197,20 @@ def resolve_config(task: str, dataset: str, model: str,
             raise ValueError(f"{where}: option {key!r} does not apply to "
                              f"model {model!r} on the {task} task; it takes "
                              f"{takes}")
-    model_options = {k: v for k, v in spec.resolve(model_given).items()
-                     if OPTIONS[k].user}
+    model_values = {k: v for k, v in spec.resolve(model_given).items()
+                    if OPTIONS[k].user}
     for name in own:
         option = RECIPE_OPTIONS.get(name) or OPTIONS[name]
         config.setdefault(name, option.default)
-    config.update(model_options)
+    config.update(model_values)
     config = {k: list(v) if isinstance(v, tuple) else v
               for k, v in config.items()}  # JSON-friendly
     config.update(task=task, dataset=dataset, model=model)
-    if task == "node":
-        _check_node_batches(config, origin)
+    explicit = {key: where for key, (where, strict) in origin.items()
+                if strict}
+    check = getattr(recipe_module(task_spec), "check_config", None)
+    if check is not None:
+        check(config, explicit)
     if preset is not None:
         config["preset"] = preset
     if "device" in config:
@@ -207,42 +218,21 @@ def resolve_config(task: str, dataset: str, model: str,
         # data is loaded.
         from .device import Precision, resolve_device
         Precision(config["precision"], resolve_device(config["device"]))
-    return config
+    return RunConfig(config)
 
 
-def _check_node_batches(config: Dict[str, Any],
-                        origin: Dict[str, Tuple[str, bool]]) -> None:
-    """Node-task mini-batches: ``num_neighbors`` has one value or one per
-    layer, none of them 0; ``batch_size`` without it is an error rather
-    than silently ignored (full-batch runs record ``batch_size: null``)."""
-    hops = config["num_neighbors"]
-    if hops is None:
-        where, strict = origin.get("batch_size", ("", False))
-        if strict:
-            raise ValueError(f"{where}: batch_size on the node task sets "
-                             "the seed nodes of neighbour-sampled mini-"
-                             "batches and needs num_neighbors too (e.g. "
-                             "--num-neighbors 15 10; -1 takes all "
-                             "neighbours)")
-        config["batch_size"] = None
-        return
-    layers = config.get("num_layers")
-    if len(hops) != 1 and layers is not None and len(hops) != layers:
-        raise ValueError(f"num_neighbors needs one value or one per layer "
-                         f"({layers} for num_layers={layers}), got "
-                         f"{len(hops)}: {list(hops)}")
-    if 0 in hops:
-        raise ValueError(f"num_neighbors: 0 neighbours leaves a layer "
-                         f"without messages; expected -1 (all) or a "
-                         f"positive count, got {list(hops)}")
+def recipe_module(task):
+    """The recipe module of a task (a :class:`TaskSpec` or its name):
+    ``tgnn_transformers.train.recipes.<spec.recipe>``, which defines
+    ``load(config, root, mirror)``, ``runs(config)`` and
+    ``build(dataset, config, run)`` (and may define
+    ``check_config(config, explicit)``, run before any data loads)."""
+    spec = get_task(task) if isinstance(task, str) else task
+    return importlib.import_module(f"{__package__}.recipes.{spec.recipe}")
 
 
-def model_options(config: Dict[str, Any], **derived) -> Dict[str, Any]:
-    """The model's and its task head's options out of a run's ``config``,
-    plus the values the recipe derives from the data (``edge_dim``,
-    ``delta``) where the model takes them."""
-    spec = get_model(config["model"])
-    accepted = spec.accepted(config) + task_options(config["task"])
-    options = {k: config[k] for k in accepted if k in config}
-    options.update({k: v for k, v in derived.items() if k in accepted})
-    return options
+def model_options(config: Mapping[str, Any], **derived) -> ModelOptions:
+    """:meth:`RunConfig.model_options` of a run's ``config``."""
+    if not isinstance(config, RunConfig):
+        config = RunConfig(config)
+    return config.model_options(**derived)

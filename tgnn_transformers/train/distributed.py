@@ -11,8 +11,7 @@ recipes have one code path.
 from __future__ import annotations
 
 import os
-from typing import (Any, Callable, Dict, Iterator, Optional, Sequence,
-                    Tuple, TypeVar)
+from typing import (Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar)
 
 import torch
 import torch.distributed as dist

@@ -55,6 +55,8 @@ class Recipe:
     evaluate: Callable[[], Dict[str, float]]
     """returns ``val_loss`` and ``train``/``val``/``test`` metric values"""
     metric: str = "accuracy"
+    higher_is_better: bool = True
+    """the direction of ``metric`` (a loss: ``False``)"""
     scheduler: Optional[Any] = None
     """a learning-rate scheduler stepped by ``train_epoch``; checkpointed
     with the optimizer so a resumed run continues its schedule"""
@@ -125,7 +127,8 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
         on_epoch_end: Optional[Callable[[int], None]] = None) -> FitResult:
     """Trains until ``epochs`` or until the validation metric has not
     improved for ``patience`` epochs; the test metric is the one at the best
-    validation epoch (ties go to the lower validation loss).
+    validation epoch (best in the metric's direction,
+    ``recipe.higher_is_better``; ties go to the lower validation loss).
 
     With ``checkpoint``, the full state (model, optimizer, RNG, history,
     early-stopping state) is written atomically every ``checkpoint_every``
@@ -133,8 +136,9 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
     uninterrupted run ends.
     """
     start, history = 1, []
-    best = {"val": -float("inf"), "val_loss": float("inf"), "epoch": 0,
-            "test": float("nan")}
+    sign = 1.0 if recipe.higher_is_better else -1.0
+    best = {"val": -sign * float("inf"), "val_loss": float("inf"),
+            "epoch": 0, "test": float("nan")}
     state = None
     if resume and checkpoint is not None:
         # Rank 0 reads; every rank continues from what it read.
@@ -159,7 +163,7 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
             scores = recipe.evaluate()
             row = {"epoch": epoch, "train_loss": float(loss), **scores}
             history.append(row)
-            better = scores["val"] > best["val"] or (
+            better = sign * scores["val"] > sign * best["val"] or (
                 scores["val"] == best["val"]
                 and scores["val_loss"] < best["val_loss"])
             if better:

@@ -14,14 +14,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from ..data import load_dataset
+from ..models import get_task
 from . import distributed
+from .config import recipe_module
 from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
                  write_json)
 from .device import device_info, resolve_device
 from .loop import fit, seed_everything
-from .recipes import (finetune_recipe, graph_recipe, link_recipe,
-                      node_recipe, text_recipe)
 
 log = logging.getLogger("tgnn_transformers.train")
 
@@ -51,46 +50,8 @@ def environment() -> Dict[str, Any]:
             **distributed.describe(), **extras}
 
 
-def _runs(config: Dict[str, Any]) -> List[Dict[str, int]]:
-    seeds = config["seeds"]
-    if config["task"] == "graph":
-        return [{"seed": seeds[0], "fold": f} for f in range(config["folds"])]
-    return [{"seed": s} for s in seeds]
-
-
 def _run_name(run: Dict[str, int]) -> str:
     return "-".join(f"{k}{v}" for k, v in run.items())
-
-
-def _make_recipe(config, dataset, run):
-    task = config["task"]
-    if task == "node":
-        if config["dataset"].startswith("ogbn-"):
-            return _ogb_node_recipe(config, dataset)
-        data = dataset[0]
-        return node_recipe(data, dataset.num_classes, config,
-                         split=run["seed"])
-    if task == "graph":
-        return graph_recipe(dataset, config, run["fold"], run["seed"])
-    if task == "text":
-        return text_recipe(dataset, config)
-    if task == "finetune":
-        return finetune_recipe(dataset, config)
-    return link_recipe(dataset[0], config, run["seed"])
-
-
-def _ogb_node_recipe(config, loaded):
-    dataset, split, _ = loaded
-    data = dataset[0]
-    n = data.num_nodes
-    for name, key in (("train_mask", "train"), ("val_mask", "valid"),
-                      ("test_mask", "test")):
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[split[key]] = True
-        data[name] = mask
-    from torch_geometric.utils import to_undirected
-    data.edge_index = to_undirected(data.edge_index, num_nodes=n)
-    return node_recipe(data, dataset.num_classes, config)
 
 
 def summarize(values: List[float]) -> Dict[str, Any]:
@@ -135,12 +96,13 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
     ``out`` (the others receive what it read).
     """
     out = Path(out)
-    record = {"config": config, "tgnn_transformers": _version()}
+    record = {"config": dict(config), "tgnn_transformers": _version()}
     # A missing GPU is an error before any data is loaded.
     device = resolve_device(config.get("device", "auto"))
-    if distributed.env_world_size() > 1 and config["task"] == "link":
-        raise ValueError("the link task trains full-batch in one process; "
-                         "run it without torchrun (WORLD_SIZE="
+    task = get_task(config["task"])
+    if distributed.env_world_size() > 1 and not task.distributed:
+        raise ValueError(f"the {task.name} task trains in one process; run "
+                         "it without torchrun (WORLD_SIZE="
                          f"{distributed.env_world_size()})")
     created = distributed.setup(device)
     main = distributed.is_main()
@@ -212,16 +174,11 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
     ckpt_dir = out / "checkpoints"
     started = time.time()
     main = distributed.is_main()
-    if config["task"] in ("text", "finetune"):
-        from ..data import load_text_splits
-        load = lambda: load_text_splits(config["dataset"],  # noqa: E731
-                                        root=root, mirror=mirror)
-    else:
-        load = lambda: load_dataset(config["dataset"],  # noqa: E731
-                                    root=root, mirror=mirror)
-    dataset = distributed.in_turn(load)
+    recipes = recipe_module(config["task"])
+    dataset = distributed.in_turn(
+        lambda: recipes.load(config, root=root, mirror=mirror))
     results, history = [], []
-    for run in _runs(config):
+    for run in recipes.runs(config):
         name = _run_name(run)
         done = ckpt_dir / f"{name}.done.pt"
         state = None
@@ -232,7 +189,7 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
             log.info("%s already finished, reading its result", name)
         else:
             seed_everything(run["seed"] * 1000 + run.get("fold", 0))
-            recipe = _make_recipe(config, dataset, run)
+            recipe = recipes.build(dataset, config, run)
             callback = (None if on_epoch_end is None else
                         (lambda epoch, name=name: on_epoch_end(name, epoch)))
             t0 = time.time()
@@ -247,6 +204,7 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
                      "epochs_run": result.epochs_run,
                      "history": result.history,
                      "metric": recipe.metric,
+                     "higher_is_better": recipe.higher_is_better,
                      "trainable_parameters": sum(
                          p.numel() for p in recipe.model.parameters()
                          if p.requires_grad),
@@ -264,9 +222,12 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
     metrics = {
         "task": config["task"], "dataset": config["dataset"],
         "model": config["model"], "metric": metric,
+        "higher_is_better": (results[0].get("higher_is_better", True)
+                             if results else True),
         "test": summarize([r["test"] for r in results]),
         "val": summarize([r["val"] for r in results]),
-        "runs": results, "config": config, "environment": environment(),
+        "runs": results, "config": dict(config),
+        "environment": environment(),
         "device": device_info(device),
         "precision": config.get("precision", "fp32"),
         "wall_time_s": time.time() - started,

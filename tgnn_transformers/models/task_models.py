@@ -1,13 +1,15 @@
 """Task models: a node encoder built from the registry, and the heads of the
-node, graph and link tasks on top of it.
+node, graph, link and text tasks on top of it.
 
-Every constructor takes a model name and that model's options as keywords;
-the registry checks them (an option the model does not take, or a value out
-of range, raises) and fills in the defaults.
+Every constructor takes a model name and that model's options as keywords
+(the registry checks them once -- an option the model does not take, or a
+value out of range, raises -- and fills in the defaults), or the
+:class:`~tgnn_transformers.models.registry.ModelOptions` that
+:meth:`ModelSpec.resolve` made, which is used as it is.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +17,28 @@ from torch import Tensor
 from torch_geometric.nn import (global_add_pool, global_max_pool,
                                 global_mean_pool)
 
-from ..adapters.classifier import PretrainedClassifier
 from ..functional import feature_dropout, leading_rows
-from ..functional._checks import check_choice
 from ..nn import GraphTransformer
-from .registry import VARIANT_OPTIONS, ModelSpec, get_model, resolve_options
+from .registry import ModelOptions, ModelSpec, get_model
+
+ModelArg = Union[str, ModelOptions]
+
+#: The options a conv stack uses itself; the rest go to every conv.
+STACK_OPTIONS = ("hidden", "num_layers", "dropout", "heads", "out_heads")
+
+
+def model_options(model: ModelArg, options: Dict[str, Any],
+                  head: Tuple[str, ...] = (),
+                  task: Optional[str] = None) -> ModelOptions:
+    """``model`` itself when it is already resolved (then no keyword
+    options may come with it), else ``options`` resolved for the registry
+    model ``model`` (with the task model's ``head`` options)."""
+    if isinstance(model, ModelOptions):
+        if options:
+            raise TypeError(f"options given twice: resolved ModelOptions "
+                            f"and keywords {', '.join(sorted(options))}")
+        return model
+    return get_model(model).resolve(options, head, task)
 
 
 class ConvStack(torch.nn.Module):
@@ -31,17 +50,19 @@ class ConvStack(torch.nn.Module):
     (averaging ``out_heads`` heads), as in the GAT paper's Cora model.
     """
 
-    def __init__(self, model: str, in_channels: int, out_channels: int,
+    def __init__(self, model: ModelArg, in_channels: int, out_channels: int,
                  **options):
         super().__init__()
-        self.spec: ModelSpec = get_model(model)
+        options = model_options(model, options)
+        self.spec: ModelSpec = options.spec
         if self.spec.make_conv is None:
-            raise ValueError(f"model {model!r} is not a conv stack")
-        options = self.spec.resolve(options)
-        hidden, num_layers = options.pop("hidden"), options.pop("num_layers")
-        self.dropout = options.pop("dropout")
-        heads = options.pop("heads", 1)
-        out_heads = options.pop("out_heads", 1)
+            raise ValueError(f"model {options.model!r} is not a conv stack")
+        hidden, num_layers = options["hidden"], options["num_layers"]
+        self.dropout = options["dropout"]
+        heads = options.get("heads", 1)
+        out_heads = options.get("out_heads", 1)
+        conv_options = {k: v for k, v in options.items()
+                        if k not in STACK_OPTIONS}
         self.convs = torch.nn.ModuleList()
         width = in_channels
         for layer in range(num_layers):
@@ -51,7 +72,7 @@ class ConvStack(torch.nn.Module):
             else:  # heads is 1 for single-head models
                 layer_heads, out = heads, hidden // heads
             self.convs.append(self.spec.make_conv(
-                width, out, layer_heads, not last, **options))
+                width, out, layer_heads, not last, **conv_options))
             width = hidden
         self.out_channels = out_channels
 
@@ -107,18 +128,17 @@ class TransformerStack(torch.nn.Module):
     """Input projection -> pre-norm :class:`GraphTransformer` -> linear
     head (the ``graph-transformer`` model)."""
 
-    def __init__(self, in_channels: int, out_channels: int, **options):
+    def __init__(self, in_channels: int, out_channels: int,
+                 options: Optional[ModelOptions] = None, **kwargs):
         super().__init__()
-        options = get_model("graph-transformer").resolve(options)
-        hidden = options.pop("hidden")
+        options = model_options(options or "graph-transformer", kwargs)
+        hidden = options["hidden"]
         self.dropout = options["dropout"]
-        attention_options = {k: options.pop(k) for k in VARIANT_OPTIONS
-                             if k in options}
         self.input = torch.nn.Linear(in_channels, hidden)
         self.encoder = GraphTransformer(
             hidden, options["heads"], options["num_layers"],
             attention=options["attention"],
-            attention_kwargs=attention_options, dropout=self.dropout,
+            attention_kwargs=options.variant(), dropout=self.dropout,
             attention_dropout=options["attention_dropout"],
             edge_dim=options["edge_dim"],
             ffn_multiplier=options["ffn_multiplier"], norm=options["norm"],
@@ -134,29 +154,26 @@ class TransformerStack(torch.nn.Module):
         return self.head(F.dropout(x, self.dropout, self.training))
 
 
-def build_encoder(model: str, in_channels: int, out_channels: int,
+def build_encoder(model: ModelArg, in_channels: int, out_channels: int,
                   **options) -> torch.nn.Module:
     """The node encoder of registry model ``model``: the transformer block
     stack for ``graph-transformer``, a :class:`ConvStack` otherwise."""
-    if get_model(model).make_conv is None:
-        return TransformerStack(in_channels, out_channels, **options)
-    return ConvStack(model, in_channels, out_channels, **options)
-
-
-def _split_head_options(options: Dict[str, Any], names, task: str):
-    """Pops the task head's own options (checked, defaults filled)."""
-    given = {k: options.pop(k) for k in names if k in options}
-    return resolve_options(given, names, f"the {task} task head")
+    options = model_options(model, options)
+    if options.spec.make_conv is None:
+        return TransformerStack(in_channels, out_channels, options)
+    return ConvStack(options, in_channels, out_channels)
 
 
 class NodeClassifier(torch.nn.Module):
     """Node classification: the encoder straight to class logits."""
 
-    def __init__(self, model: str, in_channels: int, num_classes: int,
+    HEAD_OPTIONS: Tuple[str, ...] = ()
+
+    def __init__(self, model: ModelArg, in_channels: int, num_classes: int,
                  **options):
         super().__init__()
-        self.encoder = build_encoder(model, in_channels, num_classes,
-                                     **options)
+        self.encoder = build_encoder(model_options(model, options),
+                                     in_channels, num_classes)
 
     @property
     def takes_blocks(self) -> bool:
@@ -188,20 +205,20 @@ class GraphClassifier(torch.nn.Module):
 
     HEAD_OPTIONS = ("pool", "readout")
 
-    def __init__(self, model: str, in_channels: int, num_classes: int,
+    def __init__(self, model: ModelArg, in_channels: int, num_classes: int,
                  **options):
         super().__init__()
-        head = _split_head_options(options, self.HEAD_OPTIONS, "graph")
-        self.pool = global_add_pool if head["pool"] == "add" else \
+        options = model_options(model, options, self.HEAD_OPTIONS, "graph")
+        self.pool = global_add_pool if options.head["pool"] == "add" else \
             global_mean_pool
-        self.readout = head["readout"]
-        resolved = get_model(model).resolve(options)
-        hidden, self.dropout = resolved["hidden"], resolved["dropout"]
-        self.encoder = build_encoder(model, in_channels, hidden, **options)
+        self.readout = options.head["readout"]
+        hidden, self.dropout = options["hidden"], options["dropout"]
+        self.encoder = build_encoder(options, in_channels, hidden)
         if self.readout == "layers":
             if not isinstance(self.encoder, ConvStack):
                 raise ValueError(f"readout='layers' needs a conv stack; "
-                                 f"{model!r} is a transformer block stack")
+                                 f"{options.model!r} is a transformer block "
+                                 "stack")
             widths = [in_channels] + [hidden] * len(self.encoder.convs)
             self.head = torch.nn.ModuleList(
                 torch.nn.Linear(w, num_classes) for w in widths)
@@ -234,12 +251,12 @@ class LinkPredictor(torch.nn.Module):
 
     HEAD_OPTIONS = ("decoder", )
 
-    def __init__(self, model: str, in_channels: int, **options):
+    def __init__(self, model: ModelArg, in_channels: int, **options):
         super().__init__()
-        self.decoder = _split_head_options(options, self.HEAD_OPTIONS,
-                                           "link")["decoder"]
-        hidden = get_model(model).resolve(options)["hidden"]
-        self.encoder = build_encoder(model, in_channels, hidden, **options)
+        options = model_options(model, options, self.HEAD_OPTIONS, "link")
+        self.decoder = options.head["decoder"]
+        hidden = options["hidden"]
+        self.encoder = build_encoder(options, in_channels, hidden)
         if self.decoder == "mlp":
             self.mlp = torch.nn.Sequential(torch.nn.Linear(hidden, hidden),
                                            torch.nn.ReLU(),
@@ -284,31 +301,27 @@ class TextClassifier(torch.nn.Module):
     HEAD_OPTIONS = ("pos", "pooling", "ffn_multiplier", "norm")
     MAX_POSITIONS = 512
 
-    def __init__(self, model: str, in_channels: int, num_classes: int,
+    def __init__(self, model: ModelArg, in_channels: int, num_classes: int,
                  **options):
         super().__init__()
         from ..nn.positional import (LearnedPositionalEncoding,
                                      RelativePositionBias,
                                      SinusoidalPositionalEncoding)
-        spec = get_model(model)
+        resolved = model_options(model, options, self.HEAD_OPTIONS, "text")
+        spec, head = resolved.spec, resolved.head
         if spec.family != "attention" or spec.make_conv is None:
             raise ValueError(f"the text task runs an attention conv inside "
                              f"transformer blocks: model must be one of mha,"
-                             f" gin-attention, pna-attention; got {model!r}")
-        head = _split_head_options(options, self.HEAD_OPTIONS, "text")
-        resolved = spec.resolve(options)
+                             f" gin-attention, pna-attention; got "
+                             f"{spec.name!r}")
         hidden, heads = resolved["hidden"], resolved["heads"]
-        if hidden % heads:
-            raise ValueError(f"option 'heads' must divide hidden={hidden}, "
-                             f"got heads={heads}")
         self.pos_kind, self.pooling = head["pos"], head["pooling"]
         self.dropout = resolved["dropout"]
         self.embedding = torch.nn.Embedding(in_channels, hidden,
                                             padding_idx=0)
         self.position = None
         self.relative = None
-        attention_kwargs = {k: resolved[k] for k in VARIANT_OPTIONS
-                            if k in resolved}
+        attention_kwargs = resolved.variant()
         if self.pos_kind == "sinusoidal":
             self.position = SinusoidalPositionalEncoding(hidden)
         elif self.pos_kind == "learned":
@@ -319,7 +332,7 @@ class TextClassifier(torch.nn.Module):
         elif self.pos_kind == "relative":
             self.relative = RelativePositionBias(heads)
         self.encoder = GraphTransformer(
-            hidden, heads, resolved["num_layers"], attention=model,
+            hidden, heads, resolved["num_layers"], attention=spec.name,
             attention_kwargs=attention_kwargs, dropout=self.dropout,
             attention_dropout=resolved["attention_dropout"],
             ffn_multiplier=head["ffn_multiplier"], norm=head["norm"],
@@ -363,47 +376,3 @@ class TextClassifier(torch.nn.Module):
         return self.head(F.dropout(pooled, self.dropout, self.training))
 
 
-#: The model heads, by task name.
-TASK_HEADS = {"node": NodeClassifier, "graph": GraphClassifier,
-              "link": LinkPredictor, "text": TextClassifier,
-              "finetune": PretrainedClassifier}
-
-
-def task_options(task: str):
-    """The option names a task's head takes on top of the model's."""
-    return getattr(TASK_HEADS[task], "HEAD_OPTIONS", ())
-
-
-def build_model(task: str, model: str, in_channels: int,
-                num_classes: Optional[int] = None,
-                **options) -> torch.nn.Module:
-    """Builds registry model ``model`` with the head of ``task``
-    (``"node"``, ``"graph"``, ``"link"``, ``"text"`` or ``"finetune"``;
-    for ``"text"`` ``in_channels`` is the vocabulary size, for
-    ``"finetune"`` (pretrained models) it is unused).
-
-    ``options`` are the model's options (``tgnn models`` lists them) and the
-    head's (``pool``, ``readout`` for graphs, ``decoder`` for links,
-    ``pos``, ``pooling``, ``ffn_multiplier``, ``norm`` for text); one
-    the model does not take, or a value out of range, raises a
-    ``ValueError`` naming the option, the model and what it accepts.
-    """
-    check_choice("task", task, TASK_HEADS)
-    spec = get_model(model)
-    if task not in spec.tasks:
-        raise ValueError(f"model {model!r} runs on the "
-                         f"{' or '.join(spec.tasks)} task, not {task!r}")
-    if task == "finetune":
-        head = _split_head_options(options, PretrainedClassifier.HEAD_OPTIONS,
-                                   "finetune")
-        return PretrainedClassifier(model, in_channels, num_classes,
-                                    **spec.resolve(options), **head)
-    if task == "link":
-        if num_classes is not None:
-            raise ValueError("the link task scores node pairs: num_classes "
-                             f"must be None, got {num_classes}")
-        return LinkPredictor(model, in_channels, **options)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"the {task} task needs num_classes >= 1, got "
-                         f"{num_classes!r}")
-    return TASK_HEADS[task](model, in_channels, num_classes, **options)
