@@ -49,10 +49,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from common import RESULTS, machine
-from tgnn_transformers.data.corpus import CharCorpus, load_corpus
-from tgnn_transformers.models.language_model import CausalLanguageModel
-from tgnn_transformers.models.registry import PAPER_PRESETS
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # also when loaded by file path (tests)
+    sys.path.insert(0, str(BENCH))
+from common import RESULTS, machine  # noqa: E402
+from tgnn_transformers.data.corpus import CharCorpus, load_corpus  # noqa
+from tgnn_transformers.models.language_model import (  # noqa: E402
+    CausalLanguageModel)
+from tgnn_transformers.models.registry import PAPER_PRESETS  # noqa: E402
 
 LM_RESULTS = RESULTS / "lm"
 
@@ -371,9 +375,9 @@ def _config(args) -> TrainConfig:
     for item in args.set or ():
         key, sep, value = item.partition("=")
         if not sep or not hasattr(config, key):
+            names = ", ".join(f.name for f in dataclasses.fields(config))
             raise SystemExit(f"--set expects KEY=VALUE with KEY one of "
-                             f"{', '.join(f.name for f in dataclasses.fields(config))}"
-                             f"; got {item!r}")
+                             f"{names}; got {item!r}")
         kind = type(getattr(config, key))
         setattr(config, key, (value.lower() in ("1", "true", "yes"))
                 if kind is bool else kind(value))
@@ -481,9 +485,11 @@ def parity(args) -> None:
     logits, loss = ours(x, y)
     ref_loss.backward()
     loss.backward()
+    grad_diff = (ours.token_embedding.weight.grad -
+                 ref.wte.weight.grad).abs().max()
     print(f"max |logits diff| {(logits - ref_logits).abs().max():.2e}, "
           f"loss {loss.item():.6f} vs {ref_loss.item():.6f}, embedding "
-          f"grad diff {(ours.token_embedding.weight.grad - ref.wte.weight.grad).abs().max():.2e}")
+          f"grad diff {grad_diff:.2e}")
 
 
 def profile(args) -> None:
