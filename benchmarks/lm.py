@@ -529,19 +529,66 @@ def profile(args) -> None:
                 step()
     for h in handles:
         h.remove()
-    table = prof.key_averages().table(sort_by="cpu_time_total",
-                                      row_limit=args.rows)
-    self_table = prof.key_averages().table(sort_by="self_cpu_time_total",
-                                           row_limit=args.rows)
+    averages = prof.key_averages()
+    categories = _categories(averages, args.steps)
+    table = averages.table(sort_by="cpu_time_total", row_limit=args.rows)
+    self_table = averages.table(sort_by="self_cpu_time_total",
+                                row_limit=args.rows)
     path = Path(args.out) / args.experiment / f"profile_{label}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".txt.tmp")
-    tmp.write_text(f"{args.steps} steps of {label}\n\nby total time\n"
-                   f"{table}\n\nby self time\n{self_table}\n")
+    summary = "\n".join(f"{name:>34}: {ms:8.2f} ms/step"
+                        for name, ms in categories.items())
+    tmp.write_text(f"{args.steps} steps of {label}\n\nself CPU time by "
+                   f"kind of op\n{summary}\n\nby total time\n{table}\n\n"
+                   f"by self time\n{self_table}\n")
     tmp.replace(path)
-    print(table)
     print(self_table)
+    print(summary)
     print("written", path)
+
+
+#: kind of op -> substrings of the profiler's op names (first match wins);
+#: their self CPU time, forward and backward.
+OP_KINDS = {
+    "matmul (projections, FFN, head)": ("aten::mm", "aten::addmm",
+                                        "aten::bmm"),
+    "scaled_dot_product_attention": ("scaled_dot_product", ),
+    "GELU": ("gelu", ),
+    "LayerNorm": ("layer_norm", ),
+    "embedding, cross-entropy": ("embedding", "log_softmax", "nll_loss"),
+    "graph tensors (index, bincount, repeat_interleave, equal, item)": (
+        "index", "bincount", "repeat_interleave", "aten::equal",
+        "aten::item", "aminmax"),
+}
+#: labelled ranges whose whole (CPU total) time is one entry.
+RANGE_KINDS = {"optimizer step (AdamW)": "Optimizer.step#AdamW.step"}
+#: module labels whose own Python time (self CPU) is one entry.
+PYTHON_KINDS = ("MultiHeadAttentionConv", "GINAttentionConv",
+                "PNAAttentionConv", "_Block")
+
+
+def _categories(averages, steps: int) -> Dict[str, float]:
+    """Per-step milliseconds of a profiled run: the whole step, the self
+    time of each kind of op (:data:`OP_KINDS`), the optimizer step, the
+    attention modules' own Python time, and the rest."""
+    by_key = {event.key: event for event in averages}
+    out: Dict[str, float] = {}
+    step = by_key["## step"].cpu_time_total / 1e3
+    for name, keys in OP_KINDS.items():
+        out[name] = sum(e.self_cpu_time_total for e in averages
+                        if not e.key.startswith("## ") and
+                        any(k in e.key for k in keys)) / 1e3
+    for name, key in RANGE_KINDS.items():
+        out[name] = by_key[key].cpu_time_total / 1e3 if key in by_key \
+            else 0.0
+    for name in PYTHON_KINDS:
+        if f"## {name}" in by_key:
+            out[f"{name} Python (self)"] = \
+                by_key[f"## {name}"].self_cpu_time_total / 1e3
+    out["rest (other ops, Python, autograd)"] = step - sum(out.values())
+    out["whole step"] = step
+    return {name: ms / steps for name, ms in out.items()}
 
 
 # --------------------------------------------------------------------------
@@ -561,7 +608,7 @@ def report(args) -> None:
     if not records:
         raise SystemExit(f"no runs in {folder}")
     by_run: Dict[str, List[Dict[str, Any]]] = {}
-    for r in records:
+    for r in sorted(records, key=lambda r: r["run"] != "reference"):
         by_run.setdefault(r["run"], []).append(r)
     ref_step = None
     if "reference" in by_run:
@@ -579,17 +626,27 @@ def report(args) -> None:
                 f"{r['final_eval']['val']:.4f} | "
                 f"{r['median_step_s'] * 1e3:.1f} | {r['wall_s']:.0f} | "
                 f"{r['parameters']:,} |")
-    lines += ["", "| run | seeds | val loss | gap (val - train) | median "
-              "step (ms) | step / reference | wall (s) |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| run | seeds | val loss | val (final eval) | gap (val "
+              "- train) | median step (ms) | step / reference | wall (s) |",
+              "|---|---|---|---|---|---|---|---|"]
     for label, rs in by_run.items():
         step = statistics.fmean(r["median_step_s"] for r in rs)
         ratio = f"{step / ref_step:.2f}x" if ref_step else "-"
         lines.append(
             f"| {label} | {len(rs)} | "
             f"{_mean_std([r['final_val_loss'] for r in rs])} | "
+            f"{_mean_std([r['final_eval']['val'] for r in rs])} | "
             f"{_mean_std([r['gap'] for r in rs])} | {step * 1e3:.1f} | "
             f"{ratio} | {statistics.fmean(r['wall_s'] for r in rs):.0f} |")
+    steptime_file = folder / "steptime.json"
+    if steptime_file.is_file():
+        timed = json.loads(steptime_file.read_text())
+        ratios = timed.get("ratio_to_reference") or {}
+        lines += ["", f"Interleaved step times ({timed['rounds']} rounds of "
+                  f"{timed['block']} steps per run, `steptime`): " +
+                  ", ".join(f"{k} {v * 1e3:.1f} ms" +
+                            (f" ({ratios[k]:.2f}x)" if k in ratios else "")
+                            for k, v in timed["median_step_s"].items())]
     path = folder / "summary.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")

@@ -99,4 +99,4 @@ def test_report_tabulates_runs(bench, tmp_path, capsys):
     bench.main(["report", "--out", str(tmp_path)])
     summary = (folder / "summary.md").read_text()
     assert "| reference | 2 | 1.8500 ± 0.0707 |" in summary
-    assert "| mha | 1 | 1.8500 | 0.1000 | 120.0 | 1.20x |" in summary
+    assert "| mha | 1 | 1.8500 | 1.8500 | 0.1000 | 120.0 | 1.20x |" in summary
