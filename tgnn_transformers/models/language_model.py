@@ -64,9 +64,11 @@ LM_POSITIONS = ("learned", "sinusoidal", "rope", None)
 #: N(0, 0.02² / (2L)), biases 0 (GPT-2's and nanoGPT's); ``"default"``:
 #: each layer's own ``reset_parameters``.
 LM_INITS = ("gpt2", "default")
-#: Most (B, T, device) graphs kept per model.  Training uses one shape;
-#: generation without a cache one per context length up to block_size.
-GRAPH_CACHE_SIZE = 1024
+#: Most (B, T, device) graphs kept per model, least recently used dropped.
+#: Training and evaluation use one shape each, generation the full block
+#: once the context is cropped; the growing contexts before that are used
+#: once each, and keeping all of them would hold O(block_size^3) edges.
+GRAPH_CACHE_SIZE = 8
 
 
 class TokenGraph(NamedTuple):
