@@ -179,6 +179,10 @@ def test_graphs_are_built_once_per_shape():
     assert model.token_graph(4, 8, idx.device) is first
     model(idx[:, :3])
     assert len(model._graphs) == 2
+    for length in range(1, 9):  # generation's growing contexts
+        model(idx[:1, :length])
+    assert len(model._graphs) == 8  # bounded, least recently used out
+    assert (4, 8, idx.device) not in model._graphs
 
 
 def test_graphs_built_under_inference_mode_still_train():
