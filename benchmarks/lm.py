@@ -1,0 +1,700 @@
+"""Character-level language modelling: the package's GPT on causal token
+graphs (:class:`~tgnn_transformers.models.language_model.CausalLanguageModel`)
+against a plain reference GPT, trained by one shared harness.
+
+The reference (:class:`ReferenceGPT`, below) is nanoGPT's architecture
+written out here: token + learned position embeddings, pre-norm blocks of
+causal self-attention through ``scaled_dot_product_attention(is_causal=
+True)`` with one fused query/key/value projection, a GELU feed-forward of
+width 4d, a final LayerNorm, the head tied to the embedding, GPT-2's
+initialisation.  The harness is nanoGPT's ``train.py`` loop: AdamW with
+weight decay on the matrices only, linear warm-up then cosine decay to
+``min_lr``, gradient clipping, and ``estimate_loss`` every ``eval_interval``
+steps over ``eval_iters`` batches of each split.
+
+    TGNN_DATA_MIRROR=../shared/data python benchmarks/lm.py train \\
+        --experiment cpu --models reference mha --seeds 0
+    python benchmarks/lm.py steptime          # interleaved step times
+    python benchmarks/lm.py parity            # ours == reference, same weights
+    python benchmarks/lm.py profile --model mha
+    python benchmarks/lm.py report --experiment cpu
+
+Experiments (:data:`EXPERIMENTS`): ``cpu`` is nanoGPT's CPU run of
+Shakespeare-char (4 layers, 4 heads, width 128, block 64, batch 12, 2,000
+iterations; its README reports a validation loss of 1.88 in about 3
+minutes), ``claim`` the same setting for standard attention against
+GIN-Attention (defaults and the paper preset) and PNA-Attention (the
+paper's first claim: lower losses and a smaller gap), ``window`` block 256
+with the full causal graph against a causal window.
+
+Every run writes ``results/lm/<experiment>/<run>_seed<k>.json`` atomically
+(the machine, the configuration, parameters, the loss curve, final and best
+validation loss, median step time, wall time); ``report`` tabulates them in
+``summary.md``.  One torch thread per run (``--threads``); step time is
+the batch, forward, backward, clipping and optimizer step, and wall time
+adds the evaluations.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:  # also when loaded by file path (tests)
+    sys.path.insert(0, str(BENCH))
+from common import RESULTS, machine  # noqa: E402
+from tgnn_transformers.data.corpus import CharCorpus, load_corpus  # noqa
+from tgnn_transformers.models.language_model import (  # noqa: E402
+    CausalLanguageModel)
+from tgnn_transformers.models.registry import PAPER_PRESETS  # noqa: E402
+
+LM_RESULTS = RESULTS / "lm"
+
+
+# --------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TrainConfig:
+    """nanoGPT's Shakespeare-char settings with its README's CPU overrides
+    (``--device=cpu --compile=False --eval_iters=20 --log_interval=1
+    --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
+    --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0``; ``bias=False``
+    is train.py's default)."""
+    corpus: str = "shakespeare-char"
+    batch_size: int = 12
+    block_size: int = 64
+    num_layers: int = 4
+    heads: int = 4
+    hidden: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    learning_rate: float = 1e-3
+    max_iters: int = 2000
+    lr_decay_iters: int = 2000
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    beta1: float = 0.9
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    #: batches per split of one last, less noisy evaluation after training
+    #: (nanoGPT's default eval_iters; not part of its CPU run).
+    final_eval_iters: int = 200
+
+
+#: run label -> model options (``model``: ``reference`` or an attention
+#: name; ``preset``: a registry preset; the rest go to the model).
+def _runs(*labels: str) -> Dict[str, Dict[str, Any]]:
+    known = {
+        "reference": {"model": "reference"},
+        "mha": {"model": "mha"},
+        "gin-attention": {"model": "gin-attention"},
+        "gin-attention+paper": {"model": "gin-attention",
+                                "preset": "paper"},
+        "pna-attention": {"model": "pna-attention"},
+        "mha+window32": {"model": "mha", "pattern": "causal-window",
+                         "window": 32},
+    }
+    return {label: known[label] for label in labels}
+
+
+EXPERIMENTS: Dict[str, Dict[str, Any]] = {
+    "cpu": {"config": {}, "runs": _runs("reference", "mha")},
+    "claim": {"config": {}, "runs": _runs("reference", "mha",
+                                          "gin-attention",
+                                          "gin-attention+paper",
+                                          "pna-attention")},
+    "window": {"config": {"block_size": 256},
+               "runs": _runs("mha", "mha+window32")},
+}
+
+
+# --------------------------------------------------------------------------
+# The reference GPT
+# --------------------------------------------------------------------------
+
+class _LayerNorm(torch.nn.Module):
+    """LayerNorm with an optional bias (``bias=False``: scale only)."""
+
+    def __init__(self, channels: int, bias: bool):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(channels))
+        self.bias = torch.nn.Parameter(torch.zeros(channels)) if bias \
+            else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias,
+                            1e-5)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln_1 = _LayerNorm(hidden, bias)
+        self.qkv = torch.nn.Linear(hidden, 3 * hidden, bias=bias)
+        self.attn_proj = torch.nn.Linear(hidden, hidden, bias=bias)
+        self.ln_2 = _LayerNorm(hidden, bias)
+        self.fc = torch.nn.Linear(hidden, 4 * hidden, bias=bias)
+        self.mlp_proj = torch.nn.Linear(4 * hidden, hidden, bias=bias)
+
+    def attention(self, x):
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+                   for t in self.qkv(x).split(C, dim=2))
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.attn_proj(y), self.dropout, self.training)
+
+    def forward(self, x):
+        x = x + self.attention(self.ln_1(x))
+        h = self.mlp_proj(F.gelu(self.fc(self.ln_2(x))))
+        return x + F.dropout(h, self.dropout, self.training)
+
+
+class ReferenceGPT(torch.nn.Module):
+    """nanoGPT's GPT, written for this benchmark (see the module docstring).
+    ``forward(idx, targets=None) -> (logits [B, T, V], loss)``."""
+
+    def __init__(self, vocab_size: int, block_size: int, hidden: int,
+                 heads: int, num_layers: int, dropout: float = 0.0,
+                 bias: bool = False):
+        super().__init__()
+        self.block_size, self.dropout = block_size, dropout
+        self.wte = torch.nn.Embedding(vocab_size, hidden)
+        self.wpe = torch.nn.Embedding(block_size, hidden)
+        self.blocks = torch.nn.ModuleList(
+            _Block(hidden, heads, dropout, bias) for _ in range(num_layers))
+        self.ln_f = _LayerNorm(hidden, bias)
+        self.head = torch.nn.Linear(hidden, vocab_size, bias=False)
+        self.head.weight = self.wte.weight
+        for module in self.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                torch.nn.init.normal_(module.weight, 0.0, 0.02)
+                if getattr(module, "bias", None) is not None:
+                    torch.nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for linear in (block.attn_proj, block.mlp_proj):
+                torch.nn.init.normal_(linear.weight, 0.0,
+                                      0.02 / math.sqrt(2 * num_layers))
+
+    def forward(self, idx, targets=None):
+        T = idx.size(1)
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        x = F.dropout(x, self.dropout, self.training)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)),
+                                       targets.reshape(-1), ignore_index=-1)
+
+
+def load_reference_into(ours: CausalLanguageModel, ref: ReferenceGPT
+                        ) -> None:
+    """Copies the reference's weights into an ``mha`` model of the same
+    shape (learned positions), so both compute the same function."""
+    hidden = ref.wte.weight.size(1)
+    with torch.no_grad():
+        ours.token_embedding.weight.copy_(ref.wte.weight)
+        ours.position.embedding.weight.copy_(ref.wpe.weight)
+        for layer, block in zip(ours.encoder.layers, ref.blocks):
+            w_q, w_k, w_v = block.qkv.weight.split(hidden, dim=0)
+            att = layer.attention
+            att.lin_query.weight.copy_(w_q)
+            att.lin_key.weight.copy_(w_k)
+            att.lin_value.weight.copy_(w_v)
+            att.out_proj.weight.copy_(block.attn_proj.weight)
+            layer.norm1.weight.copy_(block.ln_1.weight)
+            layer.norm2.weight.copy_(block.ln_2.weight)
+            layer.ffn.lin1.weight.copy_(block.fc.weight)
+            layer.ffn.lin2.weight.copy_(block.mlp_proj.weight)
+        ours.encoder.final_norm.weight.copy_(ref.ln_f.weight)
+
+
+# --------------------------------------------------------------------------
+# The harness
+# --------------------------------------------------------------------------
+
+def build(run: Dict[str, Any], config: TrainConfig, vocab_size: int
+          ) -> torch.nn.Module:
+    options = dict(run)
+    model = options.pop("model")
+    if model == "reference":
+        return ReferenceGPT(vocab_size, config.block_size, config.hidden,
+                            config.heads, config.num_layers, config.dropout,
+                            config.bias)
+    attention_kwargs = dict(PAPER_PRESETS[model]) if \
+        options.pop("preset", None) == "paper" else {}
+    attention_kwargs.update(options.pop("attention_kwargs", {}))
+    return CausalLanguageModel(
+        vocab_size, config.block_size, attention=model,
+        hidden=config.hidden, heads=config.heads,
+        num_layers=config.num_layers, dropout=config.dropout,
+        bias=config.bias, attention_kwargs=attention_kwargs, **options)
+
+
+def _is_norm(module: torch.nn.Module) -> bool:
+    return "Norm" in type(module).__name__
+
+
+def configure_optimizer(model: torch.nn.Module, config: TrainConfig
+                        ) -> torch.optim.AdamW:
+    """AdamW with weight decay on the parameters of two or more dimensions
+    (the matrices of the linear maps and embeddings), none on biases and
+    gains (nanoGPT's rule).  Norm modules' parameters are never decayed,
+    whatever their shape (per-head norms keep ``[H, C]`` gains)."""
+    norm_params = {id(p) for m in model.modules() if _is_norm(m)
+                   for p in m.parameters(recurse=False)}
+    decay, no_decay = [], []
+    for p in model.parameters():  # each tied parameter once
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and id(p) not in norm_params
+         else no_decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate, betas=(config.beta1, config.beta2))
+
+
+def learning_rate(it: int, config: TrainConfig) -> float:
+    """nanoGPT's ``get_lr``: linear warm-up ``lr (it + 1) / (warmup + 1)``,
+    then cosine decay to ``min_lr`` at ``lr_decay_iters``, then
+    ``min_lr``."""
+    if it < config.warmup_iters:
+        return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+    if it > config.lr_decay_iters:
+        return config.min_lr
+    ratio = (it - config.warmup_iters) / (config.lr_decay_iters -
+                                          config.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return config.min_lr + coeff * (config.learning_rate - config.min_lr)
+
+
+@torch.no_grad()
+def estimate_loss(model, corpus: CharCorpus, config: TrainConfig,
+                  iters: int, seed: int) -> Dict[str, float]:
+    """Mean loss over ``iters`` batches of each split, drawn from a
+    generator seeded with ``seed`` (the same batches at every evaluation
+    and for every model of a seed)."""
+    model.eval()
+    out = {}
+    for split in ("train", "val"):
+        gen = torch.Generator().manual_seed(seed)
+        losses = [float(model(*corpus.batch(split, config.batch_size,
+                                            config.block_size, gen))[1])
+                  for _ in range(iters)]
+        out[split] = statistics.fmean(losses)
+    model.train()
+    return out
+
+
+def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
+              seed: int, log=print) -> Dict[str, Any]:
+    """One training run (nanoGPT's loop); returns its record."""
+    torch.manual_seed(seed)
+    model = build(run, config, corpus.vocab_size)
+    optimizer = configure_optimizer(model, config)
+    batches = torch.Generator().manual_seed(seed)
+    eval_seed = 1_000_003 + seed
+    curve: List[Dict[str, float]] = []
+    step_times: List[float] = []
+    wall0 = time.perf_counter()
+    for it in range(config.max_iters + 1):
+        lr = learning_rate(it, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if it % config.eval_interval == 0 or it == config.max_iters:
+            losses = estimate_loss(model, corpus, config, config.eval_iters,
+                                   eval_seed)
+            curve.append({"iter": it, "lr": lr, **losses,
+                          "elapsed_s": time.perf_counter() - wall0})
+            log(f"  step {it}: train {losses['train']:.4f} val "
+                f"{losses['val']:.4f} ({time.perf_counter() - wall0:.0f} s;"
+                f" step {statistics.median(step_times[-200:]) * 1e3:.1f} ms)"
+                if step_times else f"  step {it}: train "
+                f"{losses['train']:.4f} val {losses['val']:.4f}")
+        if it == config.max_iters:
+            break
+        t0 = time.perf_counter()
+        x, y = corpus.batch("train", config.batch_size, config.block_size,
+                            batches)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                           config.grad_clip)
+        optimizer.step()
+        step_times.append(time.perf_counter() - t0)
+    train_wall = time.perf_counter() - wall0
+    final = estimate_loss(model, corpus, config, config.final_eval_iters,
+                          eval_seed + 7)
+    return {
+        "final_val_loss": curve[-1]["val"],
+        "final_train_loss": curve[-1]["train"],
+        "best_val_loss": min(point["val"] for point in curve),
+        "final_eval": {"iters": config.final_eval_iters, **final},
+        "gap": curve[-1]["val"] - curve[-1]["train"],
+        "median_step_s": statistics.median(step_times),
+        "mean_step_s": statistics.fmean(step_times),
+        "wall_s": train_wall,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "curve": curve,
+        "model_repr": repr(model),
+    }
+
+
+def _atomic_write(path: Path, payload: Dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _config(args) -> TrainConfig:
+    config = TrainConfig(**EXPERIMENTS[args.experiment]["config"])
+    for item in args.set or ():
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(config, key):
+            names = ", ".join(f.name for f in dataclasses.fields(config))
+            raise SystemExit(f"--set expects KEY=VALUE with KEY one of "
+                             f"{names}; got {item!r}")
+        kind = type(getattr(config, key))
+        setattr(config, key, (value.lower() in ("1", "true", "yes"))
+                if kind is bool else kind(value))
+    return config
+
+
+def _selected_runs(args) -> Dict[str, Dict[str, Any]]:
+    runs = EXPERIMENTS[args.experiment]["runs"]
+    if not args.models:
+        return runs
+    unknown = [m for m in args.models if m not in runs]
+    if unknown:
+        raise SystemExit(f"--models: {unknown} not in experiment "
+                         f"{args.experiment!r} (runs: {', '.join(runs)})")
+    return {m: runs[m] for m in args.models}
+
+
+def train(args) -> None:
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    out = Path(args.out) / args.experiment
+    for seed in args.seeds:
+        for label, run in _selected_runs(args).items():
+            print(f"{args.experiment} {label} seed {seed}", flush=True)
+            record = train_run(run, corpus, config, seed,
+                               log=lambda s: print(s, flush=True))
+            record.update(experiment=args.experiment, run=label,
+                          options=run, seed=seed,
+                          config=dataclasses.asdict(config),
+                          machine=machine())
+            path = out / f"{label}_seed{seed}{args.suffix}.json"
+            _atomic_write(path, record)
+            print(f"  -> val {record['final_val_loss']:.4f} (final eval "
+                  f"{record['final_eval']['val']:.4f}), median step "
+                  f"{record['median_step_s'] * 1e3:.1f} ms, wall "
+                  f"{record['wall_s']:.0f} s, {path}", flush=True)
+
+
+# --------------------------------------------------------------------------
+# Step time, parity and profile
+# --------------------------------------------------------------------------
+
+def _step_fn(model, corpus, config, gen):
+    optimizer = configure_optimizer(model, config)
+
+    def step():
+        x, y = corpus.batch("train", config.batch_size, config.block_size,
+                            gen)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    return step
+
+
+def steptime(args) -> None:
+    """Median training-step time of each run, interleaved in blocks of
+    ``--block`` steps so that a change of load on the shared machine hits
+    every model alike."""
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    runs = _selected_runs(args)
+    steps = {}
+    for label, run in runs.items():
+        torch.manual_seed(0)
+        steps[label] = _step_fn(build(run, config, corpus.vocab_size),
+                                corpus, config,
+                                torch.Generator().manual_seed(0))
+        for _ in range(args.warmup):
+            steps[label]()
+    times: Dict[str, List[float]] = {label: [] for label in runs}
+    for _ in range(args.rounds):
+        for label, step in steps.items():
+            for _ in range(args.block):
+                t0 = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - t0)
+    medians = {label: statistics.median(t) for label, t in times.items()}
+    base = medians.get("reference")
+    for label, median in medians.items():
+        ratio = f", {median / base:.2f}x reference" if base else ""
+        print(f"{label}: median step {median * 1e3:.2f} ms{ratio}")
+    record = {"config": dataclasses.asdict(config), "machine": machine(),
+              "rounds": args.rounds, "block": args.block,
+              "median_step_s": medians,
+              "ratio_to_reference": {k: v / base for k, v in medians.items()}
+              if base else None}
+    _atomic_write(Path(args.out) / args.experiment /
+                  f"steptime{args.suffix}.json", record)
+
+
+def parity(args) -> None:
+    """Loads a reference GPT's weights into our ``mha`` model and compares
+    logits, loss and gradients on one batch."""
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    torch.manual_seed(0)
+    ref = build({"model": "reference"}, config, corpus.vocab_size)
+    ours = build({"model": "mha"}, config, corpus.vocab_size)
+    load_reference_into(ours, ref)
+    x, y = corpus.batch("train", config.batch_size, config.block_size,
+                        torch.Generator().manual_seed(0))
+    ref_logits, ref_loss = ref(x, y)
+    logits, loss = ours(x, y)
+    ref_loss.backward()
+    loss.backward()
+    grad_diff = (ours.token_embedding.weight.grad -
+                 ref.wte.weight.grad).abs().max()
+    print(f"max |logits diff| {(logits - ref_logits).abs().max():.2e}, "
+          f"loss {loss.item():.6f} vs {ref_loss.item():.6f}, embedding "
+          f"grad diff {grad_diff:.2e}")
+
+
+def profile(args) -> None:
+    """torch.profiler over ``--steps`` training steps of one run, forward
+    regions labelled per module kind; the op table goes to
+    ``profile_<run>.txt``."""
+    from torch.profiler import ProfilerActivity, record_function
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    label = args.model
+    run = EXPERIMENTS[args.experiment]["runs"][label]
+    torch.manual_seed(0)
+    model = build(run, config, corpus.vocab_size)
+    step = _step_fn(model, corpus, config, torch.Generator().manual_seed(0))
+    for _ in range(args.warmup):
+        step()
+    # Label the forward of every submodule kind (the backward shows up as
+    # autograd nodes).
+    open_ranges = {}
+
+    def enter(module, _inputs):
+        rf = record_function(f"## {type(module).__name__}")
+        rf.__enter__()
+        open_ranges.setdefault(id(module), []).append(rf)
+
+    def leave(module, _inputs, _output):
+        open_ranges[id(module)].pop().__exit__(None, None, None)
+    handles = []
+    for module in model.modules():
+        if module is model:
+            continue
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            with record_function("## step"):
+                step()
+    for h in handles:
+        h.remove()
+    averages = prof.key_averages()
+    categories = _categories(averages, args.steps)
+    table = averages.table(sort_by="cpu_time_total", row_limit=args.rows)
+    self_table = averages.table(sort_by="self_cpu_time_total",
+                                row_limit=args.rows)
+    path = Path(args.out) / args.experiment / f"profile_{label}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".txt.tmp")
+    summary = "\n".join(f"{name:>34}: {ms:8.2f} ms/step"
+                        for name, ms in categories.items())
+    tmp.write_text(f"{args.steps} steps of {label}\n\nself CPU time by "
+                   f"kind of op\n{summary}\n\nby total time\n{table}\n\n"
+                   f"by self time\n{self_table}\n")
+    tmp.replace(path)
+    print(self_table)
+    print(summary)
+    print("written", path)
+
+
+#: kind of op -> substrings of the profiler's op names (first match wins);
+#: their self CPU time, forward and backward.
+OP_KINDS = {
+    "matmul (projections, FFN, head)": ("aten::mm", "aten::addmm",
+                                        "aten::bmm"),
+    "scaled_dot_product_attention": ("scaled_dot_product", ),
+    "GELU": ("gelu", ),
+    "LayerNorm": ("layer_norm", ),
+    "embedding, cross-entropy": ("embedding", "log_softmax", "nll_loss"),
+    "graph tensors (index, bincount, repeat_interleave, equal, item)": (
+        "index", "bincount", "repeat_interleave", "aten::equal",
+        "aten::item", "aminmax"),
+}
+#: labelled ranges whose whole (CPU total) time is one entry.
+RANGE_KINDS = {"optimizer step (AdamW)": "Optimizer.step#AdamW.step"}
+#: module labels whose own Python time (self CPU) is one entry.
+PYTHON_KINDS = ("MultiHeadAttentionConv", "GINAttentionConv",
+                "PNAAttentionConv", "_Block")
+
+
+def _categories(averages, steps: int) -> Dict[str, float]:
+    """Per-step milliseconds of a profiled run: the whole step, the self
+    time of each kind of op (:data:`OP_KINDS`), the optimizer step, the
+    attention modules' own Python time, and the rest."""
+    by_key = {event.key: event for event in averages}
+    out: Dict[str, float] = {}
+    step = by_key["## step"].cpu_time_total / 1e3
+    for name, keys in OP_KINDS.items():
+        out[name] = sum(e.self_cpu_time_total for e in averages
+                        if not e.key.startswith("## ") and
+                        any(k in e.key for k in keys)) / 1e3
+    for name, key in RANGE_KINDS.items():
+        out[name] = by_key[key].cpu_time_total / 1e3 if key in by_key \
+            else 0.0
+    for name in PYTHON_KINDS:
+        if f"## {name}" in by_key:
+            out[f"{name} Python (self)"] = \
+                by_key[f"## {name}"].self_cpu_time_total / 1e3
+    out["rest (other ops, Python, autograd)"] = step - sum(out.values())
+    out["whole step"] = step
+    return {name: ms / steps for name, ms in out.items()}
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+def _mean_std(values: List[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def report(args) -> None:
+    folder = Path(args.out) / args.experiment
+    records = [json.loads(p.read_text()) for p in sorted(
+        folder.glob("*_seed*.json"))]
+    if not records:
+        raise SystemExit(f"no runs in {folder}")
+    by_run: Dict[str, List[Dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: r["run"] != "reference"):
+        by_run.setdefault(r["run"], []).append(r)
+    ref_step = None
+    if "reference" in by_run:
+        ref_step = statistics.fmean(r["median_step_s"]
+                                    for r in by_run["reference"])
+    lines = [f"# Language modelling, experiment `{args.experiment}`", "",
+             "| run | seed | val loss | train loss | best val | val (final "
+             "eval) | median step (ms) | wall (s) | parameters |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for label, rs in by_run.items():
+        for r in sorted(rs, key=lambda r: r["seed"]):
+            lines.append(
+                f"| {label} | {r['seed']} | {r['final_val_loss']:.4f} | "
+                f"{r['final_train_loss']:.4f} | {r['best_val_loss']:.4f} | "
+                f"{r['final_eval']['val']:.4f} | "
+                f"{r['median_step_s'] * 1e3:.1f} | {r['wall_s']:.0f} | "
+                f"{r['parameters']:,} |")
+    lines += ["", "| run | seeds | val loss | val (final eval) | gap (val "
+              "- train) | median step (ms) | step / reference | wall (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for label, rs in by_run.items():
+        step = statistics.fmean(r["median_step_s"] for r in rs)
+        ratio = f"{step / ref_step:.2f}x" if ref_step else "-"
+        lines.append(
+            f"| {label} | {len(rs)} | "
+            f"{_mean_std([r['final_val_loss'] for r in rs])} | "
+            f"{_mean_std([r['final_eval']['val'] for r in rs])} | "
+            f"{_mean_std([r['gap'] for r in rs])} | {step * 1e3:.1f} | "
+            f"{ratio} | {statistics.fmean(r['wall_s'] for r in rs):.0f} |")
+    steptime_file = folder / "steptime.json"
+    if steptime_file.is_file():
+        timed = json.loads(steptime_file.read_text())
+        ratios = timed.get("ratio_to_reference") or {}
+        lines += ["", f"Interleaved step times ({timed['rounds']} rounds of "
+                  f"{timed['block']} steps per run, `steptime`): " +
+                  ", ".join(f"{k} {v * 1e3:.1f} ms" +
+                            (f" ({ratios[k]:.2f}x)" if k in ratios else "")
+                            for k, v in timed["median_step_s"].items())]
+    path = folder / "summary.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    print("\n".join(lines))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--experiment", default="cpu",
+                       choices=sorted(EXPERIMENTS))
+        p.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                       help="override a TrainConfig field")
+        p.add_argument("--out", default=str(LM_RESULTS))
+        p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--suffix", default="",
+                       help="appended to result file names")
+        return p
+
+    p = common(sub.add_parser("train", help="train runs, one JSON each"))
+    p.add_argument("--models", nargs="*", help="run labels (default: all "
+                   "of the experiment)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.set_defaults(fn=train)
+    p = common(sub.add_parser("steptime", help="interleaved step times"))
+    p.add_argument("--models", nargs="*")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--block", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=10)
+    p.set_defaults(fn=steptime)
+    p = common(sub.add_parser("parity", help="ours with the reference's "
+                              "weights computes the reference"))
+    p.set_defaults(fn=parity)
+    p = common(sub.add_parser("profile", help="torch.profiler of steps"))
+    p.add_argument("--model", default="mha")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rows", type=int, default=40)
+    p.set_defaults(fn=profile)
+    p = common(sub.add_parser("report", help="summary.md of the runs"))
+    p.set_defaults(fn=report)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

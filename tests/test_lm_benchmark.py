@@ -1,0 +1,102 @@
+"""benchmarks/lm.py without training: its reference GPT computes the same
+function as the package's ``mha`` language model given the same weights
+(so the benchmark compares like with like), nanoGPT's learning-rate
+schedule, the optimizer's decay groups, and the report."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_lm", ROOT / "benchmarks" / "lm.py")
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up while the file executes
+    sys.modules["bench_lm"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_lm", None)
+
+
+def test_reference_and_ours_compute_the_same_gpt(bench):
+    config = bench.TrainConfig(block_size=16, hidden=32, heads=4,
+                               num_layers=2)
+    torch.manual_seed(0)
+    ref = bench.build({"model": "reference"}, config, 13)
+    ours = bench.build({"model": "mha"}, config, 13)
+    assert sum(p.numel() for p in ref.parameters()) == \
+        ours.num_parameters()
+    bench.load_reference_into(ours, ref)
+    idx = torch.randint(0, 13, (3, 16))
+    targets = torch.randint(0, 13, (3, 16))
+    ref_logits, ref_loss = ref(idx, targets)
+    logits, loss = ours(idx, targets)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    ref_loss.backward()
+    loss.backward()
+    torch.testing.assert_close(ours.token_embedding.weight.grad,
+                               ref.wte.weight.grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        ours.encoder.layers[1].attention.lin_key.weight.grad,
+        ref.blocks[1].qkv.weight.grad[32:64], atol=1e-6, rtol=1e-4)
+
+
+def test_learning_rate_is_nanogpts(bench):
+    config = bench.TrainConfig()  # lr 1e-3, warm-up 100, decay to 2000
+    lr = lambda it: bench.learning_rate(it, config)  # noqa: E731
+    assert lr(0) == pytest.approx(1e-3 / 101)
+    assert lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == pytest.approx(1e-3)
+    middle = 100 + (2000 - 100) / 2
+    assert lr(int(middle)) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert lr(2000) == pytest.approx(1e-4)
+    assert lr(2500) == 1e-4
+    quarter = 100 + 475
+    assert lr(quarter) == pytest.approx(
+        1e-4 + 0.5 * (1 + math.cos(math.pi / 4)) * 9e-4)
+
+
+@pytest.mark.parametrize("run", ["reference", "mha", "gin-attention+paper"])
+def test_decay_only_on_matrices(bench, run):
+    config = bench.TrainConfig(hidden=32, heads=4, num_layers=2,
+                               block_size=8)
+    model = bench.build(bench._runs(run)[run], config, 13)
+    optimizer = bench.configure_optimizer(model, config)
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0
+    norm_gains = {id(p) for m in model.modules()
+                  if "Norm" in type(m).__name__ for p in m.parameters()}
+    assert all(p.dim() >= 2 and id(p) not in norm_gains
+               for p in decay["params"])
+    # biases, gains, GIN's eps and sharpening; per-head norm gains [H, C]
+    assert all(p.dim() < 2 or id(p) in norm_gains
+               for p in no_decay["params"])
+    if run == "gin-attention+paper":
+        assert any(p.dim() == 2 for p in no_decay["params"])
+    ids = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+def test_report_tabulates_runs(bench, tmp_path, capsys):
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    for run, step, seed, val in [("reference", 0.1, 0, 1.9),
+                                 ("reference", 0.1, 1, 1.8),
+                                 ("mha", 0.12, 0, 1.85)]:
+        (folder / f"{run}_seed{seed}.json").write_text(json.dumps({
+            "run": run, "seed": seed, "final_val_loss": val,
+            "final_train_loss": val - 0.1, "best_val_loss": val,
+            "final_eval": {"val": val}, "gap": 0.1, "median_step_s": step,
+            "wall_s": 200.0, "parameters": 1000}))
+    bench.main(["report", "--out", str(tmp_path)])
+    summary = (folder / "summary.md").read_text()
+    assert "| reference | 2 | 1.8500 ± 0.0707 |" in summary
+    assert "| mha | 1 | 1.8500 | 1.8500 | 0.1000 | 120.0 | 1.20x |" in summary
