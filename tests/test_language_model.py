@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import tgnn_transformers.functional.attention as attention_module
 from tgnn_transformers.functional.patterns import complete_edge_index
 from tgnn_transformers.models.language_model import (CausalLanguageModel,
                                                      causal_edge_index,
@@ -154,13 +153,14 @@ def test_pattern_edges_are_the_definitions():
 
 
 def test_full_causal_graphs_take_the_fused_sdpa_path(monkeypatch):
+    from tgnn_transformers.functional.backends.dense import DenseBackend
     calls = []
-    dense = attention_module._dense_attention
+    run = DenseBackend.run
 
-    def counting(*args, **kwargs):
-        calls.append(args[4])  # causal
-        return dense(*args, **kwargs)
-    monkeypatch.setattr(attention_module, "_dense_attention", counting)
+    def counting(self, call):
+        calls.append(call.token_pattern().kind == "causal")
+        return run(self, call)
+    monkeypatch.setattr(DenseBackend, "run", counting)
     idx = torch.randint(0, V, (4, 8))
     small()(idx)
     assert calls == [True, True]  # one causal SDPA call per layer
