@@ -180,14 +180,3 @@ def minibatch_recipe(model: torch.nn.Module, optimizer, precision,
 
     return Recipe(model, optimizer, train_epoch, evaluate,
                   scheduler=scheduler)
-
-
-def _text_minibatch_recipe(model, config, precision, loaders, forward):
-    optimizer, scheduler = scheduled_optimizer(model, config,
-                                               len(loaders["train"]))
-    return minibatch_recipe(model, optimizer, precision, loaders, forward,
-                            scheduler=scheduler,
-                            label_smoothing=config["label_smoothing"],
-                            clip_grad=config["clip_grad"])
-
-
