@@ -12,7 +12,7 @@ from .common import (lr_factor, minibatch_recipe, roc_auc, shard_loader,
                      scheduled_optimizer, text_optimizer)
 from .finetune import finetune_recipe
 from .graph import graph_recipe, stratified_folds
-from .link import _pairs_with_negatives, link_recipe
+from .link import _pairs_with_negatives, link_recipe  # noqa: F401
 from .node import (neighbor_hops, node_recipe, node_splits,
                    prepare_node_data)
 from .text import text_graphs, text_pattern, text_recipe
