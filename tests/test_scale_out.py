@@ -367,5 +367,5 @@ def test_checkpoint_of_two_processes_resumes_in_one(env):
 def test_link_task_refuses_several_processes(env, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     config = resolve_config("link", "cora", "mha", {"epochs": 1})
-    with pytest.raises(ValueError, match="link task trains full-batch"):
+    with pytest.raises(ValueError, match="link task trains in one process"):
         run_experiment(config, env / "link", quiet=True)
