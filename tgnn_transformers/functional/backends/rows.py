@@ -91,11 +91,14 @@ class RowsBackend(AttentionBackend):
     def run(self, call: AttentionCall) -> EdgeAttention:
         num_dst = call.query.size(0)
         k = uniform_in_degree(call.edge_index, num_dst)
-        sources = call.edge_index[0].view(num_dst, k)
-        # [N, H, 1, C] queries over [N, H, k, C] rows of keys and values.
+        sources = call.edge_index[0]
+        # [N, H, 1, C] queries over [N, H, k, C] rows of keys and values
+        # (index_select: one gather, cheaper than advanced indexing).
         query = call.query.unsqueeze(2)
-        key = call.key[sources].transpose(1, 2)
-        value = call.value[sources].transpose(1, 2)
+        key = call.key.index_select(0, sources).view(
+            num_dst, k, *call.key.shape[1:]).transpose(1, 2)
+        value = call.value.index_select(0, sources).view(
+            num_dst, k, *call.value.shape[1:]).transpose(1, 2)
         scale = call.scale
         if isinstance(scale, Tensor):  # SDPA takes a Python float scale only
             query, scale = query * scale, 1.0
