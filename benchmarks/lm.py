@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -94,6 +95,14 @@ class TrainConfig:
     #: batches per split of one last, less noisy evaluation after training
     #: (nanoGPT's default eval_iters; not part of its CPU run).
     final_eval_iters: int = 200
+    #: nanoGPT as it was when its README reported 1.88 for the CPU run
+    #: (commit 23a8e70, February 2023) differs from today's in three
+    #: places: no weight decay on the embeddings (nor the tied head), the
+    #: warm-up ``lr * it / warmup_iters``, and the tanh approximation of
+    #: GELU (``new_gelu``); and its default weight_decay was 1e-2.
+    decay_embeddings: bool = True
+    warmup_rule: str = "current"  # or "2023"
+    activation: str = "gelu"  # or "gelu_tanh"
 
 
 #: run label -> model options (``model``: ``reference`` or an attention
@@ -114,6 +123,12 @@ def _runs(*labels: str) -> Dict[str, Dict[str, Any]]:
 
 EXPERIMENTS: Dict[str, Dict[str, Any]] = {
     "cpu": {"config": {}, "runs": _runs("reference", "mha")},
+    # nanoGPT's CPU run as its code stood when the README reported 1.88
+    "cpu-2023": {"config": {"decay_embeddings": False,
+                            "warmup_rule": "2023",
+                            "activation": "gelu_tanh",
+                            "weight_decay": 0.01},
+                 "runs": _runs("reference", "mha")},
     "claim": {"config": {}, "runs": _runs("reference", "mha",
                                           "gin-attention",
                                           "gin-attention+paper",
@@ -142,9 +157,11 @@ class _LayerNorm(torch.nn.Module):
 
 
 class _Block(torch.nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool):
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool,
+                 activation: str = "gelu"):
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
         self.ln_1 = _LayerNorm(hidden, bias)
         self.qkv = torch.nn.Linear(hidden, 3 * hidden, bias=bias)
         self.attn_proj = torch.nn.Linear(hidden, hidden, bias=bias)
@@ -164,7 +181,8 @@ class _Block(torch.nn.Module):
 
     def forward(self, x):
         x = x + self.attention(self.ln_1(x))
-        h = self.mlp_proj(F.gelu(self.fc(self.ln_2(x))))
+        h = self.mlp_proj(F.gelu(self.fc(self.ln_2(x)),
+                                 approximate=self.approximate))
         return x + F.dropout(h, self.dropout, self.training)
 
 
@@ -174,13 +192,14 @@ class ReferenceGPT(torch.nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int, hidden: int,
                  heads: int, num_layers: int, dropout: float = 0.0,
-                 bias: bool = False):
+                 bias: bool = False, activation: str = "gelu"):
         super().__init__()
         self.block_size, self.dropout = block_size, dropout
         self.wte = torch.nn.Embedding(vocab_size, hidden)
         self.wpe = torch.nn.Embedding(block_size, hidden)
         self.blocks = torch.nn.ModuleList(
-            _Block(hidden, heads, dropout, bias) for _ in range(num_layers))
+            _Block(hidden, heads, dropout, bias, activation)
+            for _ in range(num_layers))
         self.ln_f = _LayerNorm(hidden, bias)
         self.head = torch.nn.Linear(hidden, vocab_size, bias=False)
         self.head.weight = self.wte.weight
@@ -240,7 +259,7 @@ def build(run: Dict[str, Any], config: TrainConfig, vocab_size: int
     if model == "reference":
         return ReferenceGPT(vocab_size, config.block_size, config.hidden,
                             config.heads, config.num_layers, config.dropout,
-                            config.bias)
+                            config.bias, config.activation)
     attention_kwargs = dict(PAPER_PRESETS[model]) if \
         options.pop("preset", None) == "paper" else {}
     attention_kwargs.update(options.pop("attention_kwargs", {}))
@@ -248,7 +267,8 @@ def build(run: Dict[str, Any], config: TrainConfig, vocab_size: int
         vocab_size, config.block_size, attention=model,
         hidden=config.hidden, heads=config.heads,
         num_layers=config.num_layers, dropout=config.dropout,
-        bias=config.bias, attention_kwargs=attention_kwargs, **options)
+        bias=config.bias, activation=config.activation,
+        attention_kwargs=attention_kwargs, **options)
 
 
 def _is_norm(module: torch.nn.Module) -> bool:
@@ -259,16 +279,23 @@ def configure_optimizer(model: torch.nn.Module, config: TrainConfig
                         ) -> torch.optim.AdamW:
     """AdamW with weight decay on the parameters of two or more dimensions
     (the matrices of the linear maps and embeddings), none on biases and
-    gains (nanoGPT's rule).  Norm modules' parameters are never decayed,
-    whatever their shape (per-head norms keep ``[H, C]`` gains)."""
+    gains (nanoGPT's rule).  Biases and norm modules' parameters are never
+    decayed, whatever their shape (per-head layers keep ``[H, C]`` biases
+    and gains).  ``decay_embeddings=False`` leaves the embeddings (and the
+    head tied to the token embedding) undecayed, as nanoGPT did until May
+    2023."""
     norm_params = {id(p) for m in model.modules() if _is_norm(m)
                    for p in m.parameters(recurse=False)}
+    if not config.decay_embeddings:
+        norm_params |= {id(p) for m in model.modules()
+                        if isinstance(m, torch.nn.Embedding)
+                        for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
-    for p in model.parameters():  # each tied parameter once
+    for name, p in model.named_parameters():  # each tied parameter once
         if not p.requires_grad:
             continue
         (decay if p.dim() >= 2 and id(p) not in norm_params
-         else no_decay).append(p)
+         and not name.endswith("bias") else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
@@ -280,6 +307,8 @@ def learning_rate(it: int, config: TrainConfig) -> float:
     then cosine decay to ``min_lr`` at ``lr_decay_iters``, then
     ``min_lr``."""
     if it < config.warmup_iters:
+        if config.warmup_rule == "2023":  # 0 at it = 0
+            return config.learning_rate * it / config.warmup_iters
         return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
     if it > config.lr_decay_iters:
         return config.min_lr
@@ -308,10 +337,13 @@ def estimate_loss(model, corpus: CharCorpus, config: TrainConfig,
 
 
 def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
-              seed: int, log=print) -> Dict[str, Any]:
-    """One training run (nanoGPT's loop); returns its record."""
+              seed: int, log=print,
+              model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """One training run (nanoGPT's loop) of a new model of ``run``, or of
+    ``model`` when given (trained in place); returns its record."""
     torch.manual_seed(seed)
-    model = build(run, config, corpus.vocab_size)
+    if model is None:
+        model = build(run, config, corpus.vocab_size)
     optimizer = configure_optimizer(model, config)
     batches = torch.Generator().manual_seed(seed)
     eval_seed = 1_000_003 + seed
@@ -402,12 +434,17 @@ def train(args) -> None:
     for seed in args.seeds:
         for label, run in _selected_runs(args).items():
             print(f"{args.experiment} {label} seed {seed}", flush=True)
+            load_before = os.getloadavg()
             record = train_run(run, corpus, config, seed,
                                log=lambda s: print(s, flush=True))
+            # The machine is shared: its load average (1, 5, 15 min) at
+            # the start and end of the run says how loaded the timing was.
             record.update(experiment=args.experiment, run=label,
                           options=run, seed=seed,
                           config=dataclasses.asdict(config),
-                          machine=machine())
+                          machine={**machine(), "load_average": {
+                              "start": load_before,
+                              "end": os.getloadavg()}})
             path = out / f"{label}_seed{seed}{args.suffix}.json"
             _atomic_write(path, record)
             print(f"  -> val {record['final_val_loss']:.4f} (final eval "
@@ -592,6 +629,143 @@ def _categories(averages, steps: int) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------
+# Generation speed
+# --------------------------------------------------------------------------
+
+@torch.no_grad()
+def sliding_generate(model, idx: torch.Tensor, new_tokens: int,
+                     block_size: int) -> torch.Tensor:
+    """Greedy decoding as nanoGPT's ``generate``: every step runs the last
+    ``block_size`` tokens through the whole model (``model(idx)`` returns
+    ``(logits, loss)``)."""
+    for _ in range(new_tokens):
+        logits = model(idx[:, -block_size:])[0][:, -1]
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def generation(args) -> None:
+    """Cached generation against recomputing the context per token: an
+    ``mha`` model of the ``window`` experiment's shape (block 256) trained
+    for ``--train-iters`` steps, ``--new-tokens`` greedy tokens after a
+    prompt of one block of the validation text, interleaved rounds, median
+    wall and CPU time of each way:
+
+    * ``cached``: ``generate(cache=True)``, one new node per token reading
+      the cached keys and values;
+    * ``recompute``: ``generate(cache=False)``, the same context rule, the
+      context run through the model at every token (same tokens);
+    * ``sliding``: nanoGPT's rule, the last ``block_size`` tokens run at
+      every token, through our model and through the reference GPT (other
+      tokens once past the block: a cache cannot follow this rule)."""
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    torch.manual_seed(0)
+    model = build({"model": "mha"}, config, corpus.vocab_size)
+    record: Dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "train_iters": args.train_iters,
+                              "new_tokens": args.new_tokens,
+                              "repeats": args.repeats}
+    if args.train_iters:
+        trained = dataclasses.replace(
+            config, max_iters=args.train_iters,
+            lr_decay_iters=args.train_iters,
+            warmup_iters=min(config.warmup_iters, args.train_iters // 10),
+            eval_interval=args.train_iters, eval_iters=5,
+            final_eval_iters=5)
+        result = train_run({"model": "mha"}, corpus, trained, 0,
+                           log=lambda s: print(s, flush=True), model=model)
+        record["val_loss"] = result["final_val_loss"]
+    model.eval()
+    reference = build({"model": "reference"}, config,
+                      corpus.vocab_size).eval()
+    block = config.block_size
+    prompt = corpus.val[None, :block]
+    load_before = os.getloadavg()
+    ways = {
+        "cached": lambda: model.generate(prompt, args.new_tokens,
+                                         temperature=0, cache=True),
+        "recompute": lambda: model.generate(prompt, args.new_tokens,
+                                            temperature=0, cache=False),
+        "sliding": lambda: sliding_generate(model, prompt, args.new_tokens,
+                                            block),
+        "reference sliding": lambda: sliding_generate(
+            reference, prompt, args.new_tokens, block),
+    }
+    wall: Dict[str, List[float]] = {k: [] for k in ways}
+    cpu: Dict[str, List[float]] = {k: [] for k in ways}
+    outputs: Dict[str, torch.Tensor] = {}
+    for round_ in range(args.repeats):
+        for name, way in ways.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            outputs[name] = way()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+            print(f"round {round_} {name}: {wall[name][-1]:.2f} s wall, "
+                  f"{cpu[name][-1]:.2f} s CPU", flush=True)
+    # Sampling with one seed gives one text, with the cache or without.
+    sampled = {cache: model.generate(
+        prompt, args.new_tokens, temperature=0.8, top_k=200, cache=cache,
+        generator=torch.Generator().manual_seed(0)) for cache in (True,
+                                                                   False)}
+    median_wall = {k: statistics.median(v) for k, v in wall.items()}
+    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    record.update(
+        machine={**machine(), "load_average": {"start": load_before,
+                                               "end": os.getloadavg()}},
+        wall_s=wall, cpu_s=cpu, median_wall_s=median_wall,
+        median_cpu_s=median_cpu,
+        tokens_per_s={k: args.new_tokens / v for k, v in
+                      median_wall.items()},
+        speedup_wall={k: median_wall[k] / median_wall["cached"]
+                      for k in ways},
+        speedup_cpu={k: median_cpu[k] / median_cpu["cached"] for k in ways},
+        greedy_identical=bool(torch.equal(outputs["cached"],
+                                          outputs["recompute"])),
+        sampled_identical=bool(torch.equal(sampled[True], sampled[False])),
+        first_difference_sliding=_first_difference(outputs["cached"],
+                                                    outputs["sliding"],
+                                                    block),
+        greedy_text=corpus.decode(outputs["cached"][0, block:]),
+        sampled_text=corpus.decode(sampled[True][0, block:]),
+        prompt=corpus.decode(prompt[0]))
+    out = Path(args.out) / "generation"
+    _atomic_write(out / f"generation{args.suffix}.json", record)
+    lines = [f"# Generation: {args.new_tokens} new tokens after a "
+             f"{block}-token prompt, block {block}", "",
+             f"{args.repeats} interleaved rounds, one torch thread; load "
+             f"average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
+             f"{record['machine']['cpus']} CPUs; model trained "
+             f"{args.train_iters} steps.", "",
+             "| way | median wall (s) | tokens/s | wall / cached | median "
+             "CPU (s) | CPU / cached |", "|---|---|---|---|---|---|"]
+    for name in ways:
+        lines.append(f"| {name} | {median_wall[name]:.2f} | "
+                     f"{args.new_tokens / median_wall[name]:.1f} | "
+                     f"{record['speedup_wall'][name]:.2f}x | "
+                     f"{median_cpu[name]:.2f} | "
+                     f"{record['speedup_cpu'][name]:.2f}x |")
+    lines += ["", f"Greedy tokens identical with and without the cache: "
+              f"{record['greedy_identical']}; sampled (seed 0, T 0.8, top-k"
+              f" 200): {record['sampled_identical']}.  nanoGPT's sliding "
+              f"context first differs at new token "
+              f"{record['first_difference_sliding']}.", "",
+              "Greedy continuation (cached):", "", "```",
+              record["greedy_text"], "```"]
+    path = out / f"summary{args.suffix}.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    print("\n".join(lines))
+
+
+def _first_difference(a: torch.Tensor, b: torch.Tensor,
+                      offset: int) -> Optional[int]:
+    differ = (a[0, offset:] != b[0, offset:]).nonzero()
+    return int(differ[0]) if differ.numel() else None
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -691,6 +865,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.set_defaults(fn=profile)
     p = common(sub.add_parser("report", help="summary.md of the runs"))
     p.set_defaults(fn=report)
+    p = common(sub.add_parser("generation", help="cached generation vs "
+                              "recomputing the context per token"))
+    p.add_argument("--train-iters", type=int, default=300)
+    p.add_argument("--new-tokens", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(fn=generation, experiment="window")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.fn(args)
