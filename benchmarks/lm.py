@@ -775,43 +775,125 @@ def _mean_std(values: List[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def report(args) -> None:
-    folder = Path(args.out) / args.experiment
-    records = [json.loads(p.read_text()) for p in sorted(
+def _records(folder: Path) -> List[Dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(
         folder.glob("*_seed*.json"))]
+
+
+def _same_setting(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Two records' configurations are equal (fields a record predates
+    take their default)."""
+    defaults = dataclasses.asdict(TrainConfig())
+    return {**defaults, **a} == {**defaults, **b}
+
+
+def _difference(a: List[float], b: List[float]) -> str:
+    """``mean(a) - mean(b)`` and that difference over its standard error
+    (Welch), e.g. ``+0.0950 (9.1 se)``."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    var = sum(statistics.variance(x) / len(x) for x in (a, b)
+              if len(x) > 1)
+    se = math.sqrt(var) if var > 0 else float("nan")
+    return f"{diff:+.4f} ({diff / se:+.1f} se)" if se == se else \
+        f"{diff:+.4f}"
+
+
+def report(args) -> None:
+    """``summary.md`` (and ``curves.png``) of an experiment's runs: per
+    run and per model (mean ± std over seeds) the validation and training
+    loss at the last evaluation (``eval_iters`` batches) and in the final
+    evaluation (``final_eval_iters`` batches), the gap, parameters and step
+    time; with ``--with OTHER``, runs of another experiment of the same
+    configuration complete the table (e.g. the claim's ``mha`` and
+    ``reference`` are the ``cpu`` experiment's runs); models are compared
+    with ``--baseline`` (differences of the means and their standard
+    errors)."""
+    folder = Path(args.out) / args.experiment
+    records = _records(folder)
     if not records:
         raise SystemExit(f"no runs in {folder}")
+    borrowed = set()
+    own = {r["run"] for r in records}
+    for other in args.with_experiments or ():
+        for r in _records(Path(args.out) / other):
+            if r["run"] in own:
+                continue
+            if not _same_setting(r["config"], records[0]["config"]):
+                raise SystemExit(f"--with {other}: run {r['run']} seed "
+                                 f"{r['seed']} has another configuration")
+            records.append(r)
+            borrowed.add((r["run"], other))
+    order = list(EXPERIMENTS[args.experiment]["runs"])
     by_run: Dict[str, List[Dict[str, Any]]] = {}
-    for r in sorted(records, key=lambda r: r["run"] != "reference"):
+    for r in sorted(records, key=lambda r: (
+            order.index(r["run"]) if r["run"] in order else len(order),
+            r["seed"])):
         by_run.setdefault(r["run"], []).append(r)
     ref_step = None
     if "reference" in by_run:
         ref_step = statistics.fmean(r["median_step_s"]
                                     for r in by_run["reference"])
-    lines = [f"# Language modelling, experiment `{args.experiment}`", "",
-             "| run | seed | val loss | train loss | best val | val (final "
-             "eval) | median step (ms) | wall (s) | parameters |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    origin = {run: f" ({other})" for run, other in borrowed}
+    lines = [f"# Language modelling, experiment `{args.experiment}`", ""]
+    loads = [r["machine"]["load_average"] for r in records
+             if "load_average" in r.get("machine", {})]
+    machine_info = records[0].get("machine", {})
+    lines += [f"Machine: {machine_info.get('platform')}, "
+              f"{machine_info.get('cpus')} CPUs, torch "
+              f"{machine_info.get('torch')}, one torch thread per run." +
+              (f" Load average (1 min) at the runs' starts: "
+               f"{min(l['start'][0] for l in loads):.1f} to "
+               f"{max(l['start'][0] for l in loads):.1f} (other jobs "
+               "shared the machine; step times are comparable only within"
+               " the interleaved `steptime` run)." if loads else ""), ""]
+    lines += ["| run | seed | val loss | train loss | gap | val (final "
+              "eval) | train (final eval) | median step (ms) | wall (s) | "
+              "parameters |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in by_run.items():
-        for r in sorted(rs, key=lambda r: r["seed"]):
+        for r in rs:
             lines.append(
-                f"| {label} | {r['seed']} | {r['final_val_loss']:.4f} | "
-                f"{r['final_train_loss']:.4f} | {r['best_val_loss']:.4f} | "
-                f"{r['final_eval']['val']:.4f} | "
+                f"| {label}{origin.get(label, '')} | {r['seed']} | "
+                f"{r['final_val_loss']:.4f} | {r['final_train_loss']:.4f} |"
+                f" {r['gap']:.4f} | {r['final_eval']['val']:.4f} | "
+                f"{r['final_eval']['train']:.4f} | "
                 f"{r['median_step_s'] * 1e3:.1f} | {r['wall_s']:.0f} | "
                 f"{r['parameters']:,} |")
-    lines += ["", "| run | seeds | val loss | val (final eval) | gap (val "
-              "- train) | median step (ms) | step / reference | wall (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Mean ± std over seeds (final eval: "
+              f"{records[0]['final_eval']['iters']} batches of each split "
+              "after training; gap = val - train of the final eval):", "",
+              "| run | seeds | parameters | val loss | val (final eval) | "
+              "train (final eval) | gap (final eval) | median step (ms) | "
+              "step / reference |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def final(r, key):
+        return r["final_eval"][key]
+
+    def gap(r):
+        return final(r, "val") - final(r, "train")
     for label, rs in by_run.items():
         step = statistics.fmean(r["median_step_s"] for r in rs)
         ratio = f"{step / ref_step:.2f}x" if ref_step else "-"
         lines.append(
-            f"| {label} | {len(rs)} | "
+            f"| {label} | {len(rs)} | {rs[0]['parameters']:,} | "
             f"{_mean_std([r['final_val_loss'] for r in rs])} | "
-            f"{_mean_std([r['final_eval']['val'] for r in rs])} | "
-            f"{_mean_std([r['gap'] for r in rs])} | {step * 1e3:.1f} | "
-            f"{ratio} | {statistics.fmean(r['wall_s'] for r in rs):.0f} |")
+            f"{_mean_std([final(r, 'val') for r in rs])} | "
+            f"{_mean_std([final(r, 'train') for r in rs])} | "
+            f"{_mean_std([gap(r) for r in rs])} | {step * 1e3:.1f} | "
+            f"{ratio} |")
+    base = args.baseline
+    if base in by_run and len(by_run) > 1:
+        lines += ["", f"Differences to `{base}` (mean of the model - mean "
+                  f"of `{base}`, final eval; se: Welch standard error):", "",
+                  "| run | val | train | gap |", "|---|---|---|---|"]
+        ref = by_run[base]
+        for label, rs in by_run.items():
+            if label == base:
+                continue
+            lines.append(
+                f"| {label} | "
+                f"{_difference([final(r, 'val') for r in rs], [final(r, 'val') for r in ref])} | "  # noqa: E501
+                f"{_difference([final(r, 'train') for r in rs], [final(r, 'train') for r in ref])} | "  # noqa: E501
+                f"{_difference([gap(r) for r in rs], [gap(r) for r in ref])} |")  # noqa: E501
     steptime_file = folder / "steptime.json"
     if steptime_file.is_file():
         timed = json.loads(steptime_file.read_text())
@@ -821,11 +903,59 @@ def report(args) -> None:
                   ", ".join(f"{k} {v * 1e3:.1f} ms" +
                             (f" ({ratios[k]:.2f}x)" if k in ratios else "")
                             for k, v in timed["median_step_s"].items())]
+    if _plot_curves(by_run, folder / "curves.png"):
+        lines += ["", "Curves (mean over seeds, band ± std): "
+                  "`curves.png`."]
     path = folder / "summary.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
     print("\n".join(lines))
+
+
+def _plot_curves(by_run: Dict[str, List[Dict[str, Any]]],
+                 path: Path) -> bool:
+    """Train and validation loss per evaluation and their gap, mean ± std
+    over seeds, one colour per run."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_loss, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rs in by_run.items():
+        iters = [p["iter"] for p in rs[0]["curve"]]
+        series = {
+            "train": [[p["train"] for p in r["curve"]] for r in rs],
+            "val": [[p["val"] for p in r["curve"]] for r in rs],
+            "gap": [[p["val"] - p["train"] for p in r["curve"]]
+                    for r in rs]}
+        color = None
+        for key, ax, style in (("val", ax_loss, "-"),
+                               ("train", ax_loss, "--"),
+                               ("gap", ax_gap, "-")):
+            columns = list(zip(*series[key]))
+            mean = [statistics.fmean(c) for c in columns]
+            std = [statistics.pstdev(c) for c in columns]
+            line, = ax.plot(iters, mean, style, color=color, lw=1.2,
+                            label=f"{label} {key}")
+            color = line.get_color()
+            ax.fill_between(iters, [m - d for m, d in zip(mean, std)],
+                            [m + d for m, d in zip(mean, std)],
+                            color=color, alpha=0.15, lw=0)
+    ax_loss.set(xlabel="step", ylabel="loss", ylim=(1.4, 3.0),
+                title="train (--) and validation (-) loss")
+    ax_gap.set(xlabel="step", ylabel="val - train",
+               title="generalisation gap")
+    ax_loss.legend(fontsize=7)
+    ax_gap.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -864,6 +994,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--rows", type=int, default=40)
     p.set_defaults(fn=profile)
     p = common(sub.add_parser("report", help="summary.md of the runs"))
+    p.add_argument("--with", dest="with_experiments", nargs="*",
+                   metavar="EXPERIMENT", help="add the runs of other "
+                   "experiments of the same configuration")
+    p.add_argument("--baseline", default="mha",
+                   help="the run the others are compared with")
     p.set_defaults(fn=report)
     p = common(sub.add_parser("generation", help="cached generation vs "
                               "recomputing the context per token"))
