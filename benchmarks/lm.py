@@ -37,6 +37,7 @@ adds the evaluations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -103,6 +104,9 @@ class TrainConfig:
     decay_embeddings: bool = True
     warmup_rule: str = "current"  # or "2023"
     activation: str = "gelu"  # or "gelu_tanh"
+    #: where to train, and "bfloat16" for autocast (nanoGPT's GPU runs)
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 #: run label -> model options (``model``: ``reference`` or an attention
@@ -135,6 +139,16 @@ EXPERIMENTS: Dict[str, Dict[str, Any]] = {
                                           "pna-attention")},
     "window": {"config": {"block_size": 256},
                "runs": _runs("mha", "mha+window32")},
+    # nanoGPT's Shakespeare-char GPU run (config/train_shakespeare_char.py:
+    # 6 layers, 6 heads, width 384, block 256, batch 64, dropout 0.2, 5,000
+    # iterations, eval_iters 200; its README: val 1.4697 in ~3 minutes on
+    # an A100 with torch.compile), bf16 autocast, not compiled.
+    "gpu": {"config": {"batch_size": 64, "block_size": 256, "num_layers": 6,
+                       "heads": 6, "hidden": 384, "dropout": 0.2,
+                       "max_iters": 5000, "lr_decay_iters": 5000,
+                       "eval_iters": 200, "device": "cuda",
+                       "dtype": "bfloat16"},
+            "runs": _runs("reference", "mha")},
 }
 
 
@@ -318,6 +332,23 @@ def learning_rate(it: int, config: TrainConfig) -> float:
     return config.min_lr + coeff * (config.learning_rate - config.min_lr)
 
 
+def _device(config: TrainConfig) -> Optional[str]:
+    """Where batches go (``None``: stay on the CPU, as they are drawn)."""
+    return None if config.device == "cpu" else config.device
+
+
+def _autocast(config: TrainConfig):
+    if config.dtype == "bfloat16":
+        return torch.autocast(torch.device(config.device).type,
+                              dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(config: TrainConfig) -> None:
+    if config.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 @torch.no_grad()
 def estimate_loss(model, corpus: CharCorpus, config: TrainConfig,
                   iters: int, seed: int) -> Dict[str, float]:
@@ -328,9 +359,12 @@ def estimate_loss(model, corpus: CharCorpus, config: TrainConfig,
     out = {}
     for split in ("train", "val"):
         gen = torch.Generator().manual_seed(seed)
-        losses = [float(model(*corpus.batch(split, config.batch_size,
-                                            config.block_size, gen))[1])
-                  for _ in range(iters)]
+        losses = []
+        for _ in range(iters):
+            x, y = corpus.batch(split, config.batch_size, config.block_size,
+                                gen, device=_device(config))
+            with _autocast(config):
+                losses.append(float(model(x, y)[1]))
         out[split] = statistics.fmean(losses)
     model.train()
     return out
@@ -344,6 +378,7 @@ def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
     torch.manual_seed(seed)
     if model is None:
         model = build(run, config, corpus.vocab_size)
+    model.to(config.device)
     optimizer = configure_optimizer(model, config)
     batches = torch.Generator().manual_seed(seed)
     eval_seed = 1_000_003 + seed
@@ -368,14 +403,16 @@ def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
             break
         t0 = time.perf_counter()
         x, y = corpus.batch("train", config.batch_size, config.block_size,
-                            batches)
-        _, loss = model(x, y)
+                            batches, device=_device(config))
+        with _autocast(config):
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(),
                                            config.grad_clip)
         optimizer.step()
+        _sync(config)
         step_times.append(time.perf_counter() - t0)
     train_wall = time.perf_counter() - wall0
     final = estimate_loss(model, corpus, config, config.final_eval_iters,

@@ -487,3 +487,18 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="max_new_tokens must be an integer"
                        " >= 0, got -1"):
         model.generate(prompt, -1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("attention", ["mha", "gin-attention"])
+def test_cuda_cached_generation_equals_recomputed(attention):
+    model = perturbed(small(attention=attention, pos="rope")).cuda().eval()
+    prompt = torch.randint(0, V, (2, 3), device="cuda")
+    out = model.generate(prompt, 20, temperature=0)
+    assert out.device.type == "cuda"
+    assert torch.equal(out, model.generate(prompt, 20, temperature=0,
+                                           cache=False))
+    gen = torch.Generator(device="cuda")
+    a = model.generate(prompt, 20, generator=gen.manual_seed(1))
+    b = model.generate(prompt, 20, cache=False, generator=gen.manual_seed(1))
+    assert torch.equal(a, b)

@@ -317,3 +317,21 @@ def test_train_cli_checks_lm_options_before_loading(capsys):
     assert main(["train", "--task", "lm", "--dataset",
                  "text:/nonexistent.txt"]) == 2
     assert "no text file" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_train_in_bf16_and_generate(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--task", "lm", "--dataset", f"text:{text_file}",
+                 "--model", "mha", "--device", "cuda", "--precision",
+                 "bf16", "--quiet", "--out", str(out)] + flags(TINY)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"]["device"].startswith("cuda")
+    assert math.isfinite(metrics["val"]["mean"])
+    capsys.readouterr()
+    for cache in ([], ["--no-cache"]):
+        assert main(["generate", str(out), "--device", "cuda", "--prompt",
+                     "to be", "--max-new-tokens", "20", "--temperature",
+                     "0"] + cache) == 0
+    first, second = capsys.readouterr().out.splitlines()[-2:]
+    assert first == second and first.startswith("to be")
