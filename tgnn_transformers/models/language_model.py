@@ -137,6 +137,22 @@ def task_pattern(pattern: str, window: int
     return kind, window, dilation
 
 
+def check_head_options(head: Dict[str, Any]
+                       ) -> Tuple[str, Optional[int], int]:
+    """The ``lm`` task's head options (``pattern``, ``window``, ``pos``,
+    ``norm`` of a configuration) checked for what a causal language model
+    can be; returns the model's ``(pattern, window, dilation)``."""
+    pattern = task_pattern(head["pattern"], head["window"])
+    if head["pos"] not in LM_POSITIONS:
+        raise ValueError(f"the lm task takes pos learned, sinusoidal, rope "
+                         f"or none, got {head['pos']!r}")
+    if head["norm"] not in ("layer", "rms"):
+        raise ValueError(f"the lm task takes norm layer or rms (a batch "
+                         f"norm would mix the statistics of later tokens "
+                         f"into earlier ones), got {head['norm']!r}")
+    return pattern
+
+
 class TokenGraph(NamedTuple):
     """A batch of ``B`` token graphs of ``T`` nodes each."""
     edge_index: Tensor
@@ -354,16 +370,7 @@ class CausalLanguageModel(torch.nn.Module):
                              f"transformer blocks: model must be one of "
                              f"{', '.join(ATTENTION_CONVS)}; got "
                              f"{spec.name!r}")
-        pattern, window, dilation = task_pattern(head["pattern"],
-                                                 head["window"])
-        if head["pos"] not in LM_POSITIONS:
-            raise ValueError(f"the lm task takes pos learned, sinusoidal, "
-                             f"rope or none, got {head['pos']!r}")
-        if head["norm"] not in ("layer", "rms"):
-            raise ValueError(f"the lm task takes norm layer or rms (a batch"
-                             f" norm would mix the statistics of later "
-                             f"tokens into earlier ones), got "
-                             f"{head['norm']!r}")
+        pattern, window, dilation = check_head_options(head)
         kwargs = options.variant()
         if kwargs.get("delta") is None:  # PNA: the training graph's
             kwargs.pop("delta", None)
@@ -694,4 +701,4 @@ class _CachedContext:
 __all__ = ["CausalLanguageModel", "TokenGraph", "LM_PATTERNS",
            "LM_POSITIONS", "LM_INITS", "causal_edge_index",
            "causal_token_graph", "generation_context", "task_pattern",
-           "TASK_PATTERNS"]
+           "check_head_options", "TASK_PATTERNS"]

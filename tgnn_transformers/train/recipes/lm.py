@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from ...data import TEXT_FILE_PREFIX, DataSourceError
 from ...data.corpus import CharCorpus, load_corpus
 from ...models import build_model
-from ...models.language_model import task_pattern
+from ...models.language_model import check_head_options
 from ..config import model_options
 from ..device import run_setup
 from ..loop import Recipe
@@ -60,14 +60,7 @@ def check_config(config: Dict[str, Any], explicit: Dict[str, str]) -> None:
     """Before any data loads: a causal pattern (with a window where it
     needs one), a position encoding and norm the language model has, and
     ``epochs`` derived as the number of evaluations."""
-    task_pattern(config["pattern"], config["window"])
-    if config["pos"] == "relative":
-        raise ValueError("the lm task takes pos learned, sinusoidal, rope "
-                         "or none, got 'relative'")
-    if config["norm"] == "batch":
-        raise ValueError("the lm task takes norm layer or rms (a batch norm"
-                         " would mix the statistics of later tokens into "
-                         "earlier ones), got 'batch'")
+    check_head_options(config)
     config["epochs"] = math.ceil(config["max_iters"] /
                                  config["eval_interval"])
 
