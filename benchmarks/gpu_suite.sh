@@ -7,7 +7,7 @@
 #   OUT=/some/dir bash benchmarks/gpu_suite.sh
 #   DEADLINE=300 ONLY="tests sparse" bash benchmarks/gpu_suite.sh
 #
-# The steps' budgets add up to ~14 minutes, more than one device call (at
+# The steps' budgets add up to ~23 minutes, more than one device call (at
 # most 10): a call runs, in order, what fits before DEADLINE (default
 # 540 s), and ONLY picks the rest for a second call.  On an H200 the tests
 # took ~50 s, each sparse run ~60 s, each window run ~25-45 s.
@@ -39,7 +39,7 @@ export HF_HUB_OFFLINE=1
 START=$SECONDS
 MARK="$(mktemp)"  # results newer than this are this run's
 DEADLINE="${DEADLINE:-540}"
-ONLY="${ONLY:-tests tune sparse long dense aggregate}"
+ONLY="${ONLY:-tests tune sparse long dense aggregate lm}"
 status=0
 
 # step NAME BUDGET_S COMMAND...: runs when ONLY names NAME's group (the part
@@ -119,6 +119,16 @@ done
 # 7. PNA-Attention's max/min aggregation against PyG's
 (cd benchmarks && step aggregate 60 "$PY" bench_aggregate.py \
     --device cuda) || status=1
+
+# 8. the language model: its CUDA tests (cached generation equals
+#    recomputing, bf16 training and generation from the CLI), then
+#    nanoGPT's Shakespeare-char GPU run, reference GPT then ours (6 x 384,
+#    block 256, batch 64, 5,000 steps each, bf16, not compiled); its
+#    results: benchmarks/results/lm/gpu/*_cuda.json
+step lm-tests 90 "$PY" -m pytest -q -p no:cacheprovider --timeout 80 \
+    -k cuda tests/test_language_model.py tests/test_lm_task.py || status=1
+step lm-gpu 420 "$PY" benchmarks/lm.py train --experiment gpu --seeds 0 \
+    --suffix _cuda || status=1
 
 echo "elapsed $((SECONDS - START))s, status $status" | tee "$LOGS/end.txt"
 find benchmarks/results -name '*cuda*.json' -newer "$MARK" \

@@ -37,9 +37,11 @@ adds the evaluations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -94,6 +96,17 @@ class TrainConfig:
     #: batches per split of one last, less noisy evaluation after training
     #: (nanoGPT's default eval_iters; not part of its CPU run).
     final_eval_iters: int = 200
+    #: nanoGPT as it was when its README reported 1.88 for the CPU run
+    #: (commit 23a8e70, February 2023) differs from today's in three
+    #: places: no weight decay on the embeddings (nor the tied head), the
+    #: warm-up ``lr * it / warmup_iters``, and the tanh approximation of
+    #: GELU (``new_gelu``); and its default weight_decay was 1e-2.
+    decay_embeddings: bool = True
+    warmup_rule: str = "current"  # or "2023"
+    activation: str = "gelu"  # or "gelu_tanh"
+    #: where to train, and "bfloat16" for autocast (nanoGPT's GPU runs)
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 #: run label -> model options (``model``: ``reference`` or an attention
@@ -114,12 +127,28 @@ def _runs(*labels: str) -> Dict[str, Dict[str, Any]]:
 
 EXPERIMENTS: Dict[str, Dict[str, Any]] = {
     "cpu": {"config": {}, "runs": _runs("reference", "mha")},
+    # nanoGPT's CPU run as its code stood when the README reported 1.88
+    "cpu-2023": {"config": {"decay_embeddings": False,
+                            "warmup_rule": "2023",
+                            "activation": "gelu_tanh",
+                            "weight_decay": 0.01},
+                 "runs": _runs("reference", "mha")},
     "claim": {"config": {}, "runs": _runs("reference", "mha",
                                           "gin-attention",
                                           "gin-attention+paper",
                                           "pna-attention")},
     "window": {"config": {"block_size": 256},
                "runs": _runs("mha", "mha+window32")},
+    # nanoGPT's Shakespeare-char GPU run (config/train_shakespeare_char.py:
+    # 6 layers, 6 heads, width 384, block 256, batch 64, dropout 0.2, 5,000
+    # iterations, eval_iters 200; its README: val 1.4697 in ~3 minutes on
+    # an A100 with torch.compile), bf16 autocast, not compiled.
+    "gpu": {"config": {"batch_size": 64, "block_size": 256, "num_layers": 6,
+                       "heads": 6, "hidden": 384, "dropout": 0.2,
+                       "max_iters": 5000, "lr_decay_iters": 5000,
+                       "eval_iters": 200, "device": "cuda",
+                       "dtype": "bfloat16"},
+            "runs": _runs("reference", "mha")},
 }
 
 
@@ -142,9 +171,11 @@ class _LayerNorm(torch.nn.Module):
 
 
 class _Block(torch.nn.Module):
-    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool):
+    def __init__(self, hidden: int, heads: int, dropout: float, bias: bool,
+                 activation: str = "gelu"):
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
         self.ln_1 = _LayerNorm(hidden, bias)
         self.qkv = torch.nn.Linear(hidden, 3 * hidden, bias=bias)
         self.attn_proj = torch.nn.Linear(hidden, hidden, bias=bias)
@@ -164,7 +195,8 @@ class _Block(torch.nn.Module):
 
     def forward(self, x):
         x = x + self.attention(self.ln_1(x))
-        h = self.mlp_proj(F.gelu(self.fc(self.ln_2(x))))
+        h = self.mlp_proj(F.gelu(self.fc(self.ln_2(x)),
+                                 approximate=self.approximate))
         return x + F.dropout(h, self.dropout, self.training)
 
 
@@ -174,13 +206,14 @@ class ReferenceGPT(torch.nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int, hidden: int,
                  heads: int, num_layers: int, dropout: float = 0.0,
-                 bias: bool = False):
+                 bias: bool = False, activation: str = "gelu"):
         super().__init__()
         self.block_size, self.dropout = block_size, dropout
         self.wte = torch.nn.Embedding(vocab_size, hidden)
         self.wpe = torch.nn.Embedding(block_size, hidden)
         self.blocks = torch.nn.ModuleList(
-            _Block(hidden, heads, dropout, bias) for _ in range(num_layers))
+            _Block(hidden, heads, dropout, bias, activation)
+            for _ in range(num_layers))
         self.ln_f = _LayerNorm(hidden, bias)
         self.head = torch.nn.Linear(hidden, vocab_size, bias=False)
         self.head.weight = self.wte.weight
@@ -240,7 +273,7 @@ def build(run: Dict[str, Any], config: TrainConfig, vocab_size: int
     if model == "reference":
         return ReferenceGPT(vocab_size, config.block_size, config.hidden,
                             config.heads, config.num_layers, config.dropout,
-                            config.bias)
+                            config.bias, config.activation)
     attention_kwargs = dict(PAPER_PRESETS[model]) if \
         options.pop("preset", None) == "paper" else {}
     attention_kwargs.update(options.pop("attention_kwargs", {}))
@@ -248,7 +281,8 @@ def build(run: Dict[str, Any], config: TrainConfig, vocab_size: int
         vocab_size, config.block_size, attention=model,
         hidden=config.hidden, heads=config.heads,
         num_layers=config.num_layers, dropout=config.dropout,
-        bias=config.bias, attention_kwargs=attention_kwargs, **options)
+        bias=config.bias, activation=config.activation,
+        attention_kwargs=attention_kwargs, **options)
 
 
 def _is_norm(module: torch.nn.Module) -> bool:
@@ -259,16 +293,23 @@ def configure_optimizer(model: torch.nn.Module, config: TrainConfig
                         ) -> torch.optim.AdamW:
     """AdamW with weight decay on the parameters of two or more dimensions
     (the matrices of the linear maps and embeddings), none on biases and
-    gains (nanoGPT's rule).  Norm modules' parameters are never decayed,
-    whatever their shape (per-head norms keep ``[H, C]`` gains)."""
+    gains (nanoGPT's rule).  Biases and norm modules' parameters are never
+    decayed, whatever their shape (per-head layers keep ``[H, C]`` biases
+    and gains).  ``decay_embeddings=False`` leaves the embeddings (and the
+    head tied to the token embedding) undecayed, as nanoGPT did until May
+    2023."""
     norm_params = {id(p) for m in model.modules() if _is_norm(m)
                    for p in m.parameters(recurse=False)}
+    if not config.decay_embeddings:
+        norm_params |= {id(p) for m in model.modules()
+                        if isinstance(m, torch.nn.Embedding)
+                        for p in m.parameters(recurse=False)}
     decay, no_decay = [], []
-    for p in model.parameters():  # each tied parameter once
+    for name, p in model.named_parameters():  # each tied parameter once
         if not p.requires_grad:
             continue
         (decay if p.dim() >= 2 and id(p) not in norm_params
-         else no_decay).append(p)
+         and not name.endswith("bias") else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}],
@@ -280,6 +321,8 @@ def learning_rate(it: int, config: TrainConfig) -> float:
     then cosine decay to ``min_lr`` at ``lr_decay_iters``, then
     ``min_lr``."""
     if it < config.warmup_iters:
+        if config.warmup_rule == "2023":  # 0 at it = 0
+            return config.learning_rate * it / config.warmup_iters
         return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
     if it > config.lr_decay_iters:
         return config.min_lr
@@ -287,6 +330,23 @@ def learning_rate(it: int, config: TrainConfig) -> float:
                                           config.warmup_iters)
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
     return config.min_lr + coeff * (config.learning_rate - config.min_lr)
+
+
+def _device(config: TrainConfig) -> Optional[str]:
+    """Where batches go (``None``: stay on the CPU, as they are drawn)."""
+    return None if config.device == "cpu" else config.device
+
+
+def _autocast(config: TrainConfig):
+    if config.dtype == "bfloat16":
+        return torch.autocast(torch.device(config.device).type,
+                              dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _sync(config: TrainConfig) -> None:
+    if config.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -299,19 +359,26 @@ def estimate_loss(model, corpus: CharCorpus, config: TrainConfig,
     out = {}
     for split in ("train", "val"):
         gen = torch.Generator().manual_seed(seed)
-        losses = [float(model(*corpus.batch(split, config.batch_size,
-                                            config.block_size, gen))[1])
-                  for _ in range(iters)]
+        losses = []
+        for _ in range(iters):
+            x, y = corpus.batch(split, config.batch_size, config.block_size,
+                                gen, device=_device(config))
+            with _autocast(config):
+                losses.append(float(model(x, y)[1]))
         out[split] = statistics.fmean(losses)
     model.train()
     return out
 
 
 def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
-              seed: int, log=print) -> Dict[str, Any]:
-    """One training run (nanoGPT's loop); returns its record."""
+              seed: int, log=print,
+              model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """One training run (nanoGPT's loop) of a new model of ``run``, or of
+    ``model`` when given (trained in place); returns its record."""
     torch.manual_seed(seed)
-    model = build(run, config, corpus.vocab_size)
+    if model is None:
+        model = build(run, config, corpus.vocab_size)
+    model.to(config.device)
     optimizer = configure_optimizer(model, config)
     batches = torch.Generator().manual_seed(seed)
     eval_seed = 1_000_003 + seed
@@ -336,14 +403,16 @@ def train_run(run: Dict[str, Any], corpus: CharCorpus, config: TrainConfig,
             break
         t0 = time.perf_counter()
         x, y = corpus.batch("train", config.batch_size, config.block_size,
-                            batches)
-        _, loss = model(x, y)
+                            batches, device=_device(config))
+        with _autocast(config):
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(),
                                            config.grad_clip)
         optimizer.step()
+        _sync(config)
         step_times.append(time.perf_counter() - t0)
     train_wall = time.perf_counter() - wall0
     final = estimate_loss(model, corpus, config, config.final_eval_iters,
@@ -402,12 +471,17 @@ def train(args) -> None:
     for seed in args.seeds:
         for label, run in _selected_runs(args).items():
             print(f"{args.experiment} {label} seed {seed}", flush=True)
+            load_before = os.getloadavg()
             record = train_run(run, corpus, config, seed,
                                log=lambda s: print(s, flush=True))
+            # The machine is shared: its load average (1, 5, 15 min) at
+            # the start and end of the run says how loaded the timing was.
             record.update(experiment=args.experiment, run=label,
                           options=run, seed=seed,
                           config=dataclasses.asdict(config),
-                          machine=machine())
+                          machine={**machine(), "load_average": {
+                              "start": load_before,
+                              "end": os.getloadavg()}})
             path = out / f"{label}_seed{seed}{args.suffix}.json"
             _atomic_write(path, record)
             print(f"  -> val {record['final_val_loss']:.4f} (final eval "
@@ -592,6 +666,143 @@ def _categories(averages, steps: int) -> Dict[str, float]:
 
 
 # --------------------------------------------------------------------------
+# Generation speed
+# --------------------------------------------------------------------------
+
+@torch.no_grad()
+def sliding_generate(model, idx: torch.Tensor, new_tokens: int,
+                     block_size: int) -> torch.Tensor:
+    """Greedy decoding as nanoGPT's ``generate``: every step runs the last
+    ``block_size`` tokens through the whole model (``model(idx)`` returns
+    ``(logits, loss)``)."""
+    for _ in range(new_tokens):
+        logits = model(idx[:, -block_size:])[0][:, -1]
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+def generation(args) -> None:
+    """Cached generation against recomputing the context per token: an
+    ``mha`` model of the ``window`` experiment's shape (block 256) trained
+    for ``--train-iters`` steps, ``--new-tokens`` greedy tokens after a
+    prompt of one block of the validation text, interleaved rounds, median
+    wall and CPU time of each way:
+
+    * ``cached``: ``generate(cache=True)``, one new node per token reading
+      the cached keys and values;
+    * ``recompute``: ``generate(cache=False)``, the same context rule, the
+      context run through the model at every token (same tokens);
+    * ``sliding``: nanoGPT's rule, the last ``block_size`` tokens run at
+      every token, through our model and through the reference GPT (other
+      tokens once past the block: a cache cannot follow this rule)."""
+    config = _config(args)
+    corpus = load_corpus(config.corpus)
+    torch.manual_seed(0)
+    model = build({"model": "mha"}, config, corpus.vocab_size)
+    record: Dict[str, Any] = {"config": dataclasses.asdict(config),
+                              "train_iters": args.train_iters,
+                              "new_tokens": args.new_tokens,
+                              "repeats": args.repeats}
+    if args.train_iters:
+        trained = dataclasses.replace(
+            config, max_iters=args.train_iters,
+            lr_decay_iters=args.train_iters,
+            warmup_iters=min(config.warmup_iters, args.train_iters // 10),
+            eval_interval=args.train_iters, eval_iters=5,
+            final_eval_iters=5)
+        result = train_run({"model": "mha"}, corpus, trained, 0,
+                           log=lambda s: print(s, flush=True), model=model)
+        record["val_loss"] = result["final_val_loss"]
+    model.eval()
+    reference = build({"model": "reference"}, config,
+                      corpus.vocab_size).eval()
+    block = config.block_size
+    prompt = corpus.val[None, :block]
+    load_before = os.getloadavg()
+    ways = {
+        "cached": lambda: model.generate(prompt, args.new_tokens,
+                                         temperature=0, cache=True),
+        "recompute": lambda: model.generate(prompt, args.new_tokens,
+                                            temperature=0, cache=False),
+        "sliding": lambda: sliding_generate(model, prompt, args.new_tokens,
+                                            block),
+        "reference sliding": lambda: sliding_generate(
+            reference, prompt, args.new_tokens, block),
+    }
+    wall: Dict[str, List[float]] = {k: [] for k in ways}
+    cpu: Dict[str, List[float]] = {k: [] for k in ways}
+    outputs: Dict[str, torch.Tensor] = {}
+    for round_ in range(args.repeats):
+        for name, way in ways.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            outputs[name] = way()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+            print(f"round {round_} {name}: {wall[name][-1]:.2f} s wall, "
+                  f"{cpu[name][-1]:.2f} s CPU", flush=True)
+    # Sampling with one seed gives one text, with the cache or without.
+    sampled = {cache: model.generate(
+        prompt, args.new_tokens, temperature=0.8, top_k=200, cache=cache,
+        generator=torch.Generator().manual_seed(0)) for cache in (True,
+                                                                   False)}
+    median_wall = {k: statistics.median(v) for k, v in wall.items()}
+    median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    record.update(
+        machine={**machine(), "load_average": {"start": load_before,
+                                               "end": os.getloadavg()}},
+        wall_s=wall, cpu_s=cpu, median_wall_s=median_wall,
+        median_cpu_s=median_cpu,
+        tokens_per_s={k: args.new_tokens / v for k, v in
+                      median_wall.items()},
+        speedup_wall={k: median_wall[k] / median_wall["cached"]
+                      for k in ways},
+        speedup_cpu={k: median_cpu[k] / median_cpu["cached"] for k in ways},
+        greedy_identical=bool(torch.equal(outputs["cached"],
+                                          outputs["recompute"])),
+        sampled_identical=bool(torch.equal(sampled[True], sampled[False])),
+        first_difference_sliding=_first_difference(outputs["cached"],
+                                                    outputs["sliding"],
+                                                    block),
+        greedy_text=corpus.decode(outputs["cached"][0, block:]),
+        sampled_text=corpus.decode(sampled[True][0, block:]),
+        prompt=corpus.decode(prompt[0]))
+    out = Path(args.out) / "generation"
+    _atomic_write(out / f"generation{args.suffix}.json", record)
+    lines = [f"# Generation: {args.new_tokens} new tokens after a "
+             f"{block}-token prompt, block {block}", "",
+             f"{args.repeats} interleaved rounds, one torch thread; load "
+             f"average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
+             f"{record['machine']['cpus']} CPUs; model trained "
+             f"{args.train_iters} steps.", "",
+             "| way | median wall (s) | tokens/s | wall / cached | median "
+             "CPU (s) | CPU / cached |", "|---|---|---|---|---|---|"]
+    for name in ways:
+        lines.append(f"| {name} | {median_wall[name]:.2f} | "
+                     f"{args.new_tokens / median_wall[name]:.1f} | "
+                     f"{record['speedup_wall'][name]:.2f}x | "
+                     f"{median_cpu[name]:.2f} | "
+                     f"{record['speedup_cpu'][name]:.2f}x |")
+    lines += ["", f"Greedy tokens identical with and without the cache: "
+              f"{record['greedy_identical']}; sampled (seed 0, T 0.8, top-k"
+              f" 200): {record['sampled_identical']}.  nanoGPT's sliding "
+              f"context first differs at new token "
+              f"{record['first_difference_sliding']}.", "",
+              "Greedy continuation (cached):", "", "```",
+              record["greedy_text"], "```"]
+    path = out / f"summary{args.suffix}.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    print("\n".join(lines))
+
+
+def _first_difference(a: torch.Tensor, b: torch.Tensor,
+                      offset: int) -> Optional[int]:
+    differ = (a[0, offset:] != b[0, offset:]).nonzero()
+    return int(differ[0]) if differ.numel() else None
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -601,43 +812,125 @@ def _mean_std(values: List[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def report(args) -> None:
-    folder = Path(args.out) / args.experiment
-    records = [json.loads(p.read_text()) for p in sorted(
+def _records(folder: Path) -> List[Dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(
         folder.glob("*_seed*.json"))]
+
+
+def _same_setting(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Two records' configurations are equal (fields a record predates
+    take their default)."""
+    defaults = dataclasses.asdict(TrainConfig())
+    return {**defaults, **a} == {**defaults, **b}
+
+
+def _difference(a: List[float], b: List[float]) -> str:
+    """``mean(a) - mean(b)`` and that difference over its standard error
+    (Welch), e.g. ``+0.0950 (9.1 se)``."""
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    var = sum(statistics.variance(x) / len(x) for x in (a, b)
+              if len(x) > 1)
+    se = math.sqrt(var) if var > 0 else float("nan")
+    return f"{diff:+.4f} ({diff / se:+.1f} se)" if se == se else \
+        f"{diff:+.4f}"
+
+
+def report(args) -> None:
+    """``summary.md`` (and ``curves.png``) of an experiment's runs: per
+    run and per model (mean ± std over seeds) the validation and training
+    loss at the last evaluation (``eval_iters`` batches) and in the final
+    evaluation (``final_eval_iters`` batches), the gap, parameters and step
+    time; with ``--with OTHER``, runs of another experiment of the same
+    configuration complete the table (e.g. the claim's ``mha`` and
+    ``reference`` are the ``cpu`` experiment's runs); models are compared
+    with ``--baseline`` (differences of the means and their standard
+    errors)."""
+    folder = Path(args.out) / args.experiment
+    records = _records(folder)
     if not records:
         raise SystemExit(f"no runs in {folder}")
+    borrowed = set()
+    own = {r["run"] for r in records}
+    for other in args.with_experiments or ():
+        for r in _records(Path(args.out) / other):
+            if r["run"] in own:
+                continue
+            if not _same_setting(r["config"], records[0]["config"]):
+                raise SystemExit(f"--with {other}: run {r['run']} seed "
+                                 f"{r['seed']} has another configuration")
+            records.append(r)
+            borrowed.add((r["run"], other))
+    order = list(EXPERIMENTS[args.experiment]["runs"])
     by_run: Dict[str, List[Dict[str, Any]]] = {}
-    for r in sorted(records, key=lambda r: r["run"] != "reference"):
+    for r in sorted(records, key=lambda r: (
+            order.index(r["run"]) if r["run"] in order else len(order),
+            r["seed"])):
         by_run.setdefault(r["run"], []).append(r)
     ref_step = None
     if "reference" in by_run:
         ref_step = statistics.fmean(r["median_step_s"]
                                     for r in by_run["reference"])
-    lines = [f"# Language modelling, experiment `{args.experiment}`", "",
-             "| run | seed | val loss | train loss | best val | val (final "
-             "eval) | median step (ms) | wall (s) | parameters |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    origin = {run: f" ({other})" for run, other in borrowed}
+    lines = [f"# Language modelling, experiment `{args.experiment}`", ""]
+    loads = [r["machine"]["load_average"] for r in records
+             if "load_average" in r.get("machine", {})]
+    machine_info = records[0].get("machine", {})
+    lines += [f"Machine: {machine_info.get('platform')}, "
+              f"{machine_info.get('cpus')} CPUs, torch "
+              f"{machine_info.get('torch')}, one torch thread per run." +
+              (f" Load average (1 min) at the runs' starts: "
+               f"{min(l['start'][0] for l in loads):.1f} to "
+               f"{max(l['start'][0] for l in loads):.1f} (other jobs "
+               "shared the machine; step times are comparable only within"
+               " the interleaved `steptime` run)." if loads else ""), ""]
+    lines += ["| run | seed | val loss | train loss | gap | val (final "
+              "eval) | train (final eval) | median step (ms) | wall (s) | "
+              "parameters |", "|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in by_run.items():
-        for r in sorted(rs, key=lambda r: r["seed"]):
+        for r in rs:
             lines.append(
-                f"| {label} | {r['seed']} | {r['final_val_loss']:.4f} | "
-                f"{r['final_train_loss']:.4f} | {r['best_val_loss']:.4f} | "
-                f"{r['final_eval']['val']:.4f} | "
+                f"| {label}{origin.get(label, '')} | {r['seed']} | "
+                f"{r['final_val_loss']:.4f} | {r['final_train_loss']:.4f} |"
+                f" {r['gap']:.4f} | {r['final_eval']['val']:.4f} | "
+                f"{r['final_eval']['train']:.4f} | "
                 f"{r['median_step_s'] * 1e3:.1f} | {r['wall_s']:.0f} | "
                 f"{r['parameters']:,} |")
-    lines += ["", "| run | seeds | val loss | val (final eval) | gap (val "
-              "- train) | median step (ms) | step / reference | wall (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Mean ± std over seeds (final eval: "
+              f"{records[0]['final_eval']['iters']} batches of each split "
+              "after training; gap = val - train of the final eval):", "",
+              "| run | seeds | parameters | val loss | val (final eval) | "
+              "train (final eval) | gap (final eval) | median step (ms) | "
+              "step / reference |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def final(r, key):
+        return r["final_eval"][key]
+
+    def gap(r):
+        return final(r, "val") - final(r, "train")
     for label, rs in by_run.items():
         step = statistics.fmean(r["median_step_s"] for r in rs)
         ratio = f"{step / ref_step:.2f}x" if ref_step else "-"
         lines.append(
-            f"| {label} | {len(rs)} | "
+            f"| {label} | {len(rs)} | {rs[0]['parameters']:,} | "
             f"{_mean_std([r['final_val_loss'] for r in rs])} | "
-            f"{_mean_std([r['final_eval']['val'] for r in rs])} | "
-            f"{_mean_std([r['gap'] for r in rs])} | {step * 1e3:.1f} | "
-            f"{ratio} | {statistics.fmean(r['wall_s'] for r in rs):.0f} |")
+            f"{_mean_std([final(r, 'val') for r in rs])} | "
+            f"{_mean_std([final(r, 'train') for r in rs])} | "
+            f"{_mean_std([gap(r) for r in rs])} | {step * 1e3:.1f} | "
+            f"{ratio} |")
+    base = args.baseline
+    if base in by_run and len(by_run) > 1:
+        lines += ["", f"Differences to `{base}` (mean of the model - mean "
+                  f"of `{base}`, final eval; se: Welch standard error):", "",
+                  "| run | val | train | gap |", "|---|---|---|---|"]
+        ref = by_run[base]
+        for label, rs in by_run.items():
+            if label == base:
+                continue
+            lines.append(
+                f"| {label} | "
+                f"{_difference([final(r, 'val') for r in rs], [final(r, 'val') for r in ref])} | "  # noqa: E501
+                f"{_difference([final(r, 'train') for r in rs], [final(r, 'train') for r in ref])} | "  # noqa: E501
+                f"{_difference([gap(r) for r in rs], [gap(r) for r in ref])} |")  # noqa: E501
     steptime_file = folder / "steptime.json"
     if steptime_file.is_file():
         timed = json.loads(steptime_file.read_text())
@@ -647,11 +940,59 @@ def report(args) -> None:
                   ", ".join(f"{k} {v * 1e3:.1f} ms" +
                             (f" ({ratios[k]:.2f}x)" if k in ratios else "")
                             for k, v in timed["median_step_s"].items())]
+    if _plot_curves(by_run, folder / "curves.png"):
+        lines += ["", "Curves (mean over seeds, band ± std): "
+                  "`curves.png`."]
     path = folder / "summary.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
     print("\n".join(lines))
+
+
+def _plot_curves(by_run: Dict[str, List[Dict[str, Any]]],
+                 path: Path) -> bool:
+    """Train and validation loss per evaluation and their gap, mean ± std
+    over seeds, one colour per run."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_loss, ax_gap) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, rs in by_run.items():
+        iters = [p["iter"] for p in rs[0]["curve"]]
+        series = {
+            "train": [[p["train"] for p in r["curve"]] for r in rs],
+            "val": [[p["val"] for p in r["curve"]] for r in rs],
+            "gap": [[p["val"] - p["train"] for p in r["curve"]]
+                    for r in rs]}
+        color = None
+        for key, ax, style in (("val", ax_loss, "-"),
+                               ("train", ax_loss, "--"),
+                               ("gap", ax_gap, "-")):
+            columns = list(zip(*series[key]))
+            mean = [statistics.fmean(c) for c in columns]
+            std = [statistics.pstdev(c) for c in columns]
+            line, = ax.plot(iters, mean, style, color=color, lw=1.2,
+                            label=f"{label} {key}")
+            color = line.get_color()
+            ax.fill_between(iters, [m - d for m, d in zip(mean, std)],
+                            [m + d for m, d in zip(mean, std)],
+                            color=color, alpha=0.15, lw=0)
+    ax_loss.set(xlabel="step", ylabel="loss", ylim=(1.4, 3.0),
+                title="train (--) and validation (-) loss")
+    ax_gap.set(xlabel="step", ylabel="val - train",
+               title="generalisation gap")
+    ax_loss.legend(fontsize=7)
+    ax_gap.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -690,7 +1031,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--rows", type=int, default=40)
     p.set_defaults(fn=profile)
     p = common(sub.add_parser("report", help="summary.md of the runs"))
+    p.add_argument("--with", dest="with_experiments", nargs="*",
+                   metavar="EXPERIMENT", help="add the runs of other "
+                   "experiments of the same configuration")
+    p.add_argument("--baseline", default="mha",
+                   help="the run the others are compared with")
     p.set_defaults(fn=report)
+    p = common(sub.add_parser("generation", help="cached generation vs "
+                              "recomputing the context per token"))
+    p.add_argument("--train-iters", type=int, default=300)
+    p.add_argument("--new-tokens", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.set_defaults(fn=generation, experiment="window")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.fn(args)

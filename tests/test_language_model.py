@@ -290,16 +290,23 @@ def test_a_small_model_overfits_a_short_text():
 
 
 def greedy_by_hand(model, idx, steps):
+    """Greedy decoding written out: the whole context through ``forward``
+    at every step; the context is the prompt's last ``block_size`` tokens
+    and, once it outgrows the block, its last ``block_size // 2``."""
+    start = max(0, idx.size(1) - model.block_size)
     for _ in range(steps):
-        logits = model(idx[:, -model.block_size:])[0][:, -1]
+        logits = model(idx[:, start:])[0][:, -1]
         idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], 1)
+        if idx.size(1) - start > model.block_size:
+            start = idx.size(1) - model.block_size // 2
     return idx
 
 
-def test_greedy_generation_is_the_argmax_and_crops_long_prompts():
-    model = small().eval()
+@pytest.mark.parametrize("cache", [True, False])
+def test_greedy_generation_is_the_argmax_and_crops_long_prompts(cache):
+    model = perturbed(small()).eval()
     prompt = torch.randint(0, V, (2, 3))
-    out = model.generate(prompt, 10, temperature=0)
+    out = model.generate(prompt, 10, temperature=0, cache=cache)
     assert out.shape == (2, 13) and torch.equal(out[:, :3], prompt)
     assert torch.equal(out, greedy_by_hand(model, prompt, 10))
     assert torch.equal(model.generate(prompt, 10, temperature=0), out)
@@ -307,11 +314,109 @@ def test_greedy_generation_is_the_argmax_and_crops_long_prompts():
     assert torch.equal(model.generate(prompt, 10, top_k=1), out)
     # a prompt longer than block_size is cropped to its last 8 tokens
     long = torch.randint(0, V, (2, 20))
-    out = model.generate(long, 5, temperature=0)
+    out = model.generate(long, 5, temperature=0, cache=cache)
     assert out.shape == (2, 25) and torch.equal(out[:, :20], long)
     assert torch.equal(out[:, 20:], greedy_by_hand(model, long[:, -8:],
                                                    5)[:, 8:])
-    assert torch.equal(model.generate(long, 0), long)
+    assert torch.equal(model.generate(long, 0, cache=cache), long)
+
+
+def test_the_context_rule():
+    from tgnn_transformers.models.language_model import generation_context
+    # a context within the block keeps its start
+    assert generation_context(8, 0, 8) == 0
+    assert generation_context(20, 12, 8) == 12
+    # one token past the block: the last block_size // 2 tokens stay
+    assert generation_context(9, 0, 8) == 5
+    assert generation_context(21, 12, 8) == 17
+    assert generation_context(8, 0, 7) == 5
+    assert generation_context(2, 0, 1) == 1  # at least one token
+
+
+CACHED_MODELS = {
+    "mha": {},
+    "gin-attention": {},
+    "gin-attention+paper": PAPER_PRESETS["gin-attention"],
+    "pna-attention": {},
+}
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("name", CACHED_MODELS)
+def test_cached_steps_equal_recomputed_contexts(name, pos):
+    """Decoding with the key/value cache computes, at every step and
+    across the block boundary (where the context is re-encoded), the
+    logits of running the whole context; greedy decoding gives the same
+    tokens either way."""
+    from tgnn_transformers.models.language_model import (
+        _CachedContext, _RecomputedContext, generation_context)
+    attention = name.split("+")[0]
+    model = perturbed(small(attention=attention, pos=pos,
+                            attention_kwargs=dict(CACHED_MODELS[name])))
+    model.eval()
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, V, (2, 5), generator=gen)
+    cached, recomputed = _CachedContext(model), _RecomputedContext(model)
+    start = 0
+    with torch.no_grad():
+        a, b = cached.restart(idx), recomputed.restart(idx)
+        for _ in range(14):  # through two re-encodings of the block of 8
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+            token = torch.randint(0, V, (2, 1), generator=gen)
+            idx = torch.cat([idx, token], 1)
+            new_start = generation_context(idx.size(1), start, 8)
+            if new_start != start:
+                start = new_start
+                a, b = (c.restart(idx[:, start:]) for c in (cached,
+                                                            recomputed))
+            else:
+                a, b = cached.append(token), recomputed.append(token)
+            torch.testing.assert_close(
+                b, model(idx[:, start:])[0][:, -1], atol=1e-5, rtol=1e-5)
+    prompt = torch.randint(0, V, (2, 3), generator=gen)
+    with_cache = model.generate(prompt, 20, temperature=0)
+    assert torch.equal(with_cache,
+                       model.generate(prompt, 20, temperature=0,
+                                      cache=False))
+    assert torch.equal(with_cache, greedy_by_hand(model, prompt, 20))
+
+
+@pytest.mark.parametrize("pattern,window,dilation", [
+    ("causal-window", 3, 1), ("causal-dilated", 2, 2)])
+def test_cached_windowed_patterns_read_only_their_edges(pattern, window,
+                                                         dilation):
+    model = perturbed(small(pattern=pattern, window=window,
+                            dilation=dilation)).eval()
+    prompt = torch.randint(0, V, (3, 4))
+    out = model.generate(prompt, 12, temperature=0)
+    assert torch.equal(out, model.generate(prompt, 12, temperature=0,
+                                           cache=False))
+    assert torch.equal(out, greedy_by_hand(model, prompt, 12))
+
+
+def test_a_cached_step_is_one_new_node_per_sequence(monkeypatch):
+    """After the prompt, each step runs every layer on one new node per
+    sequence, with an edge from each cached token of its pattern and
+    from itself, on the rows backend (SDPA over its gathered sources)."""
+    from tgnn_transformers.functional.backends import ATTENTION_BACKENDS
+    model = perturbed(small()).eval()
+    calls = []
+    rows = ATTENTION_BACKENDS["rows"]
+    original = type(rows).run
+
+    def spy(self, call):
+        calls.append((call.query.size(0), call.key.size(0),
+                      call.edge_index.size(1)))
+        return original(self, call)
+    monkeypatch.setattr(type(rows), "run", spy)
+    model.generate(torch.randint(0, V, (2, 3)), 4, temperature=0)
+    layers = model.num_layers
+    # steps 2..4 (the first token comes from the prompt's encoding)
+    expected = []
+    for position in (3, 4, 5):
+        cached = 2 * position  # the tokens before, of both sequences
+        expected += [(2, cached + 2, 2 * (position + 1))] * layers
+    assert calls == expected
 
 
 def test_sampling_follows_the_seed_and_top_k():
@@ -382,3 +487,18 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="max_new_tokens must be an integer"
                        " >= 0, got -1"):
         model.generate(prompt, -1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("attention", ["mha", "gin-attention"])
+def test_cuda_cached_generation_equals_recomputed(attention):
+    model = perturbed(small(attention=attention, pos="rope")).cuda().eval()
+    prompt = torch.randint(0, V, (2, 3), device="cuda")
+    out = model.generate(prompt, 20, temperature=0)
+    assert out.device.type == "cuda"
+    assert torch.equal(out, model.generate(prompt, 20, temperature=0,
+                                           cache=False))
+    gen = torch.Generator(device="cuda")
+    a = model.generate(prompt, 20, generator=gen.manual_seed(1))
+    b = model.generate(prompt, 20, cache=False, generator=gen.manual_seed(1))
+    assert torch.equal(a, b)

@@ -74,10 +74,13 @@ def test_decay_only_on_matrices(bench, run):
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0
     norm_gains = {id(p) for m in model.modules()
                   if "Norm" in type(m).__name__ for p in m.parameters()}
-    assert all(p.dim() >= 2 and id(p) not in norm_gains
+    biases = {id(p) for name, p in model.named_parameters()
+              if name.endswith("bias")}
+    assert all(p.dim() >= 2 and id(p) not in norm_gains | biases
                for p in decay["params"])
-    # biases, gains, GIN's eps and sharpening; per-head norm gains [H, C]
-    assert all(p.dim() < 2 or id(p) in norm_gains
+    # biases, gains, GIN's eps and sharpening; per-head norm gains and
+    # biases [H, C]
+    assert all(p.dim() < 2 or id(p) in norm_gains | biases
                for p in no_decay["params"])
     if run == "gin-attention+paper":
         assert any(p.dim() == 2 for p in no_decay["params"])
@@ -85,18 +88,97 @@ def test_decay_only_on_matrices(bench, run):
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
 
 
+def _record(run, seed, val, step, experiment="cpu", config=None):
+    curve = [{"iter": 0, "train": 4.2, "val": 4.2},
+             {"iter": 2000, "train": val - 0.1, "val": val}]
+    return {"run": run, "seed": seed, "experiment": experiment,
+            "final_val_loss": val, "final_train_loss": val - 0.1,
+            "best_val_loss": val, "gap": 0.1, "median_step_s": step,
+            "final_eval": {"iters": 200, "val": val - 0.01,
+                           "train": val - 0.11},
+            "wall_s": 200.0, "parameters": 1000, "curve": curve,
+            "config": config or {}, "machine": {"cpus": 2}}
+
+
 def test_report_tabulates_runs(bench, tmp_path, capsys):
     folder = tmp_path / "cpu"
     folder.mkdir()
     for run, step, seed, val in [("reference", 0.1, 0, 1.9),
                                  ("reference", 0.1, 1, 1.8),
-                                 ("mha", 0.12, 0, 1.85)]:
-        (folder / f"{run}_seed{seed}.json").write_text(json.dumps({
-            "run": run, "seed": seed, "final_val_loss": val,
-            "final_train_loss": val - 0.1, "best_val_loss": val,
-            "final_eval": {"val": val}, "gap": 0.1, "median_step_s": step,
-            "wall_s": 200.0, "parameters": 1000}))
+                                 ("mha", 0.12, 0, 1.80)]:
+        (folder / f"{run}_seed{seed}.json").write_text(json.dumps(
+            _record(run, seed, val, step)))
     bench.main(["report", "--out", str(tmp_path)])
     summary = (folder / "summary.md").read_text()
-    assert "| reference | 2 | 1.8500 ± 0.0707 |" in summary
-    assert "| mha | 1 | 1.8500 | 1.8500 | 0.1000 | 120.0 | 1.20x |" in summary
+    assert "| reference | 2 | 1,000 | 1.8500 ± 0.0707 | 1.8400 ± 0.0707 |" \
+        in summary
+    assert "| mha | 1 | 1,000 | 1.8000 | 1.7900 | 1.6900 | 0.1000 | 120.0 " \
+        "| 1.20x |" in summary
+    # compared with mha: reference's mean - mha's, over its standard error
+    assert "| reference | +0.0500 (+1.0 se) | +0.0500 (+1.0 se) |" in summary
+
+
+def test_report_borrows_runs_of_the_same_configuration(bench, tmp_path):
+    """The claim's mha and reference runs are the cpu experiment's (same
+    configuration); a run of another configuration is refused."""
+    for experiment, run, val in [("cpu", "mha", 1.9), ("cpu", "mha", 1.92),
+                                 ("claim", "gin-attention", 2.0),
+                                 ("claim", "gin-attention", 2.02)]:
+        folder = tmp_path / experiment
+        folder.mkdir(exist_ok=True)
+        seed = len(list(folder.glob(f"{run}_*")))
+        (folder / f"{run}_seed{seed}.json").write_text(json.dumps(
+            _record(run, seed, val, 0.1, experiment)))
+    bench.main(["report", "--experiment", "claim", "--with", "cpu",
+                "--out", str(tmp_path)])
+    summary = (tmp_path / "claim" / "summary.md").read_text()
+    assert "| mha (cpu) | 1 |" in summary
+    assert "| gin-attention | +0.1000 (+7.1 se) | +0.1000 (+7.1 se) | " \
+        "+0.0000" in summary
+    other = _record("mha", 5, 1.9, 0.1, config={"block_size": 256})
+    (tmp_path / "cpu" / "mha_seed5.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="another configuration"):
+        bench.main(["report", "--experiment", "claim", "--with", "cpu",
+                    "--out", str(tmp_path)])
+
+
+def test_the_2023_configuration(bench):
+    """nanoGPT as it stood when its README reported 1.88: embeddings not
+    decayed, warm-up from 0, tanh GELU, weight decay 0.01."""
+    config = bench.TrainConfig(hidden=32, heads=4, num_layers=2,
+                               block_size=8,
+                               **bench.EXPERIMENTS["cpu-2023"]["config"])
+    assert bench.learning_rate(0, config) == 0.0
+    assert bench.learning_rate(50, config) == pytest.approx(5e-4)
+    for run in ("reference", "mha"):
+        model = bench.build({"model": run}, config, 13)
+        decay, no_decay = bench.configure_optimizer(model,
+                                                    config).param_groups
+        embeddings = {id(m.weight) for m in model.modules()
+                      if isinstance(m, torch.nn.Embedding)}
+        assert embeddings and not embeddings & {id(p) for p in
+                                                decay["params"]}
+        assert decay["weight_decay"] == 0.01
+    ours = bench.build({"model": "mha"}, config, 13)
+    assert ours.encoder.layers[0].ffn.activation == "gelu_tanh"
+    ref = bench.build({"model": "reference"}, config, 13)
+    bench.load_reference_into(ours, ref)
+    idx = torch.randint(0, 13, (2, 8))
+    torch.testing.assert_close(ours(idx)[0], ref(idx)[0], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_generation_benchmark_runs_small(bench, tmp_path, data_mirror,
+                                         monkeypatch):
+    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
+    bench.main(["generation", "--set", "block_size=8", "hidden=16",
+                "num_layers=1", "heads=2", "--train-iters", "0",
+                "--new-tokens", "12", "--repeats", "1", "--out",
+                str(tmp_path)])
+    record = json.loads((tmp_path / "generation" /
+                         "generation.json").read_text())
+    assert record["greedy_identical"] and record["sampled_identical"]
+    assert set(record["tokens_per_s"]) == {"cached", "recompute",
+                                           "sliding", "reference sliding"}
+    assert len(record["greedy_text"]) == 12
+    assert (tmp_path / "generation" / "summary.md").is_file()

@@ -18,6 +18,8 @@ EPILOG = """examples:
   tgnn train --task graph --dataset mutag --model mha --folds 10
   tgnn train --task link --dataset cora --model mha
   tgnn train --task text --dataset trec --model gin-attention --preset paper
+  tgnn train --task lm --dataset shakespeare-char --model mha --out runs/gpt
+  tgnn generate runs/gpt --prompt "ROMEO:" --max-new-tokens 300
 
 data: raw files are read from --root (or $TGNN_DATA_ROOT); with --mirror
 (or $TGNN_DATA_MIRROR) they are copied from that offline mirror instead of
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="cora",
                        help="; ".join(f"{t.name}: {', '.join(t.datasets())}"
                                       for t in TASKS.values())
-                       + " (default: cora)")
+                       + ", or text:PATH (any UTF-8 text file) (default: "
+                       "cora)")
     train.add_argument("--model", choices=list(MODELS), default="mha",
                        help="attention model or PyG baseline (default: mha;"
                        " `tgnn models` lists them)")
@@ -77,6 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the pretrained encoder (default: minilm)")
     finetune.set_defaults(task="finetune")
     _add_run_arguments(finetune)
+    generate = sub.add_parser(
+        "generate", help="continue a prompt with a trained language model",
+        description="Continue --prompt with the language model a tgnn "
+        "train --task lm run left in RUN_DIR (its best weights; with several"
+        " seeds, the one of the lowest validation loss) and print the "
+        "prompt and its continuation.  With the key/value cache (default) "
+        "each new character is one new node attending to the cached keys "
+        "and values of the context; --no-cache recomputes the context at "
+        "every step (same characters, slower).")
+    generate.add_argument("run_dir", metavar="RUN_DIR",
+                          help="output folder of tgnn train --task lm")
+    generate.add_argument("--prompt", default="\n",
+                          help="text to continue (default: a newline)")
+    generate.add_argument("--max-new-tokens", type=int, default=500,
+                          metavar="N", help="characters to generate "
+                          "(default: 500)")
+    generate.add_argument("--temperature", type=float, default=0.8,
+                          metavar="T", help="sampling temperature, 0: "
+                          "greedy (default: 0.8, as nanoGPT's sample.py)")
+    generate.add_argument("--top-k", type=_none_or(int), default=200,
+                          metavar="K", help="sample among the K most likely "
+                          "characters; none: all (default: 200)")
+    generate.add_argument("--seed", type=int, default=0,
+                          help="seed of the sampling (default: 0)")
+    generate.add_argument("--no-cache", dest="cache", action="store_false",
+                          help="recompute the context at every step")
+    generate.add_argument("--device", default="cpu",
+                          help="cpu (default), cuda, cuda:N or auto")
     return parser
 
 
@@ -153,6 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "models":
         print(models_table())
         return 0
+    if args.command == "generate":
+        return generate_command(args)
     if args.command == "plot":
         try:
             written = plot_path(Path(args.path), args.out)
@@ -179,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .data import DataSourceError
     from .train.io import CheckpointError
     from .train.runner import ResumeError, run_experiment
-    out = args.out or f"runs/{args.task}-{args.dataset}-{args.model}"
+    out = args.out or default_out(args.task, config["dataset"], args.model)
     try:
         metrics = run_experiment(config, out, resume=args.resume,
                                  quiet=args.quiet, root=args.root,
@@ -189,13 +222,69 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if rank != "0":
         return 0
-    test = metrics["test"]
-    if test["mean"] is None:
-        score = f"undefined ({test['reason']})"
+    split = "test"
+    if metrics["test"]["mean"] is None and metrics["val"]["mean"] is not None:
+        split = "val"  # a corpus has no test split: the best val loss
+    summary = metrics[split]
+    if summary["mean"] is None:
+        score = f"undefined ({summary['reason']})"
+    elif metrics["metric"] == "loss":
+        score = f"{summary['mean']:.4f} ± {summary['std']:.4f}"
     else:
-        score = f"{100 * test['mean']:.2f} ± {100 * test['std']:.2f}"
-    print(f"{config['dataset']} / {config['model']}: test {metrics['metric']}"
-          f" {score} over {test['n']} run(s); results in {out}/metrics.json")
+        score = f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+    print(f"{config['dataset']} / {config['model']}: {split} "
+          f"{metrics['metric']} {score} over {summary['n']} run(s); results "
+          f"in {out}/metrics.json")
+    return 0
+
+
+def default_out(task: str, dataset: str, model: str) -> str:
+    """``runs/<task>-<dataset>-<model>``; a ``text:PATH`` corpus is named
+    by its file's stem."""
+    from .data import TEXT_FILE_PREFIX
+    if dataset.startswith(TEXT_FILE_PREFIX):
+        dataset = "text-" + Path(dataset[len(TEXT_FILE_PREFIX):]).stem
+    return f"runs/{task}-{dataset}-{model}"
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    """``tgnn generate``: arguments checked, then the model loaded and
+    sampled; every error is one line and exit status 2."""
+    def fail(message: str) -> int:
+        print(f"tgnn: error: {message}", file=sys.stderr)
+        return 2
+    if args.max_new_tokens < 0:
+        return fail(f"--max-new-tokens must be >= 0, got "
+                    f"{args.max_new_tokens}")
+    if not args.temperature >= 0 or args.temperature == float("inf"):
+        return fail(f"--temperature must be a finite number >= 0 (0: "
+                    f"greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        return fail(f"--top-k must be >= 1 or none, got {args.top_k}")
+    if args.seed < 0:
+        return fail(f"--seed must be >= 0, got {args.seed}")
+    if not args.prompt:
+        return fail("--prompt must hold at least one character")
+    from .train.device import resolve_device
+    from .train.generation import (ModelFileError, find_model_file,
+                                   generate_text, load_language_model)
+    from .train.io import CheckpointError
+    try:
+        device = resolve_device(args.device)
+        path = find_model_file(args.run_dir)
+        model, vocab, _ = load_language_model(path, device)
+        missing = [c for c in dict.fromkeys(args.prompt) if c not in vocab]
+        if missing:
+            raise ValueError(
+                f"--prompt: character {missing[0]!r} (at position "
+                f"{args.prompt.index(missing[0])}) is not in the model's "
+                f"vocabulary of {len(vocab)} characters")
+        text = generate_text(model, vocab, args.prompt,
+                             args.max_new_tokens, args.temperature,
+                             args.top_k, args.seed, args.cache)
+    except (ModelFileError, CheckpointError, ValueError, OSError) as exc:
+        return fail(str(exc))
+    print(text)
     return 0
 
 
@@ -211,13 +300,15 @@ def plot_path(path: Path, out: Optional[str]) -> List[Path]:
                              "train output folder?)")
         target = Path(out or path)
         target.mkdir(parents=True, exist_ok=True)
-        metric = "accuracy"
+        metric, higher_is_better = "accuracy", True
         if (path / "metrics.json").is_file():
             import json
-            metric = json.loads((path / "metrics.json").read_text()).get(
-                "metric", metric)
+            recorded = json.loads((path / "metrics.json").read_text())
+            metric = recorded.get("metric", metric)
+            higher_is_better = recorded.get("higher_is_better", True)
         plt.close(plot_training_curves(read_history(history),
-                                       target / "curves.png", metric))
+                                       target / "curves.png", metric,
+                                       higher_is_better))
         return [target / "curves.png"]
     if not path.is_file():
         raise ValueError(f"{path}: no such run folder or capture file")

@@ -102,24 +102,49 @@ def get_source(name: str) -> Source:
     return SOURCES[check_choice("dataset", name.lower(), sorted(SOURCES))]
 
 
+#: ``--dataset text:PATH``: a corpus read from any UTF-8 text file.
+TEXT_FILE_PREFIX = "text:"
+
+
 def datasets_of(kind: str) -> Tuple[str, ...]:
     """The names of the data sets of one kind: ``"node"`` and ``"graph"``
-    (PyG / ogb graphs), ``"text"`` (sentence classification)."""
+    (PyG / ogb graphs), ``"text"`` (sentence classification), ``"corpus"``
+    (character corpora for language modelling; any text file is one too,
+    as ``text:PATH``)."""
     from .text import TEXT_DATASETS
     if kind == "text":
         return TEXT_DATASETS
+    if kind == "corpus":
+        from .corpus import CORPORA
+        return tuple(CORPORA)
     return tuple(sorted(k for k, s in SOURCES.items() if s.kind == kind))
+
+
+def dataset_key(name: str) -> str:
+    """A data set's name as configurations record it: lower case, except
+    the path of a ``text:PATH`` corpus, which is kept as given."""
+    return name if name.startswith(TEXT_FILE_PREFIX) else name.lower()
 
 
 def check_dataset(kind: str, name: str, owner: str) -> None:
     """Raises a ``ValueError`` when ``name`` is not a data set of ``kind``
     (``--task graph --dataset cora``), naming ``owner`` and the ones that
-    are."""
+    are; a ``text:PATH`` corpus must name an existing file."""
+    if kind == "corpus" and name.startswith(TEXT_FILE_PREFIX):
+        path = Path(name[len(TEXT_FILE_PREFIX):]).expanduser()
+        if not path.is_file():
+            raise ValueError(f"dataset {name!r}: no text file at {path} "
+                             f"({TEXT_FILE_PREFIX}PATH reads a corpus from a"
+                             f" UTF-8 text file)")
+        return
     if name.lower() in datasets_of(kind):
         return
     known = {k: s.kind for k, s in SOURCES.items()}
     known.update((k, "text") for k in datasets_of("text"))
+    known.update((k, "corpus") for k in datasets_of("corpus"))
     fitting = ", ".join(datasets_of(kind))
+    if kind == "corpus":
+        fitting += f", or {TEXT_FILE_PREFIX}PATH (any UTF-8 text file)"
     if name.lower() not in known:
         raise ValueError(f"unknown dataset {name!r}; {owner} needs one of: "
                          f"{fitting}")

@@ -87,13 +87,16 @@ def edge_attention(
         backend: ``"auto"`` or a name of
             :data:`~tgnn_transformers.functional.backends.ATTENTION_BACKENDS`:
             ``"dense"`` (SDPA, batches of complete or causal token graphs),
+            ``"rows"`` (SDPA over each target's gathered sources, for
+            targets of equal in-degree listed in order: decoding steps),
             ``"flex"`` (FlexAttention, batches of full, causal or (dilated)
             window token graphs given with ``batch``; forward-only on the
             CPU), ``"triton"`` (the fused CSR kernel of
             :mod:`~tgnn_transformers.functional.triton_attention`, on CUDA)
             or ``"sparse"`` (any graph, every option).  ``"auto"`` takes
-            dense where it applies, then on CUDA FlexAttention (heads of 16
-            channels or more) and the Triton kernel, else sparse; a named
+            dense where it applies, rows for bipartite calls it fits, then
+            on CUDA FlexAttention (heads of 16 channels or more) and the
+            Triton kernel, else sparse; a named
             backend that cannot compute the call raises a ``ValueError``
             with the reasons.
 

@@ -124,29 +124,37 @@ def read_history(path: PathLike) -> List[Dict[str, Any]]:
 
 def plot_training_curves(history: List[Dict[str, Any]],
                          path: Optional[PathLike] = None,
-                         metric: str = "accuracy"):
-    """Loss and validation/test metric per epoch.  One run: its lines and
-    its best epoch marked; several (seeds, folds): the mean with a band of
-    ± one standard deviation and the mean best epoch."""
+                         metric: str = "accuracy",
+                         higher_is_better: bool = True):
+    """Loss and train/validation/test metric per epoch (per step, ``iter``,
+    when every row has one: the language model's evaluations).  One run:
+    its lines and its best epoch marked (best in the metric's direction);
+    several (seeds, folds): the mean with a band of ± one standard
+    deviation and the mean best epoch."""
     plt = _pyplot()
     runs: Dict[str, List[Dict[str, Any]]] = {}
     for row in history:
         runs.setdefault(str(row["run"]), []).append(row)
+    x = "iter" if history and all("iter" in r for r in history) else "epoch"
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     series = (("train_loss", ax_loss, "train loss", "-"),
               ("val_loss", ax_loss, "val loss", "--"),
+              ("train", ax_metric, f"train {metric}", "-."),
               ("val", ax_metric, f"val {metric}", "-"),
               ("test", ax_metric, f"test {metric}", ":"))
+    sign = 1.0 if higher_is_better else -1.0
     best_epochs = []
     for rows in runs.values():
-        best = max(rows, key=lambda r: (r["val"], -r["val_loss"]))
-        best_epochs.append(best["epoch"])
+        best = max(rows, key=lambda r: (sign * r["val"], -r["val_loss"]))
+        best_epochs.append(best[x])
     for key, ax, label, style in series:
         by_epoch: Dict[float, List[float]] = {}
         for rows in runs.values():
             for r in rows:
                 if not math.isnan(r.get(key, math.nan)):
-                    by_epoch.setdefault(r["epoch"], []).append(r[key])
+                    by_epoch.setdefault(r[x], []).append(r[key])
+        if not by_epoch:
+            continue
         epochs = sorted(by_epoch)
         mean = [statistics.fmean(by_epoch[e]) for e in epochs]
         line, = ax.plot(epochs, mean, ls=style, lw=1.0,
@@ -162,8 +170,8 @@ def plot_training_curves(history: List[Dict[str, Any]],
                    label="best epoch" + (" (mean)" if len(runs) > 1
                                           else ""))
         ax.legend(fontsize=7)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_metric.set(xlabel="epoch", ylabel=metric,
+    ax_loss.set(xlabel=x, ylabel="loss", title="loss")
+    ax_metric.set(xlabel=x, ylabel=metric,
                   title=f"{metric} ({len(runs)} run"
                         f"{'s' if len(runs) > 1 else ''})")
     fig.tight_layout()

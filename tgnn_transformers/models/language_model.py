@@ -31,12 +31,25 @@ GPT-2's initialisation) with the attention written as a graph operation.
 The graph tensors (``edge_index``, the ``batch`` vector, positions) are
 built once per ``(B, T, device)`` and reused, so the per-graph caches of the
 kernels (pattern recognition, padded layout, CSR index) are built once too.
+
+Generation (:meth:`CausalLanguageModel.generate`) is message passing into
+one new node per step: with a :class:`~tgnn_transformers.nn.KeyValueCache`
+per layer, the token just drawn is the only node whose features are
+computed, and its attention reads the cached keys and values of the
+tokens before it along the pattern's edges into it.  The context follows
+one rule with and without the cache (:func:`generation_context`): a prompt
+longer than the block keeps its last ``block_size`` tokens (GPT's crop),
+and a context that outgrows the block keeps its last
+``block_size // 2`` tokens, which are encoded again at positions
+``0 .. block_size // 2 - 1``.  (GPT crops the context to its last
+``block_size`` tokens before every step; a cache cannot follow that rule,
+since every cached key and value has seen the token that is dropped.)
 """
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +58,7 @@ from torch_geometric.nn.dense.linear import Linear as PyGLinear
 
 from ..functional._checks import check_choice
 from ..functional.patterns import complete_edge_index, sequence_edge_index
-from ..nn import GraphTransformer
+from ..nn import GraphTransformer, KeyValueCache
 from ..nn.graph_transformer import ATTENTION_CONVS
 from ..nn.pna_attention_conv import average_log_degree, degree_histogram
 from ..nn.positional import (LearnedPositionalEncoding,
@@ -64,11 +77,80 @@ LM_POSITIONS = ("learned", "sinusoidal", "rope", None)
 #: N(0, 0.02² / (2L)), biases 0 (GPT-2's and nanoGPT's); ``"default"``:
 #: each layer's own ``reset_parameters``.
 LM_INITS = ("gpt2", "default")
+#: The task's ``--pattern`` names the language model takes (the text
+#: task's names of the same graphs, cut to their causal half), and the
+#: model's pattern and dilation for each (``dilated`` steps by 2, as in the
+#: text task).
+TASK_PATTERNS: Dict[str, Tuple[str, int]] = {
+    "causal": ("causal", 1),
+    "window": ("causal-window", 1),
+    "dilated": ("causal-dilated", 2),
+}
+#: The model's head options on the ``lm`` task (the registry's names).
+HEAD_OPTIONS = ("block_size", "pos", "pattern", "window", "ffn_multiplier",
+                "norm", "bias")
 #: Most (B, T, device) graphs kept per model, least recently used dropped.
 #: Training and evaluation use one shape each, generation the full block
 #: once the context is cropped; the growing contexts before that are used
 #: once each, and keeping all of them would hold O(block_size^3) edges.
 GRAPH_CACHE_SIZE = 8
+
+
+def generation_context(length: int, start: int, block_size: int) -> int:
+    r"""Where the context of the next generation step starts, given the
+    ``length`` tokens so far and the current start ``start``: unchanged
+    while :math:`\text{length} - \text{start} \le` ``block_size``, else
+    :math:`\text{length} - \lfloor \text{block\_size} / 2 \rfloor`
+    (at least one token kept).  A prompt is first cropped to its last
+    ``block_size`` tokens (``start = max(0, length - block_size)``).
+
+    Halving the context when it is full lets a key/value cache be rebuilt
+    once per ``block_size // 2`` tokens instead of once per token, at the
+    price of a context of ``block_size / 2 .. block_size`` tokens instead
+    of GPT's ``block_size``; both of :meth:`CausalLanguageModel.generate`'s
+    paths follow this rule, so they give the same tokens."""
+    if length - start <= block_size:
+        return start
+    return length - max(1, block_size // 2)
+
+
+def task_pattern(pattern: str, window: int
+                 ) -> Tuple[str, Optional[int], int]:
+    """``(pattern, window, dilation)`` of the model for the task's
+    ``--pattern`` and ``--window`` (:data:`TASK_PATTERNS`); a non-causal
+    pattern, or a windowed one without a window, raises a ``ValueError``
+    that says why."""
+    if pattern not in TASK_PATTERNS:
+        why = (" (full attention would show every token the ones it is "
+               "asked to predict)" if pattern == "full" else "")
+        raise ValueError(f"the lm task needs a causal attention graph: "
+                         f"pattern must be causal, window or dilated (their"
+                         f" causal halves), got {pattern!r}{why}")
+    kind, dilation = TASK_PATTERNS[pattern]
+    if kind == "causal":
+        return kind, None, dilation
+    if isinstance(window, bool) or not isinstance(window, int) or \
+            window < 1:
+        raise ValueError(f"pattern {pattern!r} on the lm task needs window "
+                         f">= 1 (the tokens back each token sees), got "
+                         f"{window!r}")
+    return kind, window, dilation
+
+
+def check_head_options(head: Dict[str, Any]
+                       ) -> Tuple[str, Optional[int], int]:
+    """The ``lm`` task's head options (``pattern``, ``window``, ``pos``,
+    ``norm`` of a configuration) checked for what a causal language model
+    can be; returns the model's ``(pattern, window, dilation)``."""
+    pattern = task_pattern(head["pattern"], head["window"])
+    if head["pos"] not in LM_POSITIONS:
+        raise ValueError(f"the lm task takes pos learned, sinusoidal, rope "
+                         f"or none, got {head['pos']!r}")
+    if head["norm"] not in ("layer", "rms"):
+        raise ValueError(f"the lm task takes norm layer or rms (a batch "
+                         f"norm would mix the statistics of later tokens "
+                         f"into earlier ones), got {head['norm']!r}")
+    return pattern
 
 
 class TokenGraph(NamedTuple):
@@ -268,6 +350,38 @@ class CausalLanguageModel(torch.nn.Module):
         # (B, T, device) -> TokenGraph, least recently used first; plain
         # attribute, not buffers: graphs are derived, never saved.
         self._graphs: "OrderedDict[tuple, TokenGraph]" = OrderedDict()
+        # (sources, ptr) of the pattern on block_size tokens, by target.
+        self._pattern_csr: Optional[Tuple[Tensor, List[int]]] = None
+
+    @classmethod
+    def from_options(cls, options, vocab_size: int
+                     ) -> "CausalLanguageModel":
+        """The model of the ``lm`` task: registry options (a resolved
+        :class:`~tgnn_transformers.models.ModelOptions` of ``mha``,
+        ``gin-attention`` or ``pna-attention``, with the head options of
+        :data:`HEAD_OPTIONS`) over ``vocab_size`` tokens.  ``hidden``,
+        ``heads``, ``num_layers``, ``dropout``, ``attention_dropout`` and
+        the variant's options apply (``root_weight`` and ``out_heads`` do
+        not: the blocks use the transformer form); ``pattern`` is one of
+        :data:`TASK_PATTERNS`."""
+        spec, head = options.spec, options.head
+        if spec.family != "attention" or spec.make_conv is None:
+            raise ValueError(f"the lm task runs an attention conv inside "
+                             f"transformer blocks: model must be one of "
+                             f"{', '.join(ATTENTION_CONVS)}; got "
+                             f"{spec.name!r}")
+        pattern, window, dilation = check_head_options(head)
+        kwargs = options.variant()
+        if kwargs.get("delta") is None:  # PNA: the training graph's
+            kwargs.pop("delta", None)
+        return cls(vocab_size, head["block_size"], attention=spec.name,
+                   hidden=options["hidden"], heads=options["heads"],
+                   num_layers=options["num_layers"], pos=head["pos"],
+                   pattern=pattern, window=window, dilation=dilation,
+                   dropout=options["dropout"],
+                   attention_dropout=options["attention_dropout"],
+                   bias=head["bias"], ffn_multiplier=head["ffn_multiplier"],
+                   norm=head["norm"], attention_kwargs=kwargs)
 
     # ------------------------------------------------------------------
     # Parameters
@@ -341,6 +455,23 @@ class CausalLanguageModel(torch.nn.Module):
             self._graphs.popitem(last=False)
         return graph
 
+    def in_neighbours(self, position: int) -> Tensor:
+        """Positions ``j`` with an edge ``j -> position`` in the attention
+        pattern, ascending (the last is ``position`` itself).  A causal
+        pattern's in-neighbours of a position do not depend on the length
+        of the sequence, so one graph of ``block_size`` tokens, built once,
+        answers for every length."""
+        if self._pattern_csr is None:
+            with torch.inference_mode(False):
+                edges = causal_edge_index(self.block_size, self.pattern,
+                                          window=self.window,
+                                          dilation=self.dilation)
+                counts = torch.bincount(edges[1], minlength=self.block_size)
+                ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            self._pattern_csr = (edges[0], ptr.tolist())
+        sources, ptr = self._pattern_csr
+        return sources[ptr[position]:ptr[position + 1]]
+
     # ------------------------------------------------------------------
     # Forward
     # ------------------------------------------------------------------
@@ -355,13 +486,25 @@ class CausalLanguageModel(torch.nn.Module):
                              f" the context to its last {self.block_size} "
                              "tokens")
         graph = self.token_graph(batch_size, length, idx.device)
-        h = self.token_embedding(idx.reshape(-1))  # [B * T, d] node features
-        if self.position is not None:
-            h = self.position(h, graph.position)
-        h = F.dropout(h, self.dropout, self.training)
-        extra = {"pos": graph.position} if self.pos_kind == "rope" else {}
-        h = self.encoder(h, graph.edge_index, None, graph.batch, **extra)
+        h = self._encode(idx.reshape(-1), graph.position, graph.edge_index,
+                         graph.batch)
         return h.view(batch_size, length, -1)
+
+    def _encode(self, tokens: Tensor, position: Tensor, edge_index: Tensor,
+                batch: Optional[Tensor],
+                cache: Optional[List[KeyValueCache]] = None) -> Tensor:
+        """Token ids ``[N]`` at ``position`` ``[N]`` -> final normed node
+        states ``[N, hidden]`` on the attention graph ``edge_index`` (with
+        ``cache``, one :class:`KeyValueCache` per layer: the nodes are new
+        ones, and ``edge_index`` runs from the cached and new nodes to
+        them)."""
+        h = self.token_embedding(tokens)  # [N, d] node features
+        if self.position is not None:
+            h = self.position(h, position)
+        h = F.dropout(h, self.dropout, self.training)
+        extra = {"pos": position} if self.pos_kind == "rope" else {}
+        return self.encoder(h, edge_index, None, batch, cache=cache,
+                            **extra)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Optional[Tensor]]:
@@ -411,14 +554,26 @@ class CausalLanguageModel(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int,
-                 temperature: float = 1.0, top_k: Optional[int] = None, *,
+                 temperature: float = 1.0, top_k: Optional[int] = None,
+                 cache: bool = True, *,
                  generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Continues every prompt of ``idx`` ``[B, T_0]`` by
         ``max_new_tokens`` tokens, each drawn from the model's next-token
         distribution at ``temperature`` (0: greedy), among the ``top_k``
-        most likely when given, and fed back.  The context of each step is
-        the last ``block_size`` tokens (longer prompts are cropped).
-        Returns ``[B, T_0 + max_new_tokens]``, the prompt first.
+        most likely when given, and fed back.  Returns
+        ``[B, T_0 + max_new_tokens]``, the prompt first.
+
+        The context of each step follows :func:`generation_context`: the
+        prompt's last ``block_size`` tokens, and once the context outgrows
+        the block, its last ``block_size // 2`` tokens, encoded again.
+
+        With ``cache=True`` every layer keeps the keys and values of the
+        context's tokens (:class:`~tgnn_transformers.nn.KeyValueCache`): a
+        new token is one new node whose attention reads them along the
+        pattern's edges into it, so a step costs one token's projections
+        and feed-forward and one row of attention, instead of the whole
+        context's.  ``cache=False`` recomputes the context at every step;
+        both give the same tokens (to float round-off in the logits).
 
         Runs in eval mode (dropout off; the previous mode is restored).
         Sampling draws from ``generator`` (default: torch's global
@@ -437,18 +592,38 @@ class CausalLanguageModel(torch.nn.Module):
                 top_k, int) or top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 or None, got "
                              f"{top_k!r}")
+        if not isinstance(cache, bool):
+            raise TypeError(f"cache must be a bool, got {cache!r}")
+        if max_new_tokens == 0:
+            return idx
         was_training = self.training
         self.eval()
         try:
-            for _ in range(max_new_tokens):
-                context = idx[:, -self.block_size:]
-                logits = self.next_token_logits(context)
+            context = _CachedContext(self) if cache else \
+                _RecomputedContext(self)
+            start = max(0, idx.size(1) - self.block_size)
+            logits = context.restart(idx[:, start:])
+            tokens = [idx]
+            length = idx.size(1)
+            for step in range(max_new_tokens):
                 token = self.sample_next(logits, temperature, top_k,
-                                         generator)
-                idx = torch.cat([idx, token.to(idx.dtype)], dim=1)
+                                         generator).to(idx.dtype)
+                tokens.append(token)
+                length += 1
+                if step == max_new_tokens - 1:
+                    break
+                new_start = generation_context(length, start,
+                                               self.block_size)
+                if new_start != start:
+                    start = new_start
+                    whole = torch.cat(tokens, dim=1)
+                    tokens = [whole]
+                    logits = context.restart(whole[:, start:])
+                else:
+                    logits = context.append(token)
         finally:
             self.train(was_training)
-        return idx
+        return torch.cat(tokens, dim=1)
 
     def extra_repr(self) -> str:
         window = (f", window={self.window}, dilation={self.dilation}"
@@ -458,6 +633,72 @@ class CausalLanguageModel(torch.nn.Module):
                 f"{self.pos_kind!r}, pattern={self.pattern!r}{window}")
 
 
+class _RecomputedContext:
+    """Generation without a cache: every step runs the whole context."""
+
+    def __init__(self, model: CausalLanguageModel):
+        self.model = model
+        self.context: Optional[Tensor] = None
+
+    def restart(self, context: Tensor) -> Tensor:
+        """Logits ``[B, V]`` after ``context`` ``[B, L]``, a new context."""
+        self.context = context
+        return self.model.next_token_logits(context)
+
+    def append(self, token: Tensor) -> Tensor:
+        """Logits after the context extended by ``token`` ``[B, 1]``."""
+        self.context = torch.cat([self.context, token], dim=1)
+        return self.model.next_token_logits(self.context)
+
+
+class _CachedContext:
+    """Generation with one :class:`KeyValueCache` per layer.
+
+    The caches hold the context's nodes in the order they were encoded:
+    the ``B * L`` nodes of :meth:`restart` as the token graph numbers them
+    (``b * L + t``), then the ``B`` nodes of every :meth:`append` (node
+    ``size + b`` for sequence ``b``).  :attr:`nodes` maps ``(b, position)``
+    to that number, which is what a step's edges need."""
+
+    def __init__(self, model: CausalLanguageModel):
+        self.model = model
+        self.caches: List[KeyValueCache] = []
+        self.nodes: Optional[Tensor] = None  # [B, L] cache index of tokens
+
+    def restart(self, context: Tensor) -> Tensor:
+        model = self.model
+        batch_size, length = context.shape
+        self.caches = [KeyValueCache() for _ in model.encoder.layers]
+        graph = model.token_graph(batch_size, length, context.device)
+        # The whole context is new: its token graph, sources numbered as
+        # its nodes (the caches are empty).
+        h = model._encode(context.reshape(-1), graph.position,
+                          graph.edge_index, graph.batch, self.caches)
+        self.nodes = torch.arange(batch_size * length,
+                                  device=context.device).view(batch_size,
+                                                              length)
+        return model.head(h.view(batch_size, length, -1)[:, -1])
+
+    def append(self, token: Tensor) -> Tensor:
+        model = self.model
+        batch_size, position = self.nodes.shape
+        device = token.device
+        size = self.caches[0].size
+        new = size + torch.arange(batch_size, device=device)
+        self.nodes = torch.cat([self.nodes, new[:, None]], dim=1)
+        # Edges j -> new token of every sequence: its in-neighbours in the
+        # pattern, as cache indices (ascending; the last is the token).
+        sources = self.nodes[:, model.in_neighbours(position).to(device)]
+        targets = torch.arange(batch_size, device=device).repeat_interleave(
+            sources.size(1))
+        edge_index = torch.stack([sources.reshape(-1), targets])
+        positions = torch.full((batch_size, ), position, device=device)
+        h = model._encode(token.reshape(-1), positions, edge_index, None,
+                          self.caches)
+        return model.head(h)
+
+
 __all__ = ["CausalLanguageModel", "TokenGraph", "LM_PATTERNS",
            "LM_POSITIONS", "LM_INITS", "causal_edge_index",
-           "causal_token_graph"]
+           "causal_token_graph", "generation_context", "task_pattern",
+           "check_head_options", "TASK_PATTERNS"]

@@ -17,8 +17,8 @@ import torch
 from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
                                 TransformerConv)
 
-from ..functional import (REDUCTIONS, SCORE_NORMALIZATIONS, THRESHOLD_MODES,
-                          ScoreOptions)
+from ..functional import (PATTERNS, REDUCTIONS, SCORE_NORMALIZATIONS,
+                          THRESHOLD_MODES, ScoreOptions)
 from ..functional._checks import check_choice
 from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
                   PNAAttentionConv)
@@ -37,6 +37,15 @@ from ..options import (AT_LEAST_ONE, POSITIVE, PROBABILITY, Option,
 
 def _options(*options: Option) -> Dict[str, Option]:
     return {o.name: o for o in options}
+
+
+#: The attention graph of a token sequence (``--pattern``): the token
+#: patterns of :data:`~tgnn_transformers.functional.PATTERNS` with hyphens,
+#: but the random one (its edges would differ between the splits' builds).
+#: The language model takes the causal ones (``causal``, and the causal
+#: halves of ``window`` and ``dilated``).
+TEXT_PATTERNS = tuple(p.replace("_", "-") for p in PATTERNS
+                      if p != "global_random")
 
 
 #: Every model and task-head option, by name.
@@ -132,6 +141,16 @@ OPTIONS: Dict[str, Option] = _options(
     Option("pooling", str, "cls", "text and finetune tasks: classify the "
            "[CLS] token, or the mean or the feature-wise maximum of the "
            "tokens", choices=("cls", "mean", "max")),
+    Option("pattern", str, "full", "text and lm tasks: attention graph of "
+           "the tokens (lm: causal, or the causal half of window or "
+           "dilated)", choices=TEXT_PATTERNS),
+    Option("window", int, 2, "text and lm tasks: half width of the window, "
+           "dilated, global-window and binary-partition patterns (lm: the "
+           "tokens back each token sees)", range=Range(0)),
+    Option("block_size", int, 64, "lm task: tokens per training block, and "
+           "the longest context the model reads", range=AT_LEAST_ONE),
+    Option("bias", bool, True, "lm task: biases in the linear maps and "
+           "norms (nanoGPT's Shakespeare runs: none)"),
     # pretrained encoders (finetune task)
     Option("adapter", str, "sparse-gin",
            "finetune task: what trains besides the head (Sparse GIN "
@@ -349,6 +368,9 @@ def _specs(*specs: ModelSpec) -> Dict[str, ModelSpec]:
 
 
 _OURS = ("edge_attr", "batch")
+#: The tasks of the package's attention convs: every one, the language
+#: model included (the baselines are not causal attention).
+_WITH_LM = ("node", "graph", "link", "text", "lm")
 
 #: Every model, by name: the package's attention models first, then the
 #: PyG baselines they are measured against.
@@ -356,7 +378,8 @@ MODELS: Dict[str, ModelSpec] = _specs(
     ModelSpec("mha", MultiHeadAttentionConv,
               "multi-head dot-product attention (TransformerConv form)",
               "attention", ATTENTION_SHARED,
-              _attention_conv(MultiHeadAttentionConv, out_proj=False), _OURS),
+              _attention_conv(MultiHeadAttentionConv, out_proj=False), _OURS,
+              tasks=_WITH_LM),
     ModelSpec("gin-attention", GINAttentionConv,
               "attention weights as adjacency, GIN update per head",
               "attention", ATTENTION_SHARED + ("mlp_multiplier", "mlp_norm",
@@ -364,6 +387,7 @@ MODELS: Dict[str, ModelSpec] = _specs(
                                                 "gin_form", "value_proj")
               + SCORES,
               _attention_conv(GINAttentionConv, out_proj=False), _OURS,
+              tasks=_WITH_LM,
               presets={"paper": PAPER_PRESETS["gin-attention"]}),
     ModelSpec("pna-attention", PNAAttentionConv,
               "attention-weighted PNA aggregators with degree scalers",
@@ -374,6 +398,7 @@ MODELS: Dict[str, ModelSpec] = _specs(
                                                 "include_self", "value_proj")
               + SCORES,
               _attention_conv(PNAAttentionConv, out_proj=False), _OURS,
+              tasks=_WITH_LM,
               presets={"paper": PAPER_PRESETS["pna-attention"]}),
     ModelSpec("graph-transformer", GraphTransformer,
               "pre-norm transformer blocks around an attention conv",

@@ -11,14 +11,16 @@ it; adding a task is one :class:`TaskSpec` here and one recipe module.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
 from ..adapters.classifier import PretrainedClassifier
 from ..data import check_dataset, datasets_of
 from ..functional._checks import check_choice
+from .language_model import HEAD_OPTIONS as LM_HEAD_OPTIONS
+from .language_model import CausalLanguageModel
 from .registry import ModelOptions, get_model
 from .task_models import (GraphClassifier, LinkPredictor, NodeClassifier,
                           TextClassifier)
@@ -44,6 +46,11 @@ class TaskSpec:
     """the training options it takes (``train.config.RECIPE_OPTIONS``)"""
     head_options: Tuple[str, ...] = ()
     """the task model's own options (``models.OPTIONS``)"""
+    head_defaults: Mapping[str, Any] = field(default_factory=dict,
+                                             hash=False, compare=False)
+    """defaults of head options that differ from the option's own for this
+    task (the language model's ``pattern`` is ``causal``, not the text
+    task's ``full``)"""
     metric: str = "accuracy"
     higher_is_better: bool = True
     classes: bool = True
@@ -64,6 +71,10 @@ class TaskSpec:
 def _pretrained(options: ModelOptions, in_channels, num_classes):
     return PretrainedClassifier(options.model, in_channels, num_classes,
                                 **options, **options.head)
+
+
+def _language_model(options: ModelOptions, vocab_size, num_classes=None):
+    return CausalLanguageModel.from_options(options, vocab_size)
 
 
 def _task_model(cls):
@@ -102,6 +113,19 @@ TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("finetune", "fine-tuning a pretrained encoder", "text",
              _pretrained, "finetune", _COMMON + _SCHEDULE,
              head_options=PretrainedClassifier.HEAD_OPTIONS),
+    # An "epoch" of the shared loop is one evaluation interval: the recipe
+    # derives ``epochs`` from max_iters and eval_interval.
+    TaskSpec("lm", "causal language modelling (next character)", "corpus",
+             _language_model, "lm",
+             tuple(o for o in _COMMON if o != "epochs")
+             + ("batch_size", "optimizer", "warmup", "schedule", "clip_grad",
+                "label_smoothing", "beta2", "max_iters", "eval_interval",
+                "eval_iters", "min_lr"),
+             head_options=LM_HEAD_OPTIONS,
+             head_defaults={"pattern": "causal", "pos": "learned",
+                            "ffn_multiplier": 4.0, "bias": False},
+             metric="loss", higher_is_better=False, classes=False,
+             distributed=False),
 )}
 
 
@@ -120,14 +144,18 @@ def build_model(task: str, model: Union[str, ModelOptions],
                 num_classes: Optional[int] = None,
                 **options) -> torch.nn.Module:
     """Builds registry model ``model`` with the task model of ``task``
-    (``"node"``, ``"graph"``, ``"link"``, ``"text"`` or ``"finetune"``;
-    for ``"text"`` ``in_channels`` is the vocabulary size, for
-    ``"finetune"`` (pretrained models) it is unused).
+    (``"node"``, ``"graph"``, ``"link"``, ``"text"``, ``"finetune"`` or
+    ``"lm"``; for ``"text"`` and ``"lm"`` ``in_channels`` is the
+    vocabulary size, for ``"finetune"`` (pretrained models) it is unused;
+    ``"lm"`` builds a
+    :class:`~tgnn_transformers.models.language_model.CausalLanguageModel`
+    and takes no ``num_classes``).
 
     ``options`` are the model's options (``tgnn models`` lists them) and the
     task model's head options (``pool``, ``readout`` for graphs,
     ``decoder`` for links, ``pos``, ``pooling``, ``ffn_multiplier``,
-    ``norm`` for text), checked once here; one the model does not take, or
+    ``norm`` for text; ``block_size``, ``pos``, ``pattern``, ``window``,
+    ``ffn_multiplier``, ``norm``, ``bias`` for lm), checked once here; one the model does not take, or
     a value out of range, raises a ``ValueError`` naming the option, the
     model and what it accepts.  ``model`` may instead be the
     :class:`~tgnn_transformers.models.ModelOptions` of a resolved
@@ -145,13 +173,14 @@ def build_model(task: str, model: Union[str, ModelOptions],
                          f"{' or '.join(model_spec.tasks)} task, not "
                          f"{task!r}")
     if not spec.classes and num_classes is not None:
-        raise ValueError(f"the {task} task scores node pairs: num_classes "
-                         f"must be None, got {num_classes}")
+        raise ValueError(f"the {task} task has no classes ({spec.summary})"
+                         f": num_classes must be None, got {num_classes}")
     if spec.classes and (not isinstance(num_classes, int) or
                          isinstance(num_classes, bool) or num_classes < 1):
         raise ValueError(f"the {task} task needs num_classes >= 1, got "
                          f"{num_classes!r}")
-    resolved = model_spec.resolve(options, spec.head_options, task)
+    resolved = model_spec.resolve({**spec.head_defaults, **options},
+                                  spec.head_options, task)
     return spec.make(resolved, in_channels, num_classes)
 
 

@@ -9,15 +9,9 @@ import json
 from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..functional import PATTERNS
+from ..data import dataset_key
 from ..models import OPTIONS, ModelOptions, get_model, get_task
 from ..options import (AT_LEAST_ONE, POSITIVE, Option, OptionValues, Range)
-
-#: The attention graph of a sentence (``--pattern``): the token patterns
-#: of :data:`~tgnn_transformers.functional.PATTERNS` with hyphens, but the
-#: random one (its edges would differ between the splits' builds).
-TEXT_PATTERNS = tuple(p.replace("_", "-") for p in PATTERNS
-                      if p != "global_random")
 
 _FRACTION = Range(0, 1, open_low=True, open_high=True)
 
@@ -26,8 +20,8 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
     Option("epochs", int, 200, "maximum number of epochs",
            range=AT_LEAST_ONE),
     Option("patience", int, 100,
-           "early stopping: epochs without validation gain",
-           range=AT_LEAST_ONE),
+           "early stopping: epochs (lm task: evaluations) without "
+           "validation gain", range=AT_LEAST_ONE),
     Option("lr", float, 0.005, "learning rate (Adam)", range=POSITIVE),
     Option("weight_decay", float, 0.0, "L2 weight decay", range=Range(0)),
     Option("seeds", int, (0, ), "random seeds, one run each", many=True,
@@ -35,8 +29,8 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
     Option("folds", int, 10, "cross-validation folds (graph task)",
            range=Range(2)),
     Option("batch_size", int, 32, "graphs (graph task), sentences (text "
-           "tasks) or seed nodes (node task with --num-neighbors) per batch",
-           range=AT_LEAST_ONE),
+           "tasks), blocks of block_size tokens (lm task) or seed nodes (node"
+           " task with --num-neighbors) per batch", range=AT_LEAST_ONE),
     Option("num_neighbors", int, None, "node task: train on neighbour-"
            "sampled mini-batches (PyG NeighborLoader) with this many "
            "neighbours per layer (one value for every layer; -1: all)",
@@ -53,34 +47,46 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            "task)", range=_FRACTION),
     Option("test_ratio", float, 0.1, "share of edges for testing (link "
            "task)", range=_FRACTION),
-    Option("checkpoint_every", int, 1, "epochs between checkpoints",
-           range=AT_LEAST_ONE),
+    Option("checkpoint_every", int, 1, "epochs (lm task: evaluations) "
+           "between checkpoints", range=AT_LEAST_ONE),
     Option("device", str, "auto", "where to train: auto (CUDA when "
            "available, else CPU), cpu, cuda or cuda:N"),
     Option("precision", str, "fp32", "fp32; bf16 or fp16 autocast (fp16 "
            "with a gradient scaler, CUDA only)",
            choices=("fp32", "bf16", "fp16")),
-    # text task
-    Option("optimizer", str, "adamw", "text task: Adam (L2 weight decay) or "
-           "AdamW (decoupled, not on biases, norms and embeddings)",
-           choices=("adam", "adamw")),
-    Option("warmup", float, 0.0, "text task: share of the training steps "
-           "with a linear learning-rate warm-up", range=Range(0, 1,
+    # text and lm tasks
+    Option("optimizer", str, "adamw", "text and lm tasks: Adam (L2 weight "
+           "decay) or AdamW (decoupled; text: not on biases, norms and "
+           "embeddings; lm: on every weight matrix and embedding, as "
+           "nanoGPT)", choices=("adam", "adamw")),
+    Option("warmup", float, 0.0, "text and lm tasks: share of the training "
+           "steps with a linear learning-rate warm-up",
+           range=Range(0, 1, open_high=True)),
+    Option("schedule", str, "linear", "text and lm tasks: learning-rate "
+           "decay after the warm-up (text: to 0, lm: to min_lr)",
+           choices=("constant", "linear", "cosine")),
+    Option("clip_grad", float, 0.0, "text and lm tasks: clip the gradient "
+           "norm to this (0: no clipping)", range=Range(0)),
+    Option("label_smoothing", float, 0.0, "text and lm tasks: label "
+           "smoothing of the training loss", range=Range(0, 1,
+                                                         open_high=True)),
+    Option("beta2", float, 0.999, "lm task: Adam's second-moment decay "
+           "(nanoGPT's Shakespeare runs: 0.99)", range=Range(0, 1,
                                                              open_high=True)),
-    Option("schedule", str, "linear", "text task: learning-rate decay after "
-           "the warm-up", choices=("constant", "linear", "cosine")),
-    Option("clip_grad", float, 0.0, "text task: clip the gradient norm to "
-           "this (0: no clipping)", range=Range(0)),
-    Option("label_smoothing", float, 0.0, "text task: label smoothing of "
-           "the training loss", range=Range(0, 1, open_high=True)),
-    Option("pattern", str, "full", "text task: attention graph of a "
-           "sentence", choices=TEXT_PATTERNS),
-    Option("window", int, 2, "text task: half width of the window, dilated,"
-           " global-window and binary-partition patterns", range=Range(0)),
     Option("max_length", int, 128, "text task: tokens kept per sentence "
            "([CLS] included)", range=Range(2, 512)),
     Option("min_freq", int, 1, "text task: minimum count of a word in the "
            "training split to enter the vocabulary", range=AT_LEAST_ONE),
+    # lm task
+    Option("max_iters", int, 2000, "lm task: optimizer steps, each on "
+           "batch_size random blocks", range=AT_LEAST_ONE),
+    Option("eval_interval", int, 250, "lm task: steps between two "
+           "estimates of the train and val loss (one epoch of the shared "
+           "loop: history, patience, checkpoints)", range=AT_LEAST_ONE),
+    Option("eval_iters", int, 20, "lm task: batches of each split per loss "
+           "estimate", range=AT_LEAST_ONE),
+    Option("min_lr", float, 1e-4, "lm task: the learning rate the decay "
+           "ends at", range=Range(0)),
 )}
 
 
@@ -142,7 +148,7 @@ def resolve_config(task: str, dataset: str, model: str,
     """
     task_spec = get_task(task)
     spec = get_model(model)
-    dataset = dataset.lower()
+    dataset = dataset_key(dataset)
     if task not in spec.tasks:
         raise ValueError(f"model {model!r} runs on the "
                          f"{' or '.join(spec.tasks)} task, not {task!r}")
@@ -201,7 +207,8 @@ def resolve_config(task: str, dataset: str, model: str,
                     if OPTIONS[k].user}
     for name in own:
         option = RECIPE_OPTIONS.get(name) or OPTIONS[name]
-        config.setdefault(name, option.default)
+        config.setdefault(name, task_spec.head_defaults.get(name,
+                                                            option.default))
     config.update(model_values)
     config = {k: list(v) if isinstance(v, tuple) else v
               for k, v in config.items()}  # JSON-friendly

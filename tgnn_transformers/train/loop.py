@@ -60,6 +60,10 @@ class Recipe:
     scheduler: Optional[Any] = None
     """a learning-rate scheduler stepped by ``train_epoch``; checkpointed
     with the optimizer so a resumed run continues its schedule"""
+    export: Optional[Callable[[], Dict[str, Any]]] = None
+    """what the run leaves for later use (tensors and plain values, e.g.
+    the language model's weights and vocabulary): taken at every new best
+    validation epoch and written by :func:`fit` to its ``export`` path"""
 
 
 @dataclass
@@ -124,7 +128,8 @@ class Progress:
 def fit(recipe: Recipe, *, epochs: int, patience: int,
         checkpoint: Optional[Path] = None, resume: bool = False,
         checkpoint_every: int = 1, desc: str = "", quiet: bool = False,
-        on_epoch_end: Optional[Callable[[int], None]] = None) -> FitResult:
+        on_epoch_end: Optional[Callable[[int], None]] = None,
+        export: Optional[Path] = None) -> FitResult:
     """Trains until ``epochs`` or until the validation metric has not
     improved for ``patience`` epochs; the test metric is the one at the best
     validation epoch (best in the metric's direction,
@@ -133,7 +138,10 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
     With ``checkpoint``, the full state (model, optimizer, RNG, history,
     early-stopping state) is written atomically every ``checkpoint_every``
     epochs; ``resume=True`` continues from it, ending exactly where an
-    uninterrupted run ends.
+    uninterrupted run ends.  With ``export`` and a recipe that has an
+    :attr:`Recipe.export`, its result is written there (atomically, with
+    a checksum) at every new best epoch; a resumed run repeats the epochs
+    after its checkpoint exactly, so it rewrites the same file.
     """
     start, history = 1, []
     sign = 1.0 if recipe.higher_is_better else -1.0
@@ -169,6 +177,10 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
             if better:
                 best = {"val": scores["val"], "val_loss": scores["val_loss"],
                         "epoch": epoch, "test": scores["test"]}
+                if export is not None and recipe.export is not None and \
+                        distributed.is_main():
+                    save_checkpoint({**recipe.export(), "epoch": epoch,
+                                     "val": scores["val"]}, export)
             progress.update(epoch, row)
             if checkpoint is not None and distributed.is_main() and (
                     epoch % checkpoint_every == 0 or epoch == epochs):

@@ -28,6 +28,9 @@ log = logging.getLogger("tgnn_transformers.train")
 RUN_FILE = "run.json"
 #: What a failed run leaves: the exception and its traceback.
 ERROR_FILE = "error.json"
+#: Where the runs whose recipe exports something (the language model:
+#: best weights and vocabulary) leave it, one ``<run>.pt`` each.
+MODELS_DIR = "models"
 
 
 class ResumeError(ValueError):
@@ -68,12 +71,12 @@ def summarize(values: List[float]) -> Dict[str, Any]:
 
 
 def plot_curves(history: List[Dict[str, Any]], path: Path,
-                metric: str) -> bool:
+                metric: str, higher_is_better: bool = True) -> bool:
     """Training curves (mean ± band over several runs, best epoch marked);
     False without matplotlib."""
     try:
         from ..inspect import plot_training_curves
-        fig = plot_training_curves(history, path, metric)
+        fig = plot_training_curves(history, path, metric, higher_is_better)
     except ImportError:
         log.warning("matplotlib is not installed: skipping %s", path.name)
         return False
@@ -198,7 +201,8 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
                          checkpoint=ckpt_dir / f"{name}.pt", resume=resume,
                          checkpoint_every=config["checkpoint_every"],
                          desc=f"{config['dataset']}/{config['model']} {name}",
-                         quiet=quiet, on_epoch_end=callback)
+                         quiet=quiet, on_epoch_end=callback,
+                         export=out / MODELS_DIR / f"{name}.pt")
             state = {"run": run, "best_epoch": result.best_epoch,
                      "val": result.best_val, "test": result.test,
                      "epochs_run": result.epochs_run,
@@ -235,5 +239,6 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
     if main:
         write_json(metrics, out / "metrics.json")
         write_csv(history, out / "history.csv")
-        plot_curves(history, out / "curves.png", metric)
+        plot_curves(history, out / "curves.png", metric,
+                    metrics["higher_is_better"])
     return metrics

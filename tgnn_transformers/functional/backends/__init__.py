@@ -4,7 +4,8 @@ Every backend is an :class:`~.base.AttentionBackend` that says why it
 cannot compute a call (:meth:`~.base.AttentionBackend.unsupported`) or runs
 it.  ``backend="auto"`` takes the first backend of :data:`ATTENTION_BACKENDS`
 that it tries for the call (:meth:`~.base.AttentionBackend.tried_by_auto`:
-dense everywhere, FlexAttention and the Triton kernel on CUDA) and that
+dense everywhere, rows for bipartite calls, FlexAttention and the Triton
+kernel on CUDA) and that
 supports it; the sparse backend supports everything and comes last.  An
 explicit ``backend=<name>`` that cannot compute the call raises a
 ``ValueError`` with the reasons; nothing falls back silently.
@@ -20,6 +21,7 @@ from .base import (AttentionBackend, AttentionCall, Capabilities,
                    EdgeAttention)
 from .dense import DenseBackend
 from .flex import FlexBackend
+from .rows import RowsBackend
 from .sparse import SparseBackend
 from .triton import TritonBackend
 
@@ -27,6 +29,7 @@ from .triton import TritonBackend
 ATTENTION_BACKENDS: Dict[str, AttentionBackend] = {
     backend.name: backend for backend in (
         DenseBackend(),
+        RowsBackend(),
         FlexBackend(),
         TritonBackend(),
         SparseBackend(),

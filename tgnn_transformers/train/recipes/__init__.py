@@ -13,6 +13,7 @@ from .common import (lr_factor, minibatch_recipe, roc_auc, shard_loader,
 from .finetune import finetune_recipe
 from .graph import graph_recipe, stratified_folds
 from .link import _pairs_with_negatives, link_recipe  # noqa: F401
+from .lm import gpt_optimizer, learning_rate, lm_recipe
 from .node import (neighbor_hops, node_recipe, node_splits,
                    prepare_node_data)
 from .text import text_graphs, text_pattern, text_recipe
@@ -21,4 +22,5 @@ __all__ = ["node_recipe", "node_splits", "prepare_node_data",
            "neighbor_hops", "graph_recipe", "stratified_folds",
            "link_recipe", "roc_auc", "text_recipe", "text_graphs",
            "text_pattern", "finetune_recipe", "lr_factor", "text_optimizer",
-           "scheduled_optimizer", "shard_loader", "minibatch_recipe"]
+           "scheduled_optimizer", "shard_loader", "minibatch_recipe",
+           "lm_recipe", "gpt_optimizer", "learning_rate"]
