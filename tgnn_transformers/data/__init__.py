@@ -2,10 +2,12 @@
 from .sources import (MIRROR_ENV, ROOT_ENV, SOURCES, DataSourceError,
                       check_dataset, data_mirror, data_root, datasets_of,
                       get_source, load_dataset)
+from .encodings import encoding_cache_path, positional_encodings
 from .text import (TEXT_DATASETS, SentenceGraphDataset, TextSplits,
                    Vocabulary, load_text_splits, read_text_split)
 
 __all__ = ["load_dataset", "get_source", "check_dataset", "datasets_of", "data_root",
            "data_mirror", "DataSourceError", "SOURCES", "ROOT_ENV", "MIRROR_ENV",
            "TEXT_DATASETS", "SentenceGraphDataset", "TextSplits",
-           "Vocabulary", "load_text_splits", "read_text_split"]
+           "Vocabulary", "load_text_splits", "read_text_split",
+           "positional_encodings", "encoding_cache_path"]
