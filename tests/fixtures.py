@@ -63,3 +63,35 @@ def write_ogbn_arxiv(folder: Path, num_nodes: int = 40, num_features: int = 8,
     for name, idx in (("train", perm[:a]), ("valid", perm[a:b]),
                       ("test", perm[b:])):
         _csv_gz(folder / "split" / "time" / f"{name}.csv.gz", np.sort(idx))
+
+
+def write_heterophilous(folder: Path, name: str, num_nodes: int = 60,
+                        num_features: int = 4, num_classes: int = 2,
+                        num_splits: int = 10, seed: int = 0) -> None:
+    """``raw/<name>.npz`` as yandex-research/heterophilous-graphs ships it
+    (the file PyG's ``HeterophilousGraphDataset`` reads): float32
+    ``node_features`` ``[N, F]``, int64 ``node_labels`` ``[N]``, int64
+    ``edges`` ``[E, 2]`` (each undirected edge once), and bool
+    ``train_masks`` / ``val_masks`` / ``test_masks`` ``[splits, N]``, 50 /
+    25 / 25 % of the nodes, disjoint."""
+    rng = np.random.default_rng(seed)
+    raw = folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    src = rng.integers(0, num_nodes, 3 * num_nodes)
+    dst = rng.integers(0, num_nodes, 3 * num_nodes)
+    keep = src < dst
+    edges = np.unique(np.stack([src[keep], dst[keep]], 1), axis=0)
+    masks = {key: np.zeros((num_splits, num_nodes), dtype=bool)
+             for key in ("train_masks", "val_masks", "test_masks")}
+    a, b = num_nodes // 2, (3 * num_nodes) // 4
+    for split in range(num_splits):
+        perm = rng.permutation(num_nodes)
+        masks["train_masks"][split, perm[:a]] = True
+        masks["val_masks"][split, perm[a:b]] = True
+        masks["test_masks"][split, perm[b:]] = True
+    np.savez(raw / f"{name}.npz",
+             node_features=rng.standard_normal(
+                 (num_nodes, num_features)).astype(np.float32),
+             node_labels=rng.integers(0, num_classes, num_nodes).astype(
+                 np.int64),
+             edges=edges.astype(np.int64), **masks)

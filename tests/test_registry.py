@@ -104,7 +104,15 @@ def test_graph_transformer_honours_its_attention_options():
 
 @pytest.mark.parametrize("name, options, error, words", [
     ("gcn", {"mlp_multiplier": 4.0}, ValueError,
-     ["'mlp_multiplier'", "'gcn'", "dropout, hidden, num_layers"]),
+     ["'mlp_multiplier'", "'gcn'", "dropout, ffn_multiplier, hidden, "
+      "norm, num_layers, residual, root_weight"]),
+    ("gcn", {"ffn_multiplier": 1.0}, ValueError,
+     ["'ffn_multiplier'", "'gcn'", "residual=True", "ffn_multiplier=0"]),
+    ("sage", {"root_weight": False}, ValueError,
+     ["'root_weight'", "'sage'"]),
+    ("gps", {"local": "gps"}, ValueError, ["'local'", "gin", "'gps'"]),
+    ("gps", {"attention_graph": "full"}, ValueError,
+     ["'attention_graph'", "complete | local"]),
     ("graph-transformer", {"attention": "mha", "mlp_multiplier": 2.0},
      ValueError, ["'mlp_multiplier'", "'graph-transformer'"]),
     ("mha", {"dropout": 1.5}, ValueError, ["'dropout'", "[0, 1)", "1.5"]),

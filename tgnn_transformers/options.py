@@ -132,12 +132,15 @@ def check_options(options: Mapping[str, Any], table: Mapping[str, Option],
 
 
 def resolve_options(options: Mapping[str, Any], table: Mapping[str, Option],
-                    accepted: Sequence[str], owner: str) -> Dict[str, Any]:
+                    accepted: Sequence[str], owner: str,
+                    defaults: Mapping[str, Any] = {}) -> Dict[str, Any]:
     """:func:`check_options`, then the default of every accepted option
-    that was not given."""
+    that was not given: the owner's own (``defaults``, e.g. a model whose
+    ``norm`` defaults to another value than the table's), else the
+    table's."""
     out = check_options(options, table, accepted, owner)
     for name in accepted:
-        out.setdefault(name, table[name].default)
+        out.setdefault(name, defaults.get(name, table[name].default))
     return out
 
 

@@ -9,8 +9,9 @@ Two locations matter:
 * the **mirror** (``mirror=`` argument, else ``TGNN_DATA_MIRROR``): a
   read-only folder laid out like the data root
   (``planetoid/Cora/raw/ind.cora.x``, ``tudataset/MUTAG/raw/MUTAG_A.txt``,
-  ``linkx/cornell5/raw/data.mat``, ``ogb/ogbn_arxiv/...``).  When it is set,
-  raw files are copied from it instead of downloaded.
+  ``linkx/cornell5/raw/data.mat``,
+  ``heterophilous/minesweeper/raw/minesweeper.npz``, ``ogb/ogbn_arxiv/...``).
+  When it is set, raw files are copied from it instead of downloaded.
 """
 from __future__ import annotations
 
@@ -51,12 +52,25 @@ def data_mirror(mirror: Optional[PathLike] = None) -> Optional[Path]:
 
 @dataclass(frozen=True)
 class Source:
-    """Where one data set lives below the root/mirror and how to load it."""
-    family: str  # planetoid | tudataset | linkx | ogb
+    """Where one data set lives below the root/mirror, how to load it, and
+    how its protocol scores and splits it."""
+    family: str  # planetoid | tudataset | linkx | heterophilous | ogb
     name: str  # the name the dataset class takes
     folder: str  # path below the root holding raw/ (or ogb's tree)
     raw_files: tuple  # files that must exist below ``folder``
     kind: str  # node | graph
+    metric: str = "accuracy"
+    """what its protocol reports: ``"accuracy"``, or ``"roc_auc"`` for the
+    binary heterophilous graphs (Platonov et al. 2023), whose classes are
+    imbalanced; the metric belongs to the data set, not the model"""
+    splits: int = 1
+    """train/val/test splits of its protocol (node data sets): fixed ones
+    in its files (the heterophilous graphs: 10), or random ones seeded by
+    their index (the LINKX graphs, which ship none: 5, as in Lim et al.
+    2021)"""
+    random_splits: bool = False
+    """its splits are drawn at random, seeded by their index (any index
+    is one), rather than read from its files"""
 
 
 def _planetoid(name: str) -> Source:
@@ -73,7 +87,16 @@ def _tu(name: str) -> Source:
 
 
 def _linkx(name: str) -> Source:
-    return Source("linkx", name, f"linkx/{name}", ("raw/data.mat", ), "node")
+    return Source("linkx", name, f"linkx/{name}", ("raw/data.mat", ), "node",
+                  splits=5, random_splits=True)
+
+
+def _heterophilous(name: str, metric: str) -> Source:
+    # HeterophilousGraphDataset keeps <root>/<name, lower case, "_" for
+    # "-">/raw/<that name>.npz.
+    low = name.lower().replace("-", "_")
+    return Source("heterophilous", name, f"heterophilous/{low}",
+                  (f"raw/{low}.npz", ), "node", metric=metric, splits=10)
 
 
 def _ogb(name: str) -> Source:
@@ -93,6 +116,11 @@ SOURCES: Dict[str, Source] = {
     "amherst41": _linkx("amherst41"),
     "johnshopkins55": _linkx("johnshopkins55"),
     "reed98": _linkx("reed98"),
+    "roman-empire": _heterophilous("Roman-empire", "accuracy"),
+    "amazon-ratings": _heterophilous("Amazon-ratings", "accuracy"),
+    "minesweeper": _heterophilous("Minesweeper", "roc_auc"),
+    "tolokers": _heterophilous("Tolokers", "roc_auc"),
+    "questions": _heterophilous("Questions", "roc_auc"),
     "ogbn-arxiv": _ogb("ogbn-arxiv"),
     "ogbn-products": _ogb("ogbn-products"),
 }
@@ -188,7 +216,11 @@ def _load_ogb(source: Source, root: Path):
 
 
 def _construct(source: Source, root: Path):
-    from torch_geometric.datasets import LINKXDataset, Planetoid, TUDataset
+    from torch_geometric.datasets import (HeterophilousGraphDataset,
+                                          LINKXDataset, Planetoid, TUDataset)
+    if source.family == "heterophilous":
+        return HeterophilousGraphDataset(str(root / "heterophilous"),
+                                         source.name)
     if source.family == "planetoid":
         return Planetoid(str(root / "planetoid"), source.name)
     if source.family == "tudataset":
@@ -202,7 +234,9 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
                  mirror: Optional[PathLike] = None):
     """Loads a data set by name (``cora``, ``citeseer``, ``pubmed``,
     ``mutag``, ``proteins``, ``cornell5`` and the other LINKX Facebook
-    graphs, ``ogbn-arxiv``, ``ogbn-products``) with its dataset class.
+    graphs, the heterophilous graphs ``minesweeper``, ``tolokers``,
+    ``roman-empire``, ``amazon-ratings``, ``questions``, ``ogbn-arxiv``,
+    ``ogbn-products``) with its dataset class.
 
     Raw files come from the mirror when one is set.  Errors name the file,
     the mirror path and the variable to set.

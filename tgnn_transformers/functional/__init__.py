@@ -20,6 +20,7 @@ call into these (and only into what this module exports).
     check_edge_index_layout
     feature_dropout
     to_sparse_csr
+    hstack_features
     leading_rows
     select_rows
     sequence_edge_index
@@ -40,7 +41,8 @@ from .patterns import (PATTERNS, TokenPattern, binary_partition_spans,
 from .scores import (SCORE_NORMALIZATIONS, THRESHOLD_MODES, ScoreOptions,
                      check_sparsify_options, sparsify_attention)
 from .softmax import edge_softmax
-from .sparse_ops import leading_rows, select_rows, to_sparse_csr
+from .sparse_ops import (hstack_features, leading_rows, select_rows,
+                         to_sparse_csr)
 from .weights import attention_dropout, attention_weights
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "check_edge_index_layout",
     "feature_dropout",
     "to_sparse_csr",
+    "hstack_features",
     "leading_rows",
     "select_rows",
     "sequence_edge_index",

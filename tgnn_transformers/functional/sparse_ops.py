@@ -69,6 +69,39 @@ def to_sparse_csr(x: Tensor) -> Tensor:
     return _without_csr_beta_warning(x.to_sparse_csr)
 
 
+def hstack_features(x: Tensor, extra: Tensor) -> Tensor:
+    """``torch.cat([x, extra], dim=1)`` for dense or sparse CSR ``x`` and
+    dense ``extra`` (``[N, F + D]``); a CSR ``x`` gives a CSR result (its
+    nonzeros, then every entry of ``extra``, per row), so bag-of-words
+    features stay sparse when an encoding is appended to them."""
+    if x.dim() != 2 or extra.dim() != 2 or x.size(0) != extra.size(0):
+        raise ValueError(f"hstack_features needs [N, F] and [N, D] "
+                         f"tensors with the same N, got {list(x.shape)} "
+                         f"and {list(extra.shape)}")
+    if x.layout != torch.sparse_csr:
+        return torch.cat([x, extra.to(x.dtype)], dim=1)
+    crow, col, values = x.crow_indices(), x.col_indices(), x.values()
+    rows, width = x.size(0), extra.size(1)
+    counts = crow[1:] - crow[:-1]
+    new_crow = crow + torch.arange(rows + 1, device=crow.device) * width
+    # Each row's old entries keep their order, its D new ones follow.
+    row_of_old = torch.repeat_interleave(
+        torch.arange(rows, device=crow.device), counts)
+    old_slot = torch.arange(col.numel(), device=crow.device) - \
+        crow[row_of_old] + new_crow[row_of_old]
+    new_slot = (new_crow[:-1] + counts).view(-1, 1) + \
+        torch.arange(width, device=crow.device)
+    out_col = col.new_empty(col.numel() + rows * width)
+    out_val = values.new_empty(out_col.numel())
+    out_col[old_slot] = col
+    out_val[old_slot] = values
+    out_col[new_slot.view(-1)] = (x.size(1) + torch.arange(
+        width, device=col.device, dtype=col.dtype)).repeat(rows)
+    out_val[new_slot.view(-1)] = extra.to(values.dtype).reshape(-1)
+    return _sparse_csr(new_crow, out_col, out_val,
+                       (rows, x.size(1) + width))
+
+
 def leading_rows(x: Tensor, n: int) -> Tensor:
     """The first ``n`` rows of ``x``, dense or sparse CSR (which torch
     cannot slice): the target features ``x_dst`` of a sampled block whose

@@ -20,8 +20,10 @@ from torch_geometric.nn import (MLP, GATConv, GCNConv, GINConv, SAGEConv,
 from ..functional import (PATTERNS, REDUCTIONS, SCORE_NORMALIZATIONS,
                           THRESHOLD_MODES, ScoreOptions)
 from ..functional._checks import check_choice
-from ..nn import (GINAttentionConv, GraphTransformer, MultiHeadAttentionConv,
-                  PNAAttentionConv)
+from torch_geometric.nn.dense.linear import Linear
+
+from ..nn import (GINAttentionConv, GPSConv, GraphTransformer,
+                  MultiHeadAttentionConv, PNAAttentionConv)
 from ..adapters.classifier import PretrainedClassifier
 from ..nn.gin_attention_conv import GIN_FORMS
 from ..nn.headwise import MLP_NORMS, MLP_ROUNDINGS
@@ -61,7 +63,10 @@ OPTIONS: Dict[str, Option] = _options(
     Option("attention_dropout", float, 0.0,
            "dropout on the attention weights", range=PROBABILITY),
     Option("root_weight", bool, True,
-           "add the skip term W_skip x_i to each attention conv"),
+           "add a separate map of each node's own features, W_root x_i, "
+           "to the aggregate of its neighbours (the ego embedding of "
+           "Platonov et al.'s '-sep' models; with self_loops off the "
+           "aggregate excludes the node)"),
     Option("mlp_multiplier", float, 0.5,
            "GIN-Attention: hidden width of each head's MLP relative to the "
            "head width (gamma)", range=POSITIVE),
@@ -114,13 +119,26 @@ OPTIONS: Dict[str, Option] = _options(
     Option("include_self", bool, True,
            "PNA-Attention: the node's own value enters the mixer"),
     Option("attention", str, "mha",
-           "attention conv inside each graph-transformer block",
+           "graph-transformer, gps: the attention conv of each block",
            choices=("mha", "gin-attention", "pna-attention")),
+    Option("attention_graph", str, "complete",
+           "gps: what the attention attends over: the complete graph of "
+           "each graph of the batch (global), or the input graph's edges "
+           "(sparse)", choices=("complete", "local")),
     Option("ffn_multiplier", float, 2.0,
-           "graph-transformer: feed-forward width relative to the model "
-           "width", range=POSITIVE),
-    Option("norm", str, "layer", "graph-transformer: block norm",
-           choices=("layer", "rms", "batch")),
+           "width of the feed-forward block relative to the model width: "
+           "after each attention (graph-transformer, gps) or each conv of "
+           "a residual conv stack; 0: no feed-forward block",
+           range=Range(0)),
+    Option("norm", str, "layer",
+           "norm of each block: graph-transformer (pre-norm), gps (after "
+           "each residual sum), conv stacks (on each residual branch and "
+           "before the head with residual, else after each hidden conv)",
+           choices=("layer", "rms", "batch", None)),
+    Option("residual", bool, False,
+           "conv stacks: Platonov et al.'s residual form, an input linear "
+           "layer, x + FFN(conv(norm(x))) per layer, a final norm and a "
+           "linear head (GELU; out_heads does not apply)"),
     Option("edge_dim", int, None, "width of the edge features attended with",
            range=AT_LEAST_ONE, user=False),
     Option("delta", float, None,
@@ -151,6 +169,17 @@ OPTIONS: Dict[str, Option] = _options(
            "the longest context the model reads", range=AT_LEAST_ONE),
     Option("bias", bool, True, "lm task: biases in the linear maps and "
            "norms (nanoGPT's Shakespeare runs: none)"),
+    Option("pe", str, None,
+           "node and graph tasks: graph positional encoding of every node, "
+           "Laplacian eigenvectors (lap; random signs in training) or "
+           "random-walk return probabilities (rw), computed once per data "
+           "set and cached in the data root", choices=("lap", "rw", None)),
+    Option("pe_dim", int, 8, "node and graph tasks: eigenvectors (lap) or "
+           "random-walk steps (rw) of --pe", range=AT_LEAST_ONE),
+    Option("pe_mode", str, "concat",
+           "node and graph tasks: concatenate the encoding to the input "
+           "features, or add a learned linear map of it to them (sparse "
+           "features are densified)", choices=("concat", "add")),
     # pretrained encoders (finetune task)
     Option("adapter", str, "sparse-gin",
            "finetune task: what trains besides the head (Sparse GIN "
@@ -176,9 +205,9 @@ ConvFactory = Callable[..., torch.nn.Module]
 class ModelSpec:
     """A model name and everything the package needs to build and call it.
 
-    Conv-stack models (all but ``graph-transformer``) are built by
-    ``make_conv(in_channels, out_channels, heads, concat, **options)`` one
-    layer at a time; its output width is ``heads * out_channels`` with
+    Conv-stack models (all but ``graph-transformer`` and ``gps``) are built
+    by ``make_conv(in_channels, out_channels, heads, concat, **options)``
+    one layer at a time; its output width is ``heads * out_channels`` with
     ``concat`` else ``out_channels``.
     """
     name: str
@@ -205,20 +234,38 @@ class ModelSpec:
         default_factory=dict, hash=False, compare=False)
     """named option sets (``tgnn train --preset NAME``), e.g. ``"paper"``:
     the published code's configuration; explicit options override them"""
+    encoder: str = "conv"
+    """the node encoder the task models build: ``"conv"`` (a stack of
+    ``make_conv`` layers), ``"transformer"`` (graph-transformer blocks) or
+    ``"gps"`` (GPS layers)"""
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False,
+                                        compare=False)
+    """this model's defaults where they differ from the option table's
+    (one option, one idea, but e.g. ``norm`` is ``"layer"`` in a graph
+    transformer, none between the layers of a conv stack)"""
 
     @property
     def edge_features(self) -> bool:
         return "edge_dim" in self.options
 
+    def default(self, name: str) -> Any:
+        """The default of option ``name`` for this model."""
+        return self.defaults.get(name, OPTIONS[name].default)
+
     def accepted(self, options: Mapping[str, Any] = {}) -> Tuple[str, ...]:
         """The option names this model takes, given the options chosen so
-        far (a graph transformer also takes its attention conv's)."""
+        far (a graph transformer also takes its attention conv's options; a
+        gps model those of its attention conv and of its local conv)."""
         names = self.options
-        if "attention" in names:
-            inner = MODELS[options.get("attention",
-                                       OPTIONS["attention"].default)]
-            names = names + tuple(n for n in inner.options
-                                  if n in VARIANT_OPTIONS)
+        for owner in ("attention", "local"):
+            if owner not in names:
+                continue
+            inner = options.get(owner, self.default(owner))
+            if inner is None:
+                continue
+            names = names + tuple(n for n in MODELS[inner].options
+                                  if n in VARIANT_OPTIONS
+                                  and n not in names)
         return names
 
     def preset(self, name: str,
@@ -229,7 +276,7 @@ class ModelSpec:
         presets = dict(self.presets)
         if "attention" in self.options:
             inner = MODELS[options.get("attention",
-                                       OPTIONS["attention"].default)]
+                                       self.default("attention"))]
             for key, values in inner.presets.items():
                 presets.setdefault(key, {k: v for k, v in values.items()
                                          if k in VARIANT_OPTIONS})
@@ -259,12 +306,20 @@ class ModelSpec:
         given_head = {k: options.pop(k) for k in head if k in options}
         owner = f"model {self.name!r}"
         resolved = resolve_options(options, OPTIONS,
-                                   self.accepted(options), owner)
+                                   self.accepted(options), owner,
+                                   self.defaults)
         heads = resolved.get("heads", 1)
         if resolved.get("hidden", heads) % heads:
             raise ValueError(f"option 'heads' of {owner} must divide "
                              f"hidden={resolved['hidden']}, got "
                              f"heads={heads}")
+        if self.encoder == "conv" and resolved.get("ffn_multiplier") and \
+                not resolved.get("residual"):
+            raise ValueError(
+                f"option 'ffn_multiplier' of {owner} adds a feed-forward "
+                f"block to each layer of a residual stack: it needs "
+                f"residual=True (or ffn_multiplier=0), got ffn_multiplier="
+                f"{resolved['ffn_multiplier']} with residual=False")
         if "threshold_mode" in resolved:
             try:
                 ScoreOptions(**{k: resolved[k] for k in SCORES})
@@ -304,6 +359,13 @@ SHARED = ("hidden", "num_layers", "dropout")
 MULTI_HEAD = SHARED + ("heads", "out_heads")
 ATTENTION_SHARED = MULTI_HEAD + ("attention_dropout", "root_weight",
                                  "edge_dim")
+#: What every conv stack takes besides its convs' options: the residual
+#: form of Platonov et al. (ICLR 2023) and its norm and feed-forward block.
+STACK = ("residual", "norm", "ffn_multiplier")
+#: A conv stack has no norm and no feed-forward block unless asked; PyG's
+#: GCN, GAT and GIN have no root weight unless asked.
+_STACK_DEFAULTS = {"norm": None, "ffn_multiplier": 0.0}
+_NO_ROOT = {**_STACK_DEFAULTS, "root_weight": False}
 #: What the graph-aware convs share: the score modes and sparsification.
 SCORES = ScoreOptions.field_names()
 
@@ -337,10 +399,40 @@ def _attention_conv(cls: type, **fixed) -> ConvFactory:
     return make
 
 
+class WithRootWeight(torch.nn.Module):
+    r"""A PyG conv without a root weight, plus one:
+    :math:`\mathbf{x}'_i = \mathrm{conv}(\mathbf{x}, \mathcal{E})_i +
+    \mathbf{W}_{\mathrm{root}} \mathbf{x}_i` (the ego embedding of the
+    '-sep' models of Platonov et al., ICLR 2023: the node's own features
+    enter apart from the aggregate of its neighbours).  Takes ``(x_src,
+    x_dst)`` pairs where the conv does."""
+
+    def __init__(self, conv: torch.nn.Module, in_channels: int,
+                 out_channels: int):
+        super().__init__()
+        self.conv = conv
+        self.lin_root = Linear(in_channels, out_channels, bias=False)
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+        self.lin_root.reset_parameters()
+
+    def forward(self, x, edge_index, *args, **kwargs):
+        x_dst = x[1] if isinstance(x, tuple) else x
+        return self.conv(x, edge_index, *args, **kwargs) + \
+            self.lin_root(x_dst)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.conv})"
+
+
 def _gat(in_channels, out_channels, heads, concat, *, attention_dropout=0.0,
-         edge_dim=None):
+         edge_dim=None, root_weight=False):
+    # GATConv's own ``residual`` is a root weight: a bias-free linear map of
+    # x_i added to the output.
     return GATConv(in_channels, out_channels, heads=heads, concat=concat,
-                   dropout=attention_dropout, edge_dim=edge_dim)
+                   dropout=attention_dropout, edge_dim=edge_dim,
+                   residual=root_weight)
 
 
 def _transformer_conv(in_channels, out_channels, heads, concat, *,
@@ -351,16 +443,23 @@ def _transformer_conv(in_channels, out_channels, heads, concat, *,
                            edge_dim=edge_dim, root_weight=root_weight)
 
 
-def _gin(in_channels, out_channels, heads, concat):
+def _gin(in_channels, out_channels, heads, concat, *, root_weight=False):
     # The GIN paper's layer: a 2-layer MLP with batch norm, trainable eps.
-    return GINConv(MLP([in_channels, out_channels, out_channels]),
+    conv = GINConv(MLP([in_channels, out_channels, out_channels]),
                    train_eps=True)
+    return WithRootWeight(conv, in_channels, out_channels) if root_weight \
+        else conv
 
 
-def _single(cls: type) -> ConvFactory:
-    def make(in_channels, out_channels, heads, concat):
-        return cls(in_channels, out_channels)
-    return make
+def _gcn(in_channels, out_channels, heads, concat, *, root_weight=False):
+    conv = GCNConv(in_channels, out_channels)
+    return WithRootWeight(conv, in_channels, out_channels) if root_weight \
+        else conv
+
+
+def _sage(in_channels, out_channels, heads, concat):
+    # SAGEConv always has its root weight (lin_r): it is '-sep' by design.
+    return SAGEConv(in_channels, out_channels)
 
 
 def _specs(*specs: ModelSpec) -> Dict[str, ModelSpec]:
@@ -377,18 +476,19 @@ _WITH_LM = ("node", "graph", "link", "text", "lm")
 MODELS: Dict[str, ModelSpec] = _specs(
     ModelSpec("mha", MultiHeadAttentionConv,
               "multi-head dot-product attention (TransformerConv form)",
-              "attention", ATTENTION_SHARED,
+              "attention", ATTENTION_SHARED + STACK,
               _attention_conv(MultiHeadAttentionConv, out_proj=False), _OURS,
-              tasks=_WITH_LM),
+              tasks=_WITH_LM, defaults=_STACK_DEFAULTS),
     ModelSpec("gin-attention", GINAttentionConv,
               "attention weights as adjacency, GIN update per head",
               "attention", ATTENTION_SHARED + ("mlp_multiplier", "mlp_norm",
                                                 "mlp_dropout", "mlp_rounding",
                                                 "gin_form", "value_proj")
-              + SCORES,
+              + SCORES + STACK,
               _attention_conv(GINAttentionConv, out_proj=False), _OURS,
               tasks=_WITH_LM,
-              presets={"paper": PAPER_PRESETS["gin-attention"]}),
+              presets={"paper": PAPER_PRESETS["gin-attention"]},
+              defaults=_STACK_DEFAULTS),
     ModelSpec("pna-attention", PNAAttentionConv,
               "attention-weighted PNA aggregators with degree scalers",
               "attention", ATTENTION_SHARED + ("aggregators", "scalers",
@@ -396,32 +496,45 @@ MODELS: Dict[str, ModelSpec] = _specs(
                                                 "mixer_multiplier",
                                                 "mlp_norm", "mlp_rounding",
                                                 "include_self", "value_proj")
-              + SCORES,
+              + SCORES + STACK,
               _attention_conv(PNAAttentionConv, out_proj=False), _OURS,
               tasks=_WITH_LM,
-              presets={"paper": PAPER_PRESETS["pna-attention"]}),
+              presets={"paper": PAPER_PRESETS["pna-attention"]},
+              defaults=_STACK_DEFAULTS),
     ModelSpec("graph-transformer", GraphTransformer,
               "pre-norm transformer blocks around an attention conv",
               "attention",
               ("hidden", "heads", "num_layers", "dropout",
-               "attention_dropout", "edge_dim", "attention",
-               "ffn_multiplier", "norm"), None, _OURS),
+               "attention_dropout", "root_weight", "edge_dim", "attention",
+               "ffn_multiplier", "norm"), None, _OURS,
+              encoder="transformer", defaults={"root_weight": False}),
+    ModelSpec("gps", GPSConv,
+              "GraphGPS layers: a local conv and attention in parallel, "
+              "norms and a feed-forward block",
+              "attention",
+              ("hidden", "heads", "num_layers", "dropout",
+               "attention_dropout", "edge_dim", "local", "attention",
+               "attention_graph", "ffn_multiplier", "norm"), None, _OURS,
+              tasks=("node", "graph", "link"), encoder="gps",
+              defaults={"norm": "batch"}),
     ModelSpec("gcn", GCNConv, "graph convolution (Kipf & Welling)",
-              "baseline", SHARED, _single(GCNConv), multi_head=False,
-              bipartite=False),
+              "baseline", SHARED + ("root_weight", ) + STACK, _gcn,
+              multi_head=False, bipartite=False, defaults=_NO_ROOT),
     ModelSpec("gat", GATConv, "graph attention (Velickovic et al.)",
-              "baseline", MULTI_HEAD + ("attention_dropout", "edge_dim"),
-              _gat, ("edge_attr", )),
+              "baseline", MULTI_HEAD + ("attention_dropout", "edge_dim",
+                                        "root_weight") + STACK,
+              _gat, ("edge_attr", ), defaults=_NO_ROOT),
     ModelSpec("sage", SAGEConv, "GraphSAGE, mean aggregation", "baseline",
-              SHARED, _single(SAGEConv), sparse_features=False,
-              multi_head=False, compared_on=()),
+              SHARED + STACK, _sage, sparse_features=False,
+              multi_head=False, compared_on=(), defaults=_STACK_DEFAULTS),
     ModelSpec("gin", GINConv, "graph isomorphism network (Xu et al.)",
-              "baseline", SHARED, _gin, sparse_features=False,
-              multi_head=False, compared_on=("graph", )),
+              "baseline", SHARED + ("root_weight", ) + STACK, _gin,
+              sparse_features=False, multi_head=False,
+              compared_on=("graph", ), defaults=_NO_ROOT),
     ModelSpec("transformerconv", TransformerConv,
               "PyG's TransformerConv", "baseline",
-              ATTENTION_SHARED, _transformer_conv, ("edge_attr", ),
-              compared_on=("node", )),
+              ATTENTION_SHARED + STACK, _transformer_conv, ("edge_attr", ),
+              compared_on=("node", ), defaults=_STACK_DEFAULTS),
     ModelSpec("minilm", PretrainedClassifier,
               "pretrained all-MiniLM-L6-v2 (6 layers, 384 wide) with an "
               "adapter", "pretrained",
@@ -436,7 +549,14 @@ MODELS: Dict[str, ModelSpec] = _specs(
 VARIANT_OPTIONS: Tuple[str, ...] = tuple(dict.fromkeys(
     name for spec in MODELS.values()
     if spec.family == "attention" and spec.make_conv is not None
-    for name in spec.options if name not in ATTENTION_SHARED))
+    for name in spec.options if name not in ATTENTION_SHARED + STACK))
+
+#: The local convs of a gps model: every conv-stack model (or none).
+OPTIONS["local"] = Option(
+    "local", str, "gin", "gps: the local message-passing conv beside the "
+    "attention (a conv model of the registry; none: attention only)",
+    choices=tuple(n for n, s in MODELS.items() if s.encoder == "conv"
+                  and "node" in s.tasks) + (None, ))
 
 
 def preset_names() -> List[str]:
@@ -457,8 +577,8 @@ def model_names(family: Optional[str] = None,
             and (compared_on is None or compared_on in s.compared_on)]
 
 
-def _default_text(option: Option) -> str:
-    value = option.default
+def _default_text(option: Option, spec: ModelSpec) -> str:
+    value = spec.default(option.name)
     if option.many:
         return ",".join(value)
     return "none" if value is None else str(value)
@@ -473,8 +593,9 @@ def models_table() -> str:
     for spec in MODELS.values():
         own = [n for n in spec.options if n not in SHARED]
         text = ", ".join(f"`{n}`" if not OPTIONS[n].user or
-                         OPTIONS[n].default is None else
-                         f"`{n}`={_default_text(OPTIONS[n])}" for n in own)
+                         spec.default(n) is None else
+                         f"`{n}`={_default_text(OPTIONS[n], spec)}"
+                         for n in own)
         if spec.family == "baseline":
             layer = f"PyG `{spec.layer.__name__}`"
         else:

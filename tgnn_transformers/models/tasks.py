@@ -94,8 +94,9 @@ _SCHEDULE = ("batch_size", "optimizer", "warmup", "schedule", "clip_grad",
 TASKS: Dict[str, TaskSpec] = {spec.name: spec for spec in (
     TaskSpec("node", "node classification", "node",
              _task_model(NodeClassifier), "node",
-             _COMMON + ("self_loops", "normalize_features",
-                        "sparse_features", "batch_size", "num_neighbors")),
+             _COMMON + ("splits", "self_loops", "normalize_features",
+                        "sparse_features", "batch_size", "num_neighbors"),
+             head_options=NodeClassifier.HEAD_OPTIONS),
     TaskSpec("graph", "graph classification", "graph",
              _task_model(GraphClassifier), "graph",
              _COMMON + ("self_loops", "folds", "batch_size",
@@ -152,10 +153,12 @@ def build_model(task: str, model: Union[str, ModelOptions],
     and takes no ``num_classes``).
 
     ``options`` are the model's options (``tgnn models`` lists them) and the
-    task model's head options (``pool``, ``readout`` for graphs,
-    ``decoder`` for links, ``pos``, ``pooling``, ``ffn_multiplier``,
-    ``norm`` for text; ``block_size``, ``pos``, ``pattern``, ``window``,
-    ``ffn_multiplier``, ``norm``, ``bias`` for lm), checked once here; one the model does not take, or
+    task model's head options (``pe``, ``pe_dim``, ``pe_mode`` for nodes
+    and graphs, ``pool``, ``readout`` for graphs, ``decoder`` for links,
+    ``pos``, ``pooling``, ``ffn_multiplier``, ``norm`` for text;
+    ``block_size``, ``pos``, ``pattern``, ``window``, ``ffn_multiplier``,
+    ``norm``, ``bias`` for lm), checked once here; one the model does not
+    take, or
     a value out of range, raises a ``ValueError`` naming the option, the
     model and what it accepts.  ``model`` may instead be the
     :class:`~tgnn_transformers.models.ModelOptions` of a resolved

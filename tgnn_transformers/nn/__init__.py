@@ -2,6 +2,7 @@
 transformer block built from them."""
 from ._attention_conv import AttentionConvBase
 from .gin_attention_conv import GINAttentionConv
+from .gps_conv import GPSConv
 from .graph_transformer import (ATTENTION_CONVS, FeedForward,
                                 GraphTransformer, GraphTransformerLayer)
 from .headwise import HeadwiseLinear, HeadwiseMLP
@@ -19,6 +20,7 @@ __all__ = [
     "KeyValueCache",
     "MultiHeadAttentionConv",
     "GINAttentionConv",
+    "GPSConv",
     "PNAAttentionConv",
     "GraphTransformerLayer",
     "GraphTransformer",

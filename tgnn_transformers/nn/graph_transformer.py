@@ -141,7 +141,8 @@ class GraphTransformerLayer(torch.nn.Module):
             out_proj=True``) unless ``attention_kwargs`` say otherwise.
         attention_kwargs: extra arguments for the attention conv (e.g.
             ``deg`` for PNA, ``mlp_multiplier`` for GIN).
-        ffn_multiplier: hidden width of the feed-forward network.
+        ffn_multiplier: hidden width of the feed-forward network relative
+            to ``channels``; 0 leaves the feed-forward block out.
         activation: ``"relu"``, ``"gelu"``, ``"gelu_tanh"`` or ``"silu"``
             (:data:`ACTIVATIONS`).
         norm: ``"layer"``, ``"rms"``, ``"batch"`` or ``None``.
@@ -190,11 +191,17 @@ class GraphTransformerLayer(torch.nn.Module):
                                                    channels // heads,
                                                    **kwargs)
         self.attention = attention
-        self.ffn = FeedForward(channels, max(1, round(ffn_multiplier *
-                                                      channels)),
-                               activation, dropout, bias)
+        if ffn_multiplier < 0:
+            raise ValueError(f"ffn_multiplier must be >= 0, got "
+                             f"{ffn_multiplier}")
+        self.ffn = None
+        if ffn_multiplier > 0:
+            self.ffn = FeedForward(channels, max(1, round(ffn_multiplier *
+                                                          channels)),
+                                   activation, dropout, bias)
         self.norm1 = make_norm(norm, channels, norm_eps, bias)
-        self.norm2 = make_norm(norm, channels, norm_eps, bias)
+        self.norm2 = make_norm(norm, channels, norm_eps, bias) \
+            if self.ffn is not None else None
         self.dropout = torch.nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
@@ -234,10 +241,12 @@ class GraphTransformerLayer(torch.nn.Module):
             attended, weights = attended
         if self.norm_first:
             x = x + self.dropout(attended)
-            x = x + self.dropout(self.ffn(self._norm(self.norm2, x)))
+            if self.ffn is not None:
+                x = x + self.dropout(self.ffn(self._norm(self.norm2, x)))
         else:
             x = self._norm(self.norm1, x + self.dropout(attended))
-            x = self._norm(self.norm2, x + self.dropout(self.ffn(x)))
+            if self.ffn is not None:
+                x = self._norm(self.norm2, x + self.dropout(self.ffn(x)))
         return (x, weights) if return_attention_weights else x
 
     @classmethod

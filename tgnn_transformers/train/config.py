@@ -24,8 +24,13 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
            "validation gain", range=AT_LEAST_ONE),
     Option("lr", float, 0.005, "learning rate (Adam)", range=POSITIVE),
     Option("weight_decay", float, 0.0, "L2 weight decay", range=Range(0)),
-    Option("seeds", int, (0, ), "random seeds, one run each", many=True,
-           range=Range(0)),
+    Option("seeds", int, (0, ), "random seeds: one run each (per split or "
+           "fold)", many=True, range=Range(0)),
+    Option("splits", int, None, "node task: which train/val/test splits "
+           "of the data set to run, by index: its fixed splits "
+           "(Minesweeper, Tolokers: 0-9), or the seeds of random 50/25/25 "
+           "splits (LINKX graphs: 5); default all of them (one for "
+           "Planetoid and OGB)", many=True, range=Range(0)),
     Option("folds", int, 10, "cross-validation folds (graph task)",
            range=Range(2)),
     Option("batch_size", int, 32, "graphs (graph task), sentences (text "
@@ -113,7 +118,7 @@ class RunConfig(OptionValues):
             if name in accepted:
                 values[name] = OPTIONS[name].check(value, owner)
         for name in accepted:
-            values.setdefault(name, OPTIONS[name].default)
+            values.setdefault(name, spec.default(name))
         head = get_task(self.task).head_options
         return ModelOptions(spec.name, values,
                             {k: self[k] for k in head if k in self})
@@ -203,8 +208,10 @@ def resolve_config(task: str, dataset: str, model: str,
             raise ValueError(f"{where}: option {key!r} does not apply to "
                              f"model {model!r} on the {task} task; it takes "
                              f"{takes}")
+    # A name both the model and the task's head take (the text task's
+    # norm and ffn_multiplier) has one value in a run: the task's.
     model_values = {k: v for k, v in spec.resolve(model_given).items()
-                    if OPTIONS[k].user}
+                    if OPTIONS[k].user and k not in own}
     for name in own:
         option = RECIPE_OPTIONS.get(name) or OPTIONS[name]
         config.setdefault(name, task_spec.head_defaults.get(name,

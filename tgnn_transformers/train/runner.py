@@ -57,6 +57,13 @@ def _run_name(run: Dict[str, int]) -> str:
     return "-".join(f"{k}{v}" for k, v in run.items())
 
 
+def run_seed(run: Dict[str, int]) -> int:
+    """The random seed a run starts from: ``seed * 1000`` plus its other
+    index (a fold or a split), so the runs of one seed differ."""
+    return run["seed"] * 1000 + sum(v for k, v in run.items()
+                                    if k != "seed")
+
+
 def summarize(values: List[float]) -> Dict[str, Any]:
     """Mean and population standard deviation of the finite values; with
     none, ``None`` values and the reason (JSON has no NaN)."""
@@ -191,7 +198,7 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
         if state is not None:
             log.info("%s already finished, reading its result", name)
         else:
-            seed_everything(run["seed"] * 1000 + run.get("fold", 0))
+            seed_everything(run_seed(run))
             recipe = recipes.build(dataset, config, run)
             callback = (None if on_epoch_end is None else
                         (lambda epoch, name=name: on_epoch_end(name, epoch)))
