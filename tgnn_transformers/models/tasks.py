@@ -182,8 +182,10 @@ def build_model(task: str, model: Union[str, ModelOptions],
                          isinstance(num_classes, bool) or num_classes < 1):
         raise ValueError(f"the {task} task needs num_classes >= 1, got "
                          f"{num_classes!r}")
-    resolved = model_spec.resolve({**spec.head_defaults, **options},
-                                  spec.head_options, task)
+    if not isinstance(options, ModelOptions):
+        # Resolved options already hold the task's head values.
+        options = {**spec.head_defaults, **options}
+    resolved = model_spec.resolve(options, spec.head_options, task)
     return spec.make(resolved, in_channels, num_classes)
 
 
