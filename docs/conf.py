@@ -9,7 +9,6 @@ executes them, ``scripts/run_notebooks.py`` stores them).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,20 +37,19 @@ extensions = [
     "myst_nb",  # MyST Markdown pages and the notebooks
 ]
 
-# The notebooks live in notebooks/ at the top of the repository (where the
-# tests execute them); Sphinx reads sources below docs/ only, so the build
-# copies them into docs/notebooks/ (ignored by git) first.
-NOTEBOOKS = DOCS / "notebooks"
-if NOTEBOOKS.exists():
-    shutil.rmtree(NOTEBOOKS)
-NOTEBOOKS.mkdir()
-for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
-    shutil.copy2(notebook, NOTEBOOKS / notebook.name)
-
+# Sphinx reads the repository root (sphinx-build -c docs . OUT), so that the
+# notebooks are rendered from notebooks/ where the tests execute them, and
+# the links between pages are the relative links that also work on GitHub.
+root_doc = "docs/index"
+include_patterns = ["docs/**", "notebooks/*.ipynb"]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb",
                  ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "api/generated/*.md"]
+exclude_patterns = ["docs/_build", "docs/_templates", ".venv", ".git",
+                    "runs", "data", "tests", "benchmarks",
+                    "tgnn_transformers", "scripts"]
 templates_path = ["_templates"]
+# the site opens at docs/index.html; index.html at the top redirects there
+html_additional_pages = {"index": "redirect.html"}
 
 # Notebooks are shown as committed; executing them is the tests' job.
 nb_execution_mode = "off"
@@ -73,14 +71,6 @@ add_module_names = False
 
 html_theme = "furo"
 html_title = f"tgnn_transformers {release}"
-html_theme_options = {
-    "source_directory": "docs/",
-    "navigation_with_keys": True,
-}
+html_theme_options = {"navigation_with_keys": True}
 copybutton_prompt_text = r"\$ "
 copybutton_prompt_is_regexp = True
-
-suppress_warnings = [
-    # Links between Markdown pages keep their .md suffix so that they also
-    # work on GitHub; MyST resolves them to the built pages.
-]
