@@ -32,7 +32,7 @@ def kernel_line(data):
     settings = data["machine"].get("triton_kernel")
     if settings is None:
         return ("Triton kernel settings not recorded in this file (written "
-                "before they were; README \"On a GPU\" says what ran).")
+                "before they were; docs/guides/gpu.md says what ran).")
     return "Triton kernel settings: " + ", ".join(
         f"{k} {v}" for k, v in settings.items()) + "."
 

@@ -60,3 +60,16 @@ def test_notebook_is_committed_with_its_outputs(path):
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 4
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_carry_no_warnings_or_local_paths(path):
+    """What a reader sees is the notebook's own output: no warning a user
+    must wonder about, no path of the machine that executed it."""
+    notebook = nbformat.read(path, as_version=4)
+    texts = [output.get("text", "") for cell in notebook.cells
+             if cell.cell_type == "code" for output in cell.outputs
+             if output.output_type == "stream"]
+    for text in texts:
+        assert "Warning" not in text, text
+        assert "site-packages" not in text and "/work/" not in text, text

@@ -1,5 +1,5 @@
 """The model registry drives the task models, the configuration, the CLI and
-the README; unknown options and bad values raise."""
+the documentation's table of models; unknown options and bad values raise."""
 import json
 import re
 import subprocess
@@ -18,7 +18,9 @@ from tgnn_transformers.models import (MODELS, OPTIONS, build_model,
 from tgnn_transformers.train import resolve_config
 from tgnn_transformers.train.config import RECIPE_OPTIONS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+#: the page with the table of models (docs/guides/command-line.md)
+MODELS_PAGE = ROOT / "docs" / "guides" / "command-line.md"
 
 
 def tiny_graphs():
@@ -210,16 +212,16 @@ def test_mlp_norm_none_from_the_command_line():
     assert args.mlp_norm is None
 
 
-def test_readme_model_table_is_the_registry():
-    text = README.read_text()
+def test_docs_model_table_is_the_registry():
+    text = MODELS_PAGE.read_text()
     block = re.search(r"<!-- models:start -->\n(.*?)\n<!-- models:end -->",
                       text, re.S)
-    assert block is not None, "README lacks the models table markers"
+    assert block is not None, f"{MODELS_PAGE} lacks the models table markers"
     assert block.group(1).strip() == models_table()
 
 
 def test_benchmark_lists_come_from_the_registry():
-    sys.path.insert(0, str(README.parent / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import accuracy
     finally:

@@ -24,7 +24,11 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from ..functional._checks import check_choice
 
+#: The environment variable naming the data root (where data sets are
+#: processed and kept).
 ROOT_ENV = "TGNN_DATA_ROOT"
+#: The environment variable naming the offline mirror the data sets are
+#: copied from.
 MIRROR_ENV = "TGNN_DATA_MIRROR"
 PathLike = Union[str, os.PathLike]
 
@@ -105,6 +109,8 @@ def _ogb(name: str) -> Source:
                   ("raw/edge.csv.gz", "raw/node-label.csv.gz"), "node")
 
 
+#: Every graph data set by name: where its raw files lie in the mirror and
+#: the data root, and the task kind it serves.
 SOURCES: Dict[str, Source] = {
     "cora": _planetoid("Cora"),
     "citeseer": _planetoid("CiteSeer"),

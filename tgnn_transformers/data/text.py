@@ -41,6 +41,7 @@ TEXT_SOURCES: Dict[str, Tuple[str, Dict[str, str], str]] = {
                            "test": "TREC.test.all"}, "latin-1"),
     "r8": ("text/r8", {"train": "train.txt", "test": "test.txt"}, "utf-8"),
 }
+#: The sentence classification data sets by name.
 TEXT_DATASETS = tuple(TEXT_SOURCES)
 HOLDOUT = 0.1  # share of train held out for validation without a dev split
 

@@ -3,30 +3,6 @@ r"""The functional core: attention on graphs, with no parameters.
 Like :mod:`torch.nn.functional`, everything here is a plain function of
 tensors; the layers in :mod:`tgnn_transformers.nn` hold the projections and
 call into these (and only into what this module exports).
-
-.. autosummary::
-    edge_softmax
-    edge_attention
-    ScoreOptions
-    attention_weights
-    attention_dropout
-    attention_aggregate
-    sparsify_attention
-    check_sparsify_options
-    in_degree
-    adjacency_to_edge_index
-    adjacency_size
-    weights_on_adjacency
-    check_edge_index_layout
-    feature_dropout
-    to_sparse_csr
-    hstack_features
-    leading_rows
-    select_rows
-    sequence_edge_index
-    complete_edge_index
-    recognize_sequence_pattern
-    recognize_token_pattern
 """
 from ._checks import check_edge_index_layout
 from .adjacency import (adjacency_size, adjacency_to_edge_index, in_degree,

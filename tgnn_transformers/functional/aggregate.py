@@ -13,6 +13,7 @@ from .softmax import segment_sum
 from .sparse_ops import (GraphIndex, edge_weighted_sum, graph_index,
                          spmm)
 
+#: The ``reduce`` choices of :func:`attention_aggregate`.
 REDUCTIONS = ("sum", "mean", "max", "min", "var", "std")
 
 # Below this variance the standard deviation is reported as exactly 0.

@@ -17,6 +17,8 @@ from torch import Tensor
 from ._cache import cached_on
 from ._checks import check_choice
 
+#: The token-graph patterns of :func:`sequence_edge_index` and
+#: :class:`~tgnn_transformers.transforms.SequenceToGraph`.
 PATTERNS = ("full", "causal", "window", "dilated", "global_random",
             "global_window", "binary_partition")
 #: Patterns that add virtual nodes after the tokens.

@@ -189,7 +189,7 @@ def causal_token_graph(batch_size: int, length: int,
                        window: Optional[int] = None, dilation: int = 1,
                        device: Optional[torch.device] = None) -> TokenGraph:
     """``batch_size`` copies of :func:`causal_edge_index` as one batch
-    (sequence ``b`` holds nodes ``b * length .. (b + 1) * length - 1``), with
+    (sequence ``b`` holds nodes ``b * length`` to ``(b + 1) * length - 1``), with
     its ``batch`` vector and node positions.  The full causal batch is
     exactly :func:`complete_edge_index` of the lengths, the canonical order
     the dense attention path recognises."""

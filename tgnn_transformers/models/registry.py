@@ -4,7 +4,7 @@ it, and the options it takes, with types, defaults and allowed values.
 This is the one place a model is described.  The task models
 (:func:`~tgnn_transformers.models.build_model`), the ``tgnn`` command line
 (choices, flags and ``tgnn models``), the configuration files, the benchmark
-lists and the README's table of models all read it.  Adding a model means
+lists and the documentation's table of models all read it.  Adding a model means
 adding one :class:`ModelSpec` to :data:`MODELS`; adding an option means one
 :class:`Option` in :data:`OPTIONS` and its name in the specs that take it.
 """
@@ -586,7 +586,7 @@ def _default_text(option: Option, spec: ModelSpec) -> str:
 
 def models_table() -> str:
     """The markdown table of models printed by ``tgnn models`` and kept in
-    the README: name, layer, what it is, and its own options (beyond
+    ``docs/guides/command-line.md``: name, layer, what it is, and its own options (beyond
     ``hidden``, ``num_layers``, ``dropout``) with defaults."""
     lines = ["| model | layer | what it is | options (default) |",
              "|---|---|---|---|"]

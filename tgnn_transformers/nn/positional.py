@@ -42,8 +42,10 @@ def _check_positions(pos: Tensor, num_nodes: Optional[int] = None) -> Tensor:
 
 def sinusoidal_table(pos: Tensor, channels: int,
                      base: float = 10000.0) -> Tensor:
-    r"""``[N, channels]`` sinusoidal encodings of the integer positions
-    ``pos``: :math:`PE_{p, 2i} = \sin(p / b^{2i/d})`,
+    r"""The Transformer's sinusoidal encodings of the integer positions
+    ``pos``, ``[N, channels]``.
+
+    :math:`PE_{p, 2i} = \sin(p / b^{2i/d})`,
     :math:`PE_{p, 2i+1} = \cos(p / b^{2i/d})` (Vaswani et al., 2017)."""
     half = torch.arange(0, channels, 2, device=pos.device,
                         dtype=torch.float32)
@@ -90,7 +92,7 @@ class SinusoidalPositionalEncoding(torch.nn.Module):
 class LearnedPositionalEncoding(torch.nn.Module):
     r"""Adds a learned embedding of each node's position to its features,
     :math:`\mathbf{x}_i' = \mathbf{x}_i + \mathbf{P}_{p_i}` (BERT's
-    absolute positions), for positions ``0 .. max_positions - 1``.
+    absolute positions), for positions ``0`` to ``max_positions - 1``.
 
     Args:
         channels: feature width.

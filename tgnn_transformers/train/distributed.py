@@ -152,7 +152,7 @@ def in_turn(load: Callable[[], T]) -> T:
 
 
 class ShardSampler(torch.utils.data.Sampler):
-    """The indices ``0 .. size-1`` of one rank.
+    """The indices ``0`` to ``size - 1`` of one rank.
 
     Training (``shuffle=True``): a new permutation every pass, seeded by
     rank 0's global RNG (which checkpoints restore) and broadcast so that
