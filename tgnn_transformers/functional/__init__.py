@@ -26,7 +26,9 @@ call into these (and only into what this module exports).
     complete_edge_index
     recognize_sequence_pattern
     recognize_token_pattern
+    clear_graph_cache
 """
+from ._cache import clear_graph_cache
 from ._checks import check_edge_index_layout
 from .adjacency import (adjacency_size, adjacency_to_edge_index, in_degree,
                         weights_on_adjacency)
@@ -67,6 +69,7 @@ __all__ = [
     "complete_edge_index",
     "recognize_sequence_pattern",
     "recognize_token_pattern",
+    "clear_graph_cache",
     "TokenPattern",
     "BACKENDS",
     "ATTENTION_BACKENDS",
