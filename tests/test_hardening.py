@@ -172,6 +172,18 @@ def test_resume_and_overwrite_exclude_each_other(env, capsys):
         run_experiment(small(), env / "r", resume=True, overwrite=True)
 
 
+@pytest.mark.parametrize("command", ["train", "finetune"])
+def test_help_documents_the_run_folder_rules(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--resume continue it", "--overwrite replace it",
+                  "deleted first; other files are left alone",
+                  "lock file (run.lock", "exit status: 0 done; 1",
+                  "130 interrupted", "--log-every SECONDS"):
+        assert words in text, words
+
+
 def test_resume_of_an_empty_folder_starts_the_run(env):
     metrics = run_experiment(small(), env / "new", quiet=True, resume=True)
     assert metrics["runs"][0]["epochs_run"] == 3
@@ -339,6 +351,15 @@ def test_folds_are_checked_on_the_loaded_graphs_too():
         graph.check_data(list(range(12)), {"folds": 13, "dataset": "x"})
 
 
+def test_an_undefined_test_metric_is_not_a_success(env, capsys,
+                                                   monkeypatch):
+    from tgnn_transformers.train import runner
+    monkeypatch.setattr(runner, "summarize", lambda values: {
+        "mean": None, "std": None, "n": 0, "reason": "an empty split"})
+    assert main(CORA + ["--epochs", "1", "--out", str(env / "run")]) == 1
+    one_line_error(capsys, "no finite test accuracy", "an empty split")
+
+
 def _mirror_copy(data_mirror, tmp_path, folder):
     mirror = tmp_path / "mirror"
     shutil.copytree(data_mirror / folder, mirror / folder)
@@ -348,8 +369,8 @@ def _mirror_copy(data_mirror, tmp_path, folder):
 
 
 def _truncate_lines(path, keep):
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:keep]))
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:keep]))
 
 
 @pytest.mark.parametrize("folder, file, keep, message", [
@@ -673,7 +694,7 @@ def test_log_every_must_be_positive(capsys):
 
 def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes(env):
     out = env / "run"
-    args = CORA[:-1] + ["--epochs", "80", "--patience", "80",
+    args = CORA[:-1] + ["--epochs", "400", "--patience", "400",
                         "--out", str(out)]
     process = subprocess.Popen(
         [sys.executable, "-m", "tgnn_transformers", *args],
@@ -696,11 +717,24 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes(env):
              if not line.startswith(("Processing", "Done"))]
     assert len(lines) == 1 and "interrupted" in lines[0] and \
         "--resume" in lines[0], err
-    assert load_checkpoint(checkpoint)["epoch"] >= 2
+    kept = load_checkpoint(checkpoint)["epoch"]
+    assert kept >= 2
     assert not (out / LOCK_FILE).exists()
-    assert main(args[:args.index("--epochs")] + ["--epochs", "5", "--out",
-                str(out), "--resume"]) == 2  # other settings: refused
-    assert main(args + ["--resume"]) == 0
+    # --resume continues after the kept epoch (exactness: test_reliability)
+    resumed = []
+
+    class Enough(Exception):
+        pass
+
+    def stop(name, epoch):
+        resumed.append(epoch)
+        raise Enough()
+
+    config = small(epochs=400, patience=400)
+    with pytest.raises(Enough):
+        run_experiment(config, out, quiet=True, resume=True,
+                       on_epoch_end=stop)
+    assert resumed == [kept + 1]
 
 
 # ==========================================================================
@@ -1044,8 +1078,8 @@ def test_a_bar_of_the_batches_on_a_terminal(monkeypatch):
     monkeypatch.setattr(loop, "_terminal_width", lambda stream: 80)
     fit(_batch_recipe(), epochs=2, patience=5, desc="sst2/mha seed0")
     shown = "".join(fake.text)
-    assert "epoch 1 train" in shown and "10/10" in shown
-    assert "epoch 2 val" in shown and "batch" in shown
+    assert "epoch 1 train" in shown and "/10 [" in shown
+    assert "epoch 2 val" in shown and "batch/s" in shown
 
 
 def test_quiet_stays_quiet(monkeypatch, caplog):
@@ -1093,8 +1127,11 @@ def _graph_inputs():
     return x, edge_index, torch.randn(40, 3)
 
 
-@pytest.mark.parametrize("task", ["node", "graph", "text"])
-def test_every_trainable_parameter_reaches_the_loss(task):
+@pytest.mark.parametrize("task, head", [
+    ("node", {}), ("graph", {"readout": "last"}),
+    ("graph", {"readout": "layers", "pool": "mean"}), ("text", {}),
+    ("text", {"pooling": "cls", "pos": "relative"})])
+def test_every_trainable_parameter_reaches_the_loss(task, head):
     """What lets data-parallel runs skip DDP's unused-parameter search
     (and its warning): no model leaves a trainable parameter out."""
     from tgnn_transformers.functional import complete_edge_index
@@ -1118,6 +1155,11 @@ def test_every_trainable_parameter_reaches_the_loss(task):
             if "delta" in spec.options:
                 options["delta"] = 1.0
             attr = edge_attr if edge_dim else None
+            if task != "node":
+                options.update(head)
+            if name == "graph-transformer" and head.get("readout") == \
+                    "layers":
+                continue  # refused: a transformer has no per-layer heads
             if task == "text":
                 model = build_model(task, name, 20, 3, **options)
                 out = model(torch.randint(0, 20, (12, )),

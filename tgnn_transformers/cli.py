@@ -24,11 +24,11 @@ data: raw files are read from --root (or $TGNN_DATA_ROOT); with --mirror
 downloaded.  Defaults per task and data set live in
 tgnn_transformers/train/defaults.json; every flag below overrides them."""
 
-RUN_EPILOG = """run folder (--out): one run at a time.  A run holds the folder
-with a lock file (run.lock: process, host, start, command); a second run
-into it is refused while the first lives, and the lock of a run that is
-gone is replaced with a warning.  A folder that already holds a run is
-refused unless you pass
+RUN_EPILOG = """run folder (--out): one run at a time.  A run holds the folder with a
+lock file (run.lock: process, host, start, command); a second run into it
+is refused while the first lives, and the lock of a run that is gone is
+replaced with a warning.  A folder that already holds a run is refused
+unless you pass
   --resume     continue it: finished seeds/folds are read back, an
                interrupted one continues from its checkpoint and ends
                exactly where an uninterrupted run ends (same settings only;
