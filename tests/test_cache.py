@@ -28,7 +28,8 @@ def _graph(kind: str):
         edge_index = edge_index[:, torch.argsort(edge_index[1])]
     if kind == "sparse adjacency":
         adj = torch.sparse_coo_tensor(edge_index.flip(0), torch.ones(40),
-                                      (10, 10)).coalesce()
+                                      (10, 10),
+                                      check_invariants=False).coalesce()
         return torch.randn(10, 8), adj.to_sparse_csr(), {}
     return torch.randn(10, 8), edge_index, {}
 

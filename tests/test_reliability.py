@@ -191,8 +191,9 @@ def test_a_failed_run_leaves_an_error_file(env):
     error = json.loads((env / "run" / "error.json").read_text())
     assert error["error"] == "Boom" and "on purpose" in error["message"]
     assert "Traceback" in error["traceback"]
-    # a later successful run removes it
-    run_experiment(small(), env / "run", quiet=True)
+    # a later successful run (resuming it; a fresh run into the folder
+    # would be refused) removes it
+    run_experiment(small(), env / "run", quiet=True, resume=True)
     assert not (env / "run" / "error.json").exists()
 
 

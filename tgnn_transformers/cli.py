@@ -26,6 +26,29 @@ data: raw files are read from --root (or $TGNN_DATA_ROOT); with --mirror
 downloaded.  Defaults per task and data set live in
 tgnn_transformers/train/defaults.json; every flag below overrides them."""
 
+RUN_EPILOG = """run folder (--out): one run at a time.  A run holds the folder with a
+lock file (run.lock: process, host, start, command); a second run into it
+is refused while the first lives, and the lock of a run that is gone is
+replaced with a warning.  A folder that already holds a run is refused
+unless you pass
+  --resume     continue it: finished seeds/folds are read back, an
+               interrupted one continues from its checkpoint and ends
+               exactly where an uninterrupted run ends (same settings only;
+               a folder without a run starts one), or
+  --overwrite  replace it: the earlier run's files (run.json, metrics.json,
+               history.csv, curves.png, error.json, checkpoints/) are
+               deleted first; other files are left alone.
+Every checkpoint read back must belong to this configuration and run.
+history.csv is rewritten after every epoch; progress (a bar on a terminal,
+else a log line at least every --log-every seconds) shows batches within
+long epochs.
+
+exit status: 0 done; 1 the training failed (a NaN or infinite loss, or no
+finite test metric); 2 bad input (flags, data files, run folder, missing
+optional packages), before any training where it can be known; 130
+interrupted (Ctrl-C: the last checkpoint is kept, continue with
+--resume)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -50,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train and evaluate a model",
         description="Train a model on a data set over several seeds (node, "
         "link) or folds (graph) and write metrics.json, history.csv and "
-        "curves.png into --out.", epilog=EPILOG,
+        "curves.png into --out.", epilog=EPILOG + "\n\n" + RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--task", choices=list(TASKS), default="node",
                        help="; ".join(f"{t.name}: {t.summary}"
@@ -71,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(--pretrained) with a classification head, trained through "
         "--adapter (sparse-gin, lora at the same trainable budget, head, "
         "full); the trainable-parameter count is printed and recorded in "
-        "metrics.json.")
+        "metrics.json.", epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     finetune.add_argument("--dataset", default="trec",
                           help="sst2, trec or r8 (default: trec)")
     finetune.add_argument("--pretrained", dest="model", default="minilm",
@@ -139,11 +163,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                                       "defaults)")
     for option in RECIPE_OPTIONS.values():
         _add_flag(group, option)
-    run = parser.add_argument_group("run control")
-    run.add_argument("--resume", action="store_true",
-                     help="continue an interrupted run in --out")
+    run = parser.add_argument_group("run control (see 'run folder' below)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (same settings)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the run in --out first, then start anew")
     run.add_argument("--quiet", action="store_true",
                      help="no progress output")
+    run.add_argument("--log-every", type=_positive_seconds, default=30.0,
+                     metavar="SECONDS",
+                     help="without a terminal: a progress line at least "
+                     "this often (default: 30)")
 
 
 def _add_flag(group, option: Option) -> None:
@@ -163,6 +194,17 @@ def _add_flag(group, option: Option) -> None:
         if option.many:
             kwargs["nargs"] = "+"
     group.add_argument(option.flag, **kwargs)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _none_or(kind):
@@ -187,9 +229,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "generate":
         return generate_command(args)
     if args.command == "plot":
+        from .extras import MissingExtraError
         try:
             written = plot_path(Path(args.path), args.out)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, MissingExtraError) as exc:
             print(f"tgnn: error: {exc}", file=sys.stderr)
             return 2
         for path in written:
@@ -200,35 +243,61 @@ def main(argv: Optional[List[str]] = None) -> int:
     quiet = args.quiet or rank != "0"
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from .extras import MissingExtraError, check_features
+    out = args.out or default_out(args.task, args.dataset, args.model)
     # Every option is checked, with the model known, before data is loaded.
     try:
-        check_locations(args.mirror, args.config)
+        check_locations(args.mirror, args.config, out)
         config = resolve_config(args.task, args.dataset, args.model,
                                 _overrides(args), args.config,
                                 preset=args.preset)
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, MissingExtraError) as exc:
         print(f"tgnn: error: {exc}", file=sys.stderr)
         return 2
+    for warning in check_features(config):
+        logging.getLogger("tgnn_transformers").warning(warning)
     from .data import DataSourceError
+    from .train import NonFiniteLossError, RunFolderError
+    from .train.config import ConfigurationError
     from .train.io import CheckpointError
-    from .train.runner import ResumeError, run_experiment
-    out = args.out or default_out(args.task, config["dataset"], args.model)
+    from .train.runner import run_experiment
     try:
         metrics = run_experiment(config, out, resume=args.resume,
-                                 quiet=args.quiet, root=args.root,
-                                 mirror=args.mirror)
-    except (DataSourceError, ResumeError, CheckpointError) as exc:
+                                 overwrite=args.overwrite, quiet=args.quiet,
+                                 root=args.root, mirror=args.mirror,
+                                 log_every=args.log_every)
+    except KeyboardInterrupt:
+        print(f"tgnn: interrupted; the last checkpoint is kept in {out}/"
+              "checkpoints: continue with the same command and --resume",
+              file=sys.stderr)
+        return 130
+    except NonFiniteLossError as exc:
+        print(f"tgnn: error: {exc} (details in {out}/error.json)",
+              file=sys.stderr)
+        return 1
+    except (DataSourceError, RunFolderError, CheckpointError,
+            ConfigurationError, MissingExtraError) as exc:
         print(f"tgnn: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"tgnn: error: {exc.strerror or exc}{where}; check that "
+              f"--out {out} is a writable folder with free space",
+              file=sys.stderr)
         return 2
     if rank != "0":
         return 0
     split = "test"
-    if metrics["test"]["mean"] is None and metrics["val"]["mean"] is not None:
+    if metrics["test"]["mean"] is None and metrics["val"]["mean"] is not None \
+            and metrics["metric"] == "loss":
         split = "val"  # a corpus has no test split: the best val loss
     summary = metrics[split]
     if summary["mean"] is None:
-        score = f"undefined ({summary['reason']})"
-    elif metrics["metric"] == "loss":
+        print(f"tgnn: error: {config['dataset']} / {config['model']}: no "
+              f"finite {split} {metrics['metric']} ({summary['reason']}); "
+              f"see {out}/metrics.json", file=sys.stderr)
+        return 1
+    if metrics["metric"] == "loss":
         score = f"{summary['mean']:.4f} ± {summary['std']:.4f}"
     else:
         score = f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
@@ -290,6 +359,8 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def plot_path(path: Path, out: Optional[str]) -> List[Path]:
     """``tgnn plot``: the PNG files written for a run folder or capture."""
+    from .extras import require
+    require("curves.png")
     import matplotlib.pyplot as plt
     from .inspect import (load_capture, plot_attention_heatmap,
                           plot_training_curves, read_history)
@@ -326,8 +397,13 @@ def plot_path(path: Path, out: Optional[str]) -> List[Path]:
     return written
 
 
-def check_locations(mirror: Optional[str], config: Optional[str]) -> None:
-    """Paths given on the command line exist (checked before any work)."""
+def check_locations(mirror: Optional[str], config: Optional[str],
+                    out: Optional[str] = None) -> None:
+    """Paths given on the command line exist, and ``out`` is or can be a
+    writable folder (checked before any work)."""
+    if out is not None:
+        from .train.folder import check_folder
+        check_folder(Path(out))
     if mirror is not None and not Path(mirror).expanduser().is_dir():
         raise ValueError(f"--mirror {mirror}: no such folder (the offline "
                          "data mirror must be a folder laid out like "

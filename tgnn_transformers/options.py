@@ -55,6 +55,9 @@ class Option:
     user: bool = True
     """settable by users (a ``tgnn train`` flag); ``False`` for what the
     training recipe derives from the data (``edge_dim``, ``delta``)"""
+    unique: bool = False
+    """(with ``many``) the values name a set: a repeated one is refused
+    (``--seeds 0 0`` would count one run twice)"""
 
     @property
     def flag(self) -> str:
@@ -83,7 +86,15 @@ class Option:
             if not value:
                 raise ValueError(f"option {self.name!r} of {owner} needs at "
                                  f"least one value, got an empty list")
-            return tuple(self._check_one(v, owner) for v in value)
+            values = tuple(self._check_one(v, owner) for v in value)
+            if self.unique and len(set(values)) < len(values):
+                repeated = sorted({v for v in values if values.count(v) > 1},
+                                  key=str)
+                raise ValueError(
+                    f"option {self.name!r} of {owner} repeats "
+                    f"{', '.join(map(repr, repeated))}: each value counts "
+                    f"once, got {list(value)}")
+            return values
         return self._check_one(value, owner)
 
     def _check_one(self, value: Any, owner: str) -> Any:

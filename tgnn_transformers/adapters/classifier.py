@@ -27,14 +27,15 @@ def _minilm_path() -> str:
 #: Pretrained encoders by registry name -> where their files are.
 PRETRAINED: Dict[str, Callable[[], str]] = {"minilm": _minilm_path}
 ADAPTERS = ("sparse-gin", "lora", "head", "full")
-POOLINGS = ("cls", "mean", "max")
+POOLINGS = ("auto", "cls", "mean", "max")
 
 
 class PretrainedClassifier(torch.nn.Module):
     """``head(pool(encoder(tokens)))`` for a Hugging Face BERT-family
     encoder (``model``: a key of :data:`PRETRAINED`), pooled by the
     ``[CLS]`` token, or the mean or the maximum of the real tokens
-    (``pooling``).
+    (``pooling``; ``"auto"`` is the mean, the pooling the sentence
+    encoders of :data:`PRETRAINED` were trained with).
 
     ``adapter`` says what trains besides the head: ``"sparse-gin"``
     (:func:`add_sparse_gin_adapters` with ``adapter_hidden`` and
@@ -60,8 +61,16 @@ class PretrainedClassifier(torch.nn.Module):
         path = PRETRAINED[model]()
         encoder = AutoModel.from_pretrained(path,
                                             attn_implementation="eager")
+        pooler = getattr(encoder, "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            # The classifier pools the hidden states itself: the encoder's
+            # own pooler never reaches the loss, so it does not train (and
+            # data-parallel training need not search for unused
+            # parameters).
+            pooler.requires_grad_(False)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.adapter, self.pooling = adapter, pooling
+        self.adapter = adapter
+        self.pooling = "mean" if pooling == "auto" else pooling
         self.lora_rank = None
         if adapter in ("sparse-gin", "lora"):
             with_gin = add_sparse_gin_adapters(

@@ -12,6 +12,7 @@ those classes (nothing global changes; ``torch.load`` stays torch's).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -61,7 +62,12 @@ def load_ogb_node_dataset(name: str, root: Path):
                           "install 'tgnn_transformers[ogb]'") from exc
     root = Path(root)
     _mark_release(name, root)
-    with _ogb_safe_globals():
+    with _ogb_safe_globals(), warnings.catch_warnings():
+        # ogb's processing hands torch a read-only NumPy array of labels it
+        # never writes to; torch's notice about it is not for our users.
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="The given NumPy array is not "
+                                "writable")
         dataset = PygNodePropPredDataset(name, root=str(root))
         split = dataset.get_idx_split()
     return dataset, split, Evaluator(name)

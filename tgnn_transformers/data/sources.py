@@ -11,15 +11,28 @@ Two locations matter:
   (``planetoid/Cora/raw/ind.cora.x``, ``tudataset/MUTAG/raw/MUTAG_A.txt``,
   ``linkx/cornell5/raw/data.mat``,
   ``heterophilous/minesweeper/raw/minesweeper.npz``, ``ogb/ogbn_arxiv/...``).
-  When it is set, raw files are copied from it instead of downloaded.
+  When it is set, raw files are copied from it instead of downloaded, and
+  copied again when the mirror's file changes (size or modification time).
+
+What a data set class derives from its raw files (PyG's ``processed/``
+folder) is tied to them: :func:`load_dataset` stores a fingerprint of the
+raw files (size, modification time, SHA-256) in ``processed/`` and
+processes them again when they change.  A loaded data set is checked
+against the facts its upstream files are known to hold (:attr:`Source.facts`:
+node, edge, graph and class counts, split sizes) and for what every
+data set needs (non-empty splits, one label per graph), so a damaged or
+truncated raw file raises :class:`DataSourceError` rather than training on
+part of the data.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 
 from ..functional._checks import check_choice
@@ -75,24 +88,30 @@ class Source:
     random_splits: bool = False
     """its splits are drawn at random, seeded by their index (any index
     is one), rather than read from its files"""
+    facts: Mapping[str, int] = field(default_factory=dict, hash=False,
+                                     compare=False)
+    """what the upstream files hold, checked after every load:
+    ``num_nodes``, ``num_edges``, ``num_graphs``, ``num_classes`` and the
+    ``train``/``val``/``test`` split sizes (labelled nodes), where known"""
 
 
-def _planetoid(name: str) -> Source:
+def _planetoid(name: str, **facts: int) -> Source:
     low = name.lower()
     parts = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
     return Source("planetoid", name, f"planetoid/{name}",
-                  tuple(f"raw/ind.{low}.{p}" for p in parts), "node")
+                  tuple(f"raw/ind.{low}.{p}" for p in parts), "node",
+                  facts=facts)
 
 
-def _tu(name: str) -> Source:
+def _tu(name: str, **facts: int) -> Source:
     return Source("tudataset", name, f"tudataset/{name}",
                   (f"raw/{name}_A.txt", f"raw/{name}_graph_indicator.txt",
-                   f"raw/{name}_graph_labels.txt"), "graph")
+                   f"raw/{name}_graph_labels.txt"), "graph", facts=facts)
 
 
-def _linkx(name: str) -> Source:
+def _linkx(name: str, **facts: int) -> Source:
     return Source("linkx", name, f"linkx/{name}", ("raw/data.mat", ), "node",
-                  splits=5, random_splits=True)
+                  splits=5, random_splits=True, facts=facts)
 
 
 def _heterophilous(name: str, metric: str) -> Source:
@@ -109,15 +128,18 @@ def _ogb(name: str) -> Source:
                   ("raw/edge.csv.gz", "raw/node-label.csv.gz"), "node")
 
 
-#: Every graph data set by name: where its raw files lie in the mirror and
-#: the data root, and the task kind it serves.
+#: Every graph data set, by name.  ``facts`` are given for the data sets
+#: whose upstream files the offline mirror holds (each is checked against
+#: them in ``tests/test_hardening.py``); the others get the generic checks.
 SOURCES: Dict[str, Source] = {
-    "cora": _planetoid("Cora"),
-    "citeseer": _planetoid("CiteSeer"),
+    "cora": _planetoid("Cora", num_nodes=2708, num_edges=10556,
+                       num_classes=7, train=140, val=500, test=1000),
+    "citeseer": _planetoid("CiteSeer", num_nodes=3327, num_edges=9104,
+                           num_classes=6, train=120, val=500, test=1000),
     "pubmed": _planetoid("PubMed"),
-    "mutag": _tu("MUTAG"),
-    "proteins": _tu("PROTEINS"),
-    "cornell5": _linkx("cornell5"),
+    "mutag": _tu("MUTAG", num_graphs=188, num_classes=2),
+    "proteins": _tu("PROTEINS", num_graphs=1113, num_classes=2),
+    "cornell5": _linkx("cornell5", num_nodes=18660, num_edges=1581554),
     "penn94": _linkx("penn94"),
     "amherst41": _linkx("amherst41"),
     "johnshopkins55": _linkx("johnshopkins55"),
@@ -190,30 +212,121 @@ def _missing(base: Path, files) -> List[str]:
     return [f for f in files if not (base / f).is_file()]
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+
+
 def stage_from_mirror(source: Source, root: Path,
                       mirror: Optional[Path]) -> None:
-    """Copies the data set's files from the mirror into the root (only what
-    is not there yet).  Raises :class:`DataSourceError` naming the missing
-    file, the mirror and the variable when the mirror lacks them."""
-    target = root / source.folder
-    if mirror is None or not _missing(target, source.raw_files):
+    """Copies the data set's files from the mirror into the root: what is
+    not there yet, and what differs from the mirror's file in size or
+    modification time (a copy keeps the mirror's time, so a file fixed in
+    the mirror is copied again).  Raises :class:`DataSourceError` naming
+    the missing file, the mirror and the variable when the mirror lacks
+    them."""
+    if mirror is None:
         return
+    target = root / source.folder
     origin = mirror / source.folder
     missing = _missing(origin, source.raw_files)
     if missing:
+        if not _missing(target, source.raw_files):
+            return  # staged before; the mirror no longer has it
         raise DataSourceError(
             f"{source.name}: raw file {origin / missing[0]} not found in the "
             f"data mirror {mirror} (set {MIRROR_ENV} to a folder with "
             f"{source.folder}/{missing[0]}, or unset it to download)")
     for path in origin.rglob("*"):
-        if path.is_file() and "processed" not in path.relative_to(
+        if not path.is_file() or "processed" in path.relative_to(
                 origin).parts:
-            dest = target / path.relative_to(origin)
-            if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + ".partial")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, dest)
+            continue
+        dest = target / path.relative_to(origin)
+        stat = path.stat()
+        if dest.exists() and _same_file(dest.stat(), stat):
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.copyfile(path, tmp)
+        os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        os.replace(tmp, dest)
+
+
+#: Where :func:`load_dataset` keeps the fingerprint of the raw files that
+#: ``processed/`` was made from.
+FINGERPRINT_FILE = "tgnn_raw_fingerprint.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _raw_paths(folder: Path) -> List[Path]:
+    """The raw files of a data set folder: everything but ``processed/``
+    (derived) and ogb's release marker (written by the loader)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and
+                  "processed" not in p.relative_to(folder).parts and
+                  not p.name.startswith("RELEASE_v"))
+
+
+def raw_fingerprint(folder: Path,
+                    known: Optional[Mapping[str, Any]] = None
+                    ) -> Dict[str, Any]:
+    """``{relative path: [size, mtime_ns, sha256]}`` of the raw files below
+    ``folder``.  A file whose size and modification time equal its entry in
+    ``known`` keeps that entry's hash (as git's index does), so checking an
+    unchanged folder reads no file."""
+    known = known or {}
+    out: Dict[str, Any] = {}
+    for path in _raw_paths(folder):
+        name = path.relative_to(folder).as_posix()
+        stat = path.stat()
+        entry = known.get(name)
+        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+            out[name] = list(entry)
+        else:
+            out[name] = [stat.st_size, stat.st_mtime_ns, _sha256(path)]
+    return out
+
+
+def _read_fingerprint(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _drop_stale_processed(source: Source, root: Path) -> Dict[str, Any]:
+    """Removes ``processed/`` unless it records the raw files as they are
+    now (a raw file changed, or it predates fingerprints); returns the raw
+    files' fingerprint."""
+    folder = root / source.folder
+    processed = folder / "processed"
+    stored = _read_fingerprint(processed / FINGERPRINT_FILE)
+    hashes = {k: v[2] for k, v in (stored or {}).items()
+              if isinstance(v, list) and len(v) == 3}
+    now = raw_fingerprint(folder, stored if stored is not None and
+                          len(hashes) == len(stored) else None)
+    if processed.exists() and (stored is None or hashes != {
+            k: v[2] for k, v in now.items()}):
+        shutil.rmtree(processed, ignore_errors=True)
+    return now
+
+
+def _write_fingerprint(source: Source, root: Path,
+                       fingerprint: Dict[str, Any]) -> None:
+    processed = root / source.folder / "processed"
+    if not processed.is_dir():
+        return
+    tmp = processed / (FINGERPRINT_FILE + ".partial")
+    tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+    os.replace(tmp, processed / FINGERPRINT_FILE)
 
 
 def _load_ogb(source: Source, root: Path):
@@ -236,6 +349,73 @@ def _construct(source: Source, root: Path):
     return _load_ogb(source, root)
 
 
+def _split_sizes(data, split: Optional[Mapping[str, Any]]) -> Dict[str, int]:
+    """Labelled nodes of each split (the first column of multi-split
+    masks), from the masks or from ogb's split indices."""
+    if split is not None:
+        return {"train": int(split["train"].numel()),
+                "val": int(split["valid"].numel()),
+                "test": int(split["test"].numel())}
+    sizes = {}
+    labelled = data.y.view(-1) >= 0 if data.y is not None else None
+    for name in ("train", "val", "test"):
+        mask = data.get(f"{name}_mask")
+        if mask is None:
+            continue
+        if mask.dim() == 2:
+            mask = mask[:, 0]
+        if labelled is not None and labelled.numel() == mask.numel():
+            mask = mask & labelled
+        sizes[name] = int(mask.sum())
+    return sizes
+
+
+def check_loaded(source: Source, loaded) -> Optional[str]:
+    """What is wrong with a loaded data set (``None`` if nothing): the
+    generic checks (nodes, one label per node or graph, non-empty splits)
+    and :attr:`Source.facts`."""
+    found: Dict[str, int] = {}
+    if source.kind == "graph":
+        dataset = loaded
+        found["num_graphs"] = len(dataset)
+        if len(dataset) == 0:
+            return "it holds no graphs"
+        y = dataset._data.y
+        if y is None or y.size(0) != len(dataset):
+            return (f"it has {0 if y is None else y.size(0)} graph labels "
+                    f"for {len(dataset)} graphs")
+        found["num_classes"] = int(dataset.num_classes)
+    else:
+        dataset, split = (loaded[0], loaded[1]) if isinstance(
+            loaded, tuple) else (loaded, None)
+        data = dataset[0]
+        found["num_nodes"] = int(data.num_nodes or 0)
+        found["num_edges"] = int(data.num_edges)
+        if found["num_nodes"] == 0:
+            return "it holds no nodes"
+        if data.y is None or data.y.size(0) != data.num_nodes:
+            return (f"it has {0 if data.y is None else data.y.size(0)} node "
+                    f"labels for {data.num_nodes} nodes")
+        found["num_classes"] = int(dataset.num_classes)
+        sizes = _split_sizes(data, split)
+        empty = [name for name, size in sizes.items() if size == 0]
+        if empty:
+            return f"its {empty[0]} split is empty"
+        found.update(sizes)
+    for name, expected in source.facts.items():
+        if found.get(name, expected) != expected:
+            what = _FACT_WORDS.get(name, name)
+            return (f"it holds {found[name]:,} {what} where the upstream "
+                    f"files hold {expected:,}")
+    return None
+
+
+_FACT_WORDS = {"num_nodes": "nodes", "num_edges": "edges",
+               "num_graphs": "graphs", "num_classes": "classes",
+               "train": "training nodes", "val": "validation nodes",
+               "test": "test nodes"}
+
+
 def load_dataset(name: str, root: Optional[PathLike] = None,
                  mirror: Optional[PathLike] = None):
     """Loads a data set by name (``cora``, ``citeseer``, ``pubmed``,
@@ -244,23 +424,39 @@ def load_dataset(name: str, root: Optional[PathLike] = None,
     ``roman-empire``, ``amazon-ratings``, ``questions``, ``ogbn-arxiv``,
     ``ogbn-products``) with its dataset class.
 
-    Raw files come from the mirror when one is set.  Errors name the file,
-    the mirror path and the variable to set.
+    Raw files come from the mirror when one is set.  ``processed/`` is
+    made again when the raw files changed since it was made.  Errors name
+    the file, the mirror path and the variable to set; a data set that
+    loads but does not hold what its upstream files hold (a damaged or
+    truncated file: see :func:`check_loaded`) raises
+    :class:`DataSourceError` too.
     """
     source = get_source(name)
     root, mirror = data_root(root), data_mirror(mirror)
     stage_from_mirror(source, root, mirror)
+    before = _drop_stale_processed(source, root)
+    where = root / source.folder / "raw"
+    hint = (f"copied from the data mirror {mirror} ({MIRROR_ENV})"
+            if mirror is not None else
+            f"no mirror set: set {MIRROR_ENV} to an offline copy")
+    fix = (f"Fix the mirror's copy in {mirror / source.folder} (a changed "
+           "file is copied again)" if mirror is not None else
+           f"Delete {where} to download them again")
     try:
-        return _construct(source, root)
-    except DataSourceError:
+        loaded = _construct(source, root)
+    except (DataSourceError, ImportError):
         raise
     except Exception as exc:  # corrupt or truncated raw files
-        where = root / source.folder / "raw"
-        hint = (f"copied from the data mirror {mirror} ({MIRROR_ENV})"
-                if mirror is not None else
-                f"no mirror set: set {MIRROR_ENV} to an offline copy")
         shutil.rmtree(root / source.folder / "processed", ignore_errors=True)
         raise DataSourceError(
             f"{source.name}: could not read the raw files in {where} "
-            f"({hint}): {type(exc).__name__}: {exc}. Delete {where} to copy "
-            "them again.") from exc
+            f"({hint}): {type(exc).__name__}: {exc}. {fix}.") from exc
+    problem = check_loaded(source, loaded)
+    if problem is not None:
+        shutil.rmtree(root / source.folder / "processed", ignore_errors=True)
+        raise DataSourceError(
+            f"{source.name}: the raw files in {where} ({hint}) are damaged "
+            f"or incomplete: {problem}. {fix}.")
+    _write_fingerprint(source, root,
+                       raw_fingerprint(root / source.folder, before))
+    return loaded

@@ -43,6 +43,13 @@ TEXT_SOURCES: Dict[str, Tuple[str, Dict[str, str], str]] = {
 }
 #: The sentence classification data sets by name.
 TEXT_DATASETS = tuple(TEXT_SOURCES)
+#: Sentences of each raw split as the upstream files hold them: a split of
+#: another size is a damaged, truncated or different file.
+TEXT_FACTS: Dict[str, Dict[str, int]] = {
+    "sst2": {"train": 6920, "val": 872, "test": 1821},
+    "trec": {"train": 5452, "test": 500},
+    "r8": {"train": 5485, "test": 2189},
+}
 HOLDOUT = 0.1  # share of train held out for validation without a dev split
 
 
@@ -87,19 +94,48 @@ def read_text_split(name: str, split: str, root: Optional[PathLike] = None,
         raise ValueError(f"{name} has no raw {split!r} split; it has "
                          f"{', '.join(files)}")
     path = _find(name, files[split], root, mirror)
+    text = _read_text(path, encoding)
     sentences, labels = [], []
-    with open(path, encoding=encoding) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            label, tokens = _parse(name, line)
-            if not label or not tokens:
-                raise DataSourceError(f"{path}:{number}: expected a label "
-                                      f"and text, got {line[:60]!r}")
-            sentences.append(tokens)
-            labels.append(label)
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line:
+            continue
+        label, tokens = _parse(name, line)
+        if not label or not tokens:
+            raise DataSourceError(f"{path}:{number}: expected a label "
+                                  f"and text, got {line[:60]!r}")
+        sentences.append(tokens)
+        labels.append(label)
+    expected = TEXT_FACTS.get(name, {}).get(split)
+    if not sentences:
+        raise DataSourceError(f"{path} holds no sentences (an empty file); "
+                              "replace it with the upstream file")
+    if expected is not None and len(sentences) != expected:
+        raise DataSourceError(
+            f"{path} holds {len(sentences):,} sentences where the upstream "
+            f"{name} {split} split has {expected:,}: the file is damaged, "
+            "truncated or another version; replace it with the upstream "
+            "file")
     return sentences, labels
+
+
+def _read_text(path: Path, encoding: str) -> str:
+    """The file decoded; a byte that is not ``encoding`` raises a
+    :class:`DataSourceError` naming the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {path}: {exc.strerror or exc}") \
+            from exc
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataSourceError(
+            f"{path}:{line}: not {encoding} text (byte "
+            f"{data[exc.start]:#04x} at offset {exc.start}); the file is "
+            f"damaged or in another encoding: replace it with the upstream "
+            "file") from None
 
 
 @dataclass

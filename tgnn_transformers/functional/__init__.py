@@ -4,6 +4,7 @@ Like :mod:`torch.nn.functional`, everything here is a plain function of
 tensors; the layers in :mod:`tgnn_transformers.nn` hold the projections and
 call into these (and only into what this module exports).
 """
+from ._cache import clear_graph_cache
 from ._checks import check_edge_index_layout
 from .adjacency import (adjacency_size, adjacency_to_edge_index, in_degree,
                         weights_on_adjacency)
@@ -46,6 +47,7 @@ __all__ = [
     "complete_edge_index",
     "recognize_sequence_pattern",
     "recognize_token_pattern",
+    "clear_graph_cache",
     "TokenPattern",
     "BACKENDS",
     "ATTENTION_BACKENDS",

@@ -10,6 +10,15 @@ other dependency compares equal.  Entries disappear with their anchor, so
 a cached value must not hold the anchor or a view of it (that would keep
 the anchor alive for ever); as a safety net the cache keeps at most
 ``MAX_ENTRIES``, dropping the least recently used.
+
+**Blind spot.**  The version counter sees in-place edits made through
+PyTorch (``edge_index[0, 3] = 5``, ``edge_index.add_(1)``), not those made
+behind autograd's back: through a NumPy view (``edge_index.numpy()[...] =
+...``), through ``edge_index.data[...] = ...``, by DLPack consumers or
+by writing the storage from C.  After such an edit the cached results
+describe the old graph (a complete token graph would still be treated as
+complete).  Make a new tensor instead (``edge_index = edge_index.clone()``
+then edit it), or call :func:`clear_graph_cache` after the edit.
 """
 from __future__ import annotations
 
@@ -46,6 +55,15 @@ def _matches(stamp: tuple, value: Any) -> bool:
         return (isinstance(value, Tensor) and stamp[1]() is value
                 and stamp[2] == _version(value))
     return not isinstance(value, Tensor) and stamp[1] == value
+
+
+def clear_graph_cache() -> None:
+    """Forgets every per-graph result (CSR indices, token-pattern
+    recognition, padded layouts, adjacency conversions).  Needed only after
+    editing an ``edge_index`` (or ``batch``) in place behind autograd's
+    back -- through a NumPy view or ``.data`` -- which its version counter
+    does not see; see the module's docstring."""
+    _CACHE.clear()
 
 
 def cached_on(anchor: Tensor, tag: str, build: Callable[[], T],

@@ -102,6 +102,26 @@ def check_per_edge(tensor: Optional[Tensor], name: str, num_edges: int,
                          f"(one row per edge), got {list(tensor.shape)}")
 
 
+def as_score_bias(bias: Optional[Tensor],
+                  dtype: torch.dtype) -> Optional[Tensor]:
+    """The additive score bias of an attention call: a floating-point
+    ``bias`` as it is; a boolean mask as ``0`` where ``True`` (attend) and
+    ``-inf`` where ``False`` (masked), the convention of
+    :func:`torch.nn.functional.scaled_dot_product_attention`'s
+    ``attn_mask``; other dtypes raise a ``TypeError``."""
+    if bias is None:
+        return None
+    if bias.dtype == torch.bool:
+        return torch.zeros(bias.shape, dtype=dtype,
+                           device=bias.device).masked_fill_(~bias,
+                                                            float("-inf"))
+    if not bias.is_floating_point():
+        raise TypeError(f"bias must be a floating-point additive score bias "
+                        f"or a boolean mask (True: attend, as in "
+                        f"scaled_dot_product_attention), got {bias.dtype}")
+    return bias
+
+
 def check_batch(batch: Optional[Tensor], num_nodes: int) -> None:
     if batch is None:
         return

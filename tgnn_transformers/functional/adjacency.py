@@ -121,8 +121,12 @@ def weights_on_adjacency(adj: Any, edges: Tensor, alpha: Tensor,
     if isinstance(adj, Tensor):
         build = (to_torch_csr_tensor if adj.layout == torch.sparse_csr else
                  to_torch_coo_tensor)
-        sub = build(torch.stack([row, col]), alpha,
-                    (adj.size(0), adj.size(1)))
+        # The entries are a subset of the adjacency's, valid by
+        # construction: invariant checks are off, and said so (torch warns
+        # when they are off only by default).
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):
+            sub = build(torch.stack([row, col]), alpha,
+                        (adj.size(0), adj.size(1)))
         return sub, sub.values()
     return SparseTensor(row=row, col=col, value=alpha,
                         sparse_sizes=adj.sparse_sizes())

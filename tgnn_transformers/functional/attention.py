@@ -11,8 +11,8 @@ from typing import Optional, Sequence, Union
 
 from torch import Tensor
 
-from ._checks import (check_batch, check_choice, check_edge_index,
-                      check_per_edge, check_query_key)
+from ._checks import (as_score_bias, check_batch, check_choice,
+                      check_edge_index, check_per_edge, check_query_key)
 from .backends import BACKENDS, AttentionCall, EdgeAttention, select_backend
 from .scores import ScoreOptions, as_score_options
 
@@ -63,7 +63,9 @@ def edge_attention(
         edge_key: optional ``[E, H, C]`` per-edge term added to the keys.
         edge_value: optional ``[E, H, C_v]`` per-edge term added to values.
         bias: optional ``[E, H]`` additive score bias (relative positions,
-            masks as ``-inf``).
+            masks as ``-inf``), or a boolean mask: ``True`` attends,
+            ``False`` masks the edge (as ``-inf``), the convention of
+            ``scaled_dot_product_attention``'s ``attn_mask``.
         scale: score scale, a float or a 0-d tensor (a trainable sharpening
             factor); default :math:`1/\sqrt{C}`.
         scores: how scores become weights, a :class:`ScoreOptions`
@@ -132,6 +134,7 @@ def edge_attention(
     check_per_edge(edge_value, "edge_value", num_edges,
                    (heads, value.size(-1)))
     check_per_edge(bias, "bias", num_edges, (heads, ))
+    bias = as_score_bias(bias, query.dtype)
     check_batch(batch, num_dst)
     call = AttentionCall(
         query, key, value, edge_index, edge_key, edge_value, bias,

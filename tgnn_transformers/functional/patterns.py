@@ -6,10 +6,22 @@ All builders follow PyG's convention: ``edge_index[0]`` is the source ``j``,
 returned sorted by target, then source (CSR order over targets), which is the
 order the attention kernels like best and the order
 :func:`recognize_sequence_pattern` checks for.
+
+**Sizes.**  Pattern arguments are integers (``bool`` refused) and are
+clamped to what a sequence can use (a window wider than the sequence is the
+whole sequence), so a builder costs what the sequence costs whatever the
+argument.  Before allocating, every builder counts the edges it will hold
+and refuses (:class:`GraphSizeError`, naming the count and the bytes) a
+graph above :func:`edge_limit`: ``2**28`` edges (4 GiB as an int64
+``edge_index``) unless the environment variable ``TGNN_MAX_EDGES`` says
+otherwise.
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+import math
+import operator
+import os
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -23,6 +35,65 @@ PATTERNS = ("full", "causal", "window", "dilated", "global_random",
             "global_window", "binary_partition")
 #: Patterns that add virtual nodes after the tokens.
 VIRTUAL_PATTERNS = ("binary_partition", )
+
+
+#: The environment variable that sets :func:`edge_limit`.
+EDGE_LIMIT_ENV = "TGNN_MAX_EDGES"
+#: The default :func:`edge_limit`: 2**28 edges, 4 GiB as an int64
+#: ``edge_index`` (its builders briefly hold about three times that).
+DEFAULT_EDGE_LIMIT = 2**28
+
+
+class GraphSizeError(ValueError):
+    """A token graph above :func:`edge_limit`, refused before it is
+    allocated."""
+
+
+def edge_limit() -> int:
+    """The most edges a token-graph builder allocates: ``TGNN_MAX_EDGES``
+    when set (a positive integer), else :data:`DEFAULT_EDGE_LIMIT`."""
+    text = os.environ.get(EDGE_LIMIT_ENV)
+    if text is None or not text.strip():
+        return DEFAULT_EDGE_LIMIT
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"environment variable {EDGE_LIMIT_ENV} must be a "
+                         f"positive integer (edges), got {text!r}")
+    return value
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count:,} bytes"
+
+
+def check_edge_count(num_edges: int, what: str) -> None:
+    """Raises :class:`GraphSizeError` when ``what`` (a description of the
+    graph) would allocate more than :func:`edge_limit` edges."""
+    limit = edge_limit()
+    if num_edges > limit:
+        raise GraphSizeError(
+            f"{what} has {num_edges:,} edges ({_bytes(16 * num_edges)} as an "
+            f"int64 edge_index), above the limit of {limit:,} edges: use a "
+            "sparse pattern (window, global_window, binary_partition) or "
+            f"shorter sequences, or raise the limit with {EDGE_LIMIT_ENV}")
+
+
+def _integer(value: Any, name: str) -> int:
+    """``value`` as an ``int``; a ``TypeError`` for a bool or a
+    non-integer (``2.5``, ``"3"``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") \
+            from None
 
 
 def binary_partition_spans(length: int) -> List[Tuple[int, int]]:
@@ -80,6 +151,12 @@ def complete_edge_index(lengths: Tensor, causal: bool = False) -> Tensor:
     """
     lengths = lengths.long()
     device = lengths.device
+    squares = int((lengths * (lengths + 1) // 2).sum()) if causal else \
+        int((lengths * lengths).sum())
+    check_edge_count(squares, f"a batch of {lengths.numel()} "
+                     f"{'causal' if causal else 'complete'} token graph(s) "
+                     f"of up to {int(lengths.max()) if lengths.numel() else 0}"
+                     " tokens")
     # Number of edges into each target node: L_b (full) or position + 1.
     ptr, graph_of_node, position = token_positions(lengths)
     in_degree = position + 1 if causal else lengths[graph_of_node]
@@ -107,9 +184,16 @@ def _sorted_unique(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 def check_pattern_arguments(pattern: str, *, window: int = 1,
                             dilation: int = 1, num_global: int = 1,
-                            num_random: int = 2) -> None:
-    """Raises ``ValueError`` for an unknown pattern or a bad argument."""
+                            num_random: int = 2, seed: int = 0) -> None:
+    """Raises ``ValueError`` for an unknown pattern or a bad argument, a
+    ``TypeError`` for an argument that is not an integer (a bool
+    included)."""
     check_choice("pattern", pattern, PATTERNS)
+    window = _integer(window, "window")
+    dilation = _integer(dilation, "dilation")
+    num_global = _integer(num_global, "num_global")
+    num_random = _integer(num_random, "num_random")
+    _integer(seed, "seed")
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
     if dilation < 1:
@@ -117,6 +201,43 @@ def check_pattern_arguments(pattern: str, *, window: int = 1,
     if num_global < 0 or num_random < 0:
         raise ValueError("num_global and num_random must be >= 0, got "
                          f"{num_global} and {num_random}")
+
+
+def pattern_edge_count(length: int, pattern: str, *, window: int = 1,
+                       dilation: int = 1, num_global: int = 1,
+                       num_random: int = 2) -> int:
+    """How many edges :func:`sequence_edge_index` allocates for one
+    sequence (before duplicates are merged), with the arguments already
+    clamped to ``length``."""
+    L = length
+    if pattern == "full":
+        return L * L
+    if pattern == "causal":
+        return L * (L + 1) // 2
+    band = L * (2 * window + 1)
+    if pattern in ("window", "dilated"):
+        return band
+    if pattern == "global_window":
+        return band + 2 * num_global * L
+    if pattern == "binary_partition":
+        depth = max(1, math.ceil(math.log2(max(L, 2))))
+        return band + (2 * depth + 1) * L
+    return L + 2 * num_global * L + L * num_random  # global_random
+
+
+def clamp_pattern_arguments(length: int, pattern: str, *, window: int = 1,
+                            dilation: int = 1, num_global: int = 1,
+                            num_random: int = 2) -> dict:
+    """The arguments cut to what a sequence of ``length`` tokens can use:
+    a (dilated) window no wider than the sequence, at most ``length``
+    global tokens and ``length`` random draws per token (the edges are the
+    same, the cost that of the sequence)."""
+    reach = max(length - 1, 0)
+    step = dilation if pattern == "dilated" else 1
+    return dict(window=min(window, reach // step),
+                dilation=min(dilation, max(reach, 1)),
+                num_global=min(num_global, length),
+                num_random=min(num_random, length))
 
 
 def sequence_edge_index(length: int, pattern: str = "full", *,
@@ -143,15 +264,34 @@ def sequence_edge_index(length: int, pattern: str = "full", *,
         window: half width of the ``window`` and ``dilated`` patterns.
         dilation: stride of the ``dilated`` pattern.
         num_global: number of global tokens of ``global_random``.
-        num_random: random incoming edges per token of ``global_random``.
+        num_random: random incoming edges per token of ``global_random``
+            (drawn with replacement, duplicates merged; at most ``L``
+            draws).
         seed: seed of the random edges (the result is a function of its
             arguments).
+
+    The arguments are integers, clamped to what ``length`` tokens can use
+    (:func:`clamp_pattern_arguments`); a graph of more than
+    :func:`edge_limit` edges raises :class:`GraphSizeError` before it is
+    allocated.
     """
     check_pattern_arguments(pattern, window=window, dilation=dilation,
-                            num_global=num_global, num_random=num_random)
-    length = int(length)
+                            num_global=num_global, num_random=num_random,
+                            seed=seed)
+    length = _integer(length, "length")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
+    clamped = clamp_pattern_arguments(
+        length, pattern, window=_integer(window, "window"),
+        dilation=_integer(dilation, "dilation"),
+        num_global=_integer(num_global, "num_global"),
+        num_random=_integer(num_random, "num_random"))
+    window, dilation = clamped["window"], clamped["dilation"]
+    num_global, num_random = clamped["num_global"], clamped["num_random"]
+    check_edge_count(pattern_edge_count(length, pattern, **clamped),
+                     f"the {pattern} pattern on a sequence of {length:,} "
+                     "tokens")
+    seed = _integer(seed, "seed")
     if pattern in ("full", "causal"):
         return complete_edge_index(torch.tensor([length]),
                                    causal=pattern == "causal")
@@ -234,6 +374,11 @@ def window_edge_index(lengths: Tensor, window: int,
     """Edges ``i + k * dilation -> i``, ``|k| <= window``, in range, of a
     batch of sequences (node ids offset per sequence), sorted by target
     then source."""
+    longest = int(lengths.max()) if lengths.numel() else 0
+    window = min(int(window), max(longest - 1, 0) // max(int(dilation), 1))
+    check_edge_count(int(lengths.sum()) * (2 * window + 1),
+                     f"a batch of {lengths.numel()} window token graph(s) "
+                     f"of up to {longest} tokens")
     ptr, graph, position = token_positions(lengths)
     target = torch.arange(position.numel(), device=lengths.device)
     offsets = torch.arange(-window, window + 1,
@@ -328,7 +473,9 @@ def recognize_token_pattern(edge_index: Tensor, batch: Optional[Tensor],
     sequence), so a recognised graph gives the same attention as its edges.
     The check costs O(E) integer work and is cached per ``edge_index``
     tensor (keyed on identity and in-place version), so the layers of one
-    model and the epochs of a training run pay it once.
+    model and the epochs of a training run pay it once.  An edit the
+    version counter does not see (through a NumPy view or ``.data``) needs
+    :func:`~tgnn_transformers.functional.clear_graph_cache` afterwards.
     """
     return cached_on(edge_index, "token_pattern",
                      lambda: _recognize(edge_index, batch, num_nodes), batch,

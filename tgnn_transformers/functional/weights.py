@@ -16,8 +16,8 @@ from typing import Optional, Union
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import (check_choice, check_edge_index, check_per_edge,
-                      check_query_key)
+from ._checks import (as_score_bias, check_choice, check_edge_index,
+                      check_per_edge, check_query_key)
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
 from .scores import SCORE_NORMALIZATIONS
@@ -50,7 +50,8 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
         key: ``[N_src, H, C]`` keys of the source nodes.
         edge_index: ``[2, E]`` integer tensor, row 0 sources, row 1 targets.
         edge_key: optional ``[E, H, C]`` per-edge term added to the keys.
-        bias: optional ``[E, H]`` additive score bias.
+        bias: optional ``[E, H]`` additive score bias, or a boolean mask
+            (``True`` attends, ``False`` masks; see :func:`edge_attention`).
         scale: score scale, a float or a 0-d tensor; default
             :math:`1/\sqrt{C}`.
         normalization: ``"softmax"``, ``"relu"`` or ``"raw"``.
@@ -65,6 +66,7 @@ def attention_weights(query: Tensor, key: Tensor, edge_index: Tensor, *,
     num_edges = edge_index.size(1)
     check_per_edge(edge_key, "edge_key", num_edges, (heads, channels))
     check_per_edge(bias, "bias", num_edges, (heads, ))
+    bias = as_score_bias(bias, query.dtype)
     dtype = result_dtype(query, key, edge_key)
     inner = compute_dtype(dtype)
     # Half / bfloat16 scores are summed and normalised in float32.

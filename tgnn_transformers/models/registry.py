@@ -108,9 +108,9 @@ OPTIONS: Dict[str, Option] = _options(
                                                         open_low=True)),
     Option("aggregators", str, ("mean", "max", "min", "std"),
            "PNA-Attention: attention-weighted aggregators",
-           choices=REDUCTIONS, many=True),
+           choices=REDUCTIONS, many=True, unique=True),
     Option("scalers", str, SCALERS, "PNA-Attention: degree scalers",
-           choices=SCALERS, many=True),
+           choices=SCALERS, many=True, unique=True),
     Option("mixer", str, "linear", "PNA-Attention: per-head map of the "
            "aggregates", choices=("linear", "mlp")),
     Option("mixer_multiplier", float, 1.0,
@@ -156,9 +156,12 @@ OPTIONS: Dict[str, Option] = _options(
            "text task: token positions (added sinusoidal or learned "
            "encodings, rotary queries/keys, T5 relative bias, or none)",
            choices=POSITIONAL_ENCODINGS),
-    Option("pooling", str, "cls", "text and finetune tasks: classify the "
+    Option("pooling", str, "auto", "text and finetune tasks: classify the "
            "[CLS] token, or the mean or the feature-wise maximum of the "
-           "tokens", choices=("cls", "mean", "max")),
+           "tokens; auto: [CLS] where the attention pattern lets it hear "
+           "every token within the model's layers (full, global-window), "
+           "the mean otherwise (and for pretrained encoders)",
+           choices=("auto", "cls", "mean", "max")),
     Option("pattern", str, "full", "text and lm tasks: attention graph of "
            "the tokens (lm: causal, or the causal half of window or "
            "dilated)", choices=TEXT_PATTERNS),

@@ -521,7 +521,10 @@ class TextClassifier(torch.nn.Module):
     registry model ``model`` (``mha``, ``gin-attention``,
     ``pna-attention``), pooling of the ``[CLS]`` token, or the mean or the
     feature-wise maximum of the real tokens (``pooling``), and a linear
-    head.
+    head.  ``pooling="auto"`` is resolved by the text recipe from the
+    attention pattern (:func:`~tgnn_transformers.train.recipes.text_pooling`:
+    ``[CLS]`` only where it hears every token); a model built directly does
+    not know its graphs and takes the mean.
 
     ``pos``: ``"sinusoidal"`` / ``"learned"`` encodings added to the
     embeddings (positions below 512), ``"rope"`` rotating every layer's
@@ -561,6 +564,8 @@ class TextClassifier(torch.nn.Module):
                              "the text task's own options)")
         hidden, heads = resolved["hidden"], resolved["heads"]
         self.pos_kind, self.pooling = head["pos"], head["pooling"]
+        if self.pooling == "auto":
+            self.pooling = "mean"  # the safe choice on any pattern
         self.dropout = resolved["dropout"]
         self.embedding = torch.nn.Embedding(in_channels, hidden,
                                             padding_idx=0)

@@ -93,6 +93,14 @@ class AttentionConvBase(PropagatedAttention, MessagePassing):
     **Explaining.**  PyG's explain tools and message-passing hooks see the
     attention weights as the messages (see :mod:`tgnn_transformers.nn._explain`).
 
+    **Per-graph caches.**  What the layers derive from an ``edge_index``
+    (its CSR index, whether it is a batch of token graphs, its padded
+    layout) is computed once per tensor and reused while the tensor is
+    unchanged (its in-place version counter).  An edit behind autograd's
+    back (through a NumPy view or ``.data``) is not seen: clone the tensor
+    before editing it, or call
+    :func:`tgnn_transformers.functional.clear_graph_cache`.
+
     **Decoding.**  With ``cache=`` a
     :class:`~tgnn_transformers.nn.KeyValueCache`, ``forward`` takes only
     new nodes and attends over the cached ones (autoregressive decoding).
@@ -265,8 +273,11 @@ class AttentionConvBase(PropagatedAttention, MessagePassing):
             attn_bias: ``[E, H]`` additive score bias, one per edge (in the
                 order of ``edge_attr``) and head, added to the scores
                 before the softmax; ``-inf`` masks an edge (relative
-                position biases, Graphormer's spatial encodings).  It
-                takes the sparse path (``backend="dense"`` raises).
+                position biases, Graphormer's spatial encodings).  A
+                boolean ``[E, H]`` tensor is a mask with the convention of
+                ``scaled_dot_product_attention``: ``True`` attends,
+                ``False`` masks.  It takes the sparse path
+                (``backend="dense"`` raises).
             cache: a :class:`~tgnn_transformers.nn.KeyValueCache`: ``x``
                 (``[N_new, F]``) holds only new nodes, their keys and
                 values are appended to the cache, and ``edge_index`` runs
@@ -281,6 +292,14 @@ class AttentionConvBase(PropagatedAttention, MessagePassing):
                 "return_attention_weights=None), so a fourth positional "
                 "argument is the batch vector; pass "
                 "return_attention_weights=True by keyword")
+        if attn_bias is not None and (
+                not isinstance(attn_bias, Tensor) or not (
+                    attn_bias.is_floating_point()
+                    or attn_bias.dtype == torch.bool)):
+            raise TypeError(
+                "attn_bias must be a floating-point [E, H] score bias or a "
+                "boolean [E, H] mask (True: attend), got "
+                f"{getattr(attn_bias, 'dtype', type(attn_bias).__name__)}")
         adjacency = None
         if is_sparse(edge_index):
             adjacency = edge_index

@@ -153,9 +153,16 @@ class GINAttentionConv(AttentionConvBase):
         else:
             self.register_parameter("sharpen", None)
         # The target's own value v_i needs a projection of the target
-        # features; it is W_V unless source and target sizes differ.
-        if value_proj and isinstance(in_channels, (tuple, list)) and \
-                in_channels[0] != in_channels[1]:
+        # features; it is W_V unless source and target sizes differ.  With
+        # lazy sizes ((-1, -1), as PyG's to_hetero builds them) that is
+        # known at the first call: lin_self is kept only if they differ,
+        # so the layer ends up as the one built with explicit sizes.
+        pair = isinstance(in_channels, (tuple, list))
+        lazy = pair and any(size is None or size <= 0
+                            for size in in_channels)
+        self._self_undecided = bool(value_proj and lazy)
+        if value_proj and pair and (lazy or in_channels[0] !=
+                                    in_channels[1]):
             self.lin_self = Linear(in_channels[1], heads * out_channels,
                                    bias=self.lin_value.bias is not None)
         else:
@@ -187,7 +194,25 @@ class GINAttentionConv(AttentionConvBase):
         scale = super().score_scale()
         return scale if self.sharpen is None else self.sharpen * scale
 
+    def _decide_self_projection(self, needed: bool) -> None:
+        """Lazy sizes: keep ``lin_self`` only when the target's features
+        cannot go through ``W_V`` (their width differs from the
+        sources')."""
+        if not needed:
+            self.lin_self = None
+        self._self_undecided = False
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self._self_undecided:
+            self._decide_self_projection(any(
+                name.startswith(prefix + "lin_self.") for name in state_dict))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _update_heads(self, attended: Attended) -> Tensor:
+        if self._self_undecided:
+            self._decide_self_projection(
+                attended.self_value is None and attended.x_dst.size(-1) !=
+                self.lin_value.in_channels)
         self_value = attended.self_value
         if self_value is None and self.lin_self is not None:
             self_value = self.lin_self(attended.x_dst).view(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Iterable, List, Optional, Sequence
 
 import torch
@@ -32,12 +33,35 @@ def degree_histogram(edge_indices: Iterable[Tensor],
 def average_log_degree(deg_histogram: Tensor) -> float:
     r""":math:`\delta = \frac{1}{|V|} \sum_{i} \log(d_i + 1)` from an in-degree
     histogram (as PyG's ``PNAConv`` computes it)."""
+    if not isinstance(deg_histogram, Tensor):
+        raise TypeError(f"deg must be a tensor (an in-degree histogram, see "
+                        f"degree_histogram), got "
+                        f"{type(deg_histogram).__name__}")
     hist = deg_histogram.double()
     if hist.dim() != 1 or hist.numel() == 0 or hist.sum() <= 0:
         raise ValueError("deg must be a non-empty 1-D in-degree histogram "
                          "with at least one node")
+    if not bool(torch.isfinite(hist).all()) or bool((hist < 0).any()):
+        raise ValueError(f"deg must hold finite counts >= 0 (nodes per "
+                         f"in-degree), got {deg_histogram.tolist()[:8]}"
+                         f"{' ...' if hist.numel() > 8 else ''}")
     bins = torch.arange(hist.numel(), dtype=torch.double)
     return float((torch.log(bins + 1) * hist).sum() / hist.sum())
+
+
+def _positive_finite(value, name: str) -> float:
+    """``value`` as a float, refusing a non-number, a bool, NaN, infinity
+    and values <= 0 (each would scale every aggregate by NaN, 0 or inf)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive finite number, got "
+                        f"{value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got "
+                         f"{value}")
+    return value
 
 
 class PNAAttentionConv(AttentionConvBase):
@@ -165,8 +189,8 @@ class PNAAttentionConv(AttentionConvBase):
             raise ValueError("degree scalers need the training graphs' "
                              "in-degree histogram: pass deg="
                              "degree_histogram(...) or delta=<mean log(d+1)>")
-        if delta is not None and delta <= 0:
-            raise ValueError(f"delta must be > 0, got {delta}")
+        if delta is not None:
+            delta = _positive_finite(delta, "delta")
         self.aggregators = aggregators
         self.scalers = scalers
         self.delta = delta

@@ -25,12 +25,12 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
     Option("lr", float, 0.005, "learning rate (Adam)", range=POSITIVE),
     Option("weight_decay", float, 0.0, "L2 weight decay", range=Range(0)),
     Option("seeds", int, (0, ), "random seeds: one run each (per split or "
-           "fold)", many=True, range=Range(0)),
+           "fold)", many=True, range=Range(0), unique=True),
     Option("splits", int, None, "node task: which train/val/test splits "
            "of the data set to run, by index: its fixed splits "
            "(Minesweeper, Tolokers: 0-9), or the seeds of random 50/25/25 "
            "splits (LINKX graphs: 5); default all of them (one for "
-           "Planetoid and OGB)", many=True, range=Range(0)),
+           "Planetoid and OGB)", many=True, range=Range(0), unique=True),
     Option("folds", int, 10, "cross-validation folds (graph task)",
            range=Range(2)),
     Option("batch_size", int, 32, "graphs (graph task), sentences (text "
@@ -96,6 +96,11 @@ RECIPE_OPTIONS: Dict[str, Option] = {o.name: o for o in (
 
 
 
+class ConfigurationError(ValueError):
+    """A configuration that does not fit the loaded data (found after
+    loading, before any training)."""
+
+
 class RunConfig(OptionValues):
     """A run's configuration, every value checked (what
     :func:`resolve_config` returns): a read-only ``Mapping`` of JSON values
@@ -126,12 +131,69 @@ class RunConfig(OptionValues):
 
 def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
     """The per-task and per-data-set defaults: the packaged
-    ``defaults.json``, or the file at ``path``."""
-    if path is not None:
-        with open(path) as f:
-            return json.load(f)
-    text = resources.files(__package__).joinpath("defaults.json").read_text()
-    return json.loads(text)
+    ``defaults.json``, or the file at ``path`` (same shape; a
+    ``ValueError`` names the file and what is wrong with it)."""
+    if path is None:
+        text = resources.files(__package__).joinpath(
+            "defaults.json").read_text()
+        return json.loads(text)
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not UTF-8 text; expected a JSON "
+                         "file") from None
+    except OSError as exc:
+        raise ValueError(f"--config {path}: cannot read it "
+                         f"({exc.strerror or exc})") from None
+    try:
+        table = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"--config {path}: not valid JSON ({exc})") \
+            from None
+    check_defaults_shape(table, f"--config {path}")
+    return table
+
+
+#: The shape of a defaults file, for messages.
+DEFAULTS_SHAPE = ('{"<task>": {"defaults": {option: value}, "models": '
+                  '{model: {option: value}}, "datasets": {dataset: {"*" or '
+                  'model: {option: value}}}}}')
+
+
+def check_defaults_shape(table: Any, source: str) -> None:
+    """Raises a ``ValueError`` naming ``source`` and the place where
+    ``table`` departs from :data:`DEFAULTS_SHAPE`."""
+    def expect_object(value, where):
+        if not isinstance(value, dict):
+            raise ValueError(f"{source}: {where} must be a JSON object, got "
+                             f"{type(value).__name__} {_short(value)}; the "
+                             f"file's shape is {DEFAULTS_SHAPE}")
+
+    expect_object(table, "the file")
+    for task, section in table.items():
+        expect_object(section, f"{task!r}")
+        unknown = sorted(set(section) - {"defaults", "models", "datasets"})
+        if unknown:
+            raise ValueError(f"{source}: {task!r} has unknown key(s) "
+                             f"{', '.join(map(repr, unknown))}; a task "
+                             "section holds defaults, models and datasets")
+        expect_object(section.get("defaults", {}), f"{task}.defaults")
+        models = section.get("models", {})
+        expect_object(models, f"{task}.models")
+        for model, options in models.items():
+            expect_object(options, f"{task}.models.{model}")
+        datasets = section.get("datasets", {})
+        expect_object(datasets, f"{task}.datasets")
+        for name, entries in datasets.items():
+            expect_object(entries, f"{task}.datasets.{name}")
+            for key, options in entries.items():
+                expect_object(options, f"{task}.datasets.{name}.{key}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def resolve_config(task: str, dataset: str, model: str,
@@ -227,6 +289,9 @@ def resolve_config(task: str, dataset: str, model: str,
         check(config, explicit)
     if preset is not None:
         config["preset"] = preset
+    # Optional packages the run needs: named before any data loads.
+    from ..extras import check_features
+    check_features(config)
     if "device" in config:
         # --device cuda without CUDA, fp16 on the CPU: errors before any
         # data is loaded.

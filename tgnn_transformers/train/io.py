@@ -94,8 +94,16 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
                               "(checksum mismatch); delete it to start that "
                               "run over")
-    return torch.load(io.BytesIO(payload), map_location="cpu",
-                      weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu",
+                          weights_only=True)
+    except Exception as exc:  # a pickle torch's safe loader refuses
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+            type(exc).__name__
+        raise CheckpointError(
+            f"{path} holds objects that are not loaded safely ({first}); it "
+            "was not written by tgnn_transformers: delete it, or start over "
+            "with --overwrite") from None
 
 
 def strict_json(obj: Any) -> Any:

@@ -1,21 +1,27 @@
 """The epoch loop every task shares: early stopping on validation,
-history, progress, atomic checkpoints and exact resume."""
+history, progress (per epoch and, for recipes that iterate batches, within
+each epoch), atomic checkpoints that know their run, and exact resume."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, TypeVar)
 
 import numpy as np
 import torch
 
 from . import distributed
+from .folder import check_owner
 from .io import load_checkpoint, save_checkpoint
+
+T = TypeVar("T")
 
 log = logging.getLogger("tgnn_transformers.train")
 
@@ -66,6 +72,11 @@ class Recipe:
     validation epoch and written by :func:`fit` to its ``export`` path"""
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops (its last
+    checkpoint, of a finite epoch, is kept)."""
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -86,22 +97,90 @@ def _terminal_width(stream) -> int:
         return 0
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _rate(count: float, seconds: float, unit: str) -> str:
+    """``12.3 units/s``, or ``4.5 s/unit`` below one per second (a slow
+    epoch is not ``0.0 epochs/s``)."""
+    if count <= 0 or seconds <= 0:
+        return f"- {unit}s/s"
+    per_second = count / seconds
+    if per_second >= 1:
+        return f"{per_second:.1f} {unit}s/s"
+    return f"{seconds / count:.1f} s/{unit}"
+
+
 class Progress:
-    """A tqdm bar on a terminal that has a width; otherwise one log line
-    (epoch, loss, validation metric, rate) every ``every`` epochs and at
-    least every ``seconds``; nothing with ``quiet``."""
+    """Progress of a training run: a tqdm bar of the epochs on a terminal
+    that has a width (with a second bar of the batches within an epoch,
+    for recipes that iterate batches through :func:`track`); otherwise log
+    lines: one at the end of every ``every``-th epoch, and one at least
+    every ``seconds`` (also within a long epoch: batches done, rate, time
+    left).  Nothing with ``quiet``."""
 
     def __init__(self, total: int, desc: str, quiet: bool, every: int = 25,
                  initial: int = 0, seconds: float = 30.0):
         self.quiet, self.every, self.desc = quiet, every, desc
         self.seconds, self.total = seconds, total
-        self.bar = None
+        self.bar = self.batch_bar = None
+        self.epoch = initial
         self.last_time, self.last_epoch = time.monotonic(), initial
+        self.epoch_start = self.last_time
+        self.stage_start = self.last_time
         if not quiet and _terminal_width(sys.stderr) > 0:
             from tqdm import tqdm
             self.bar = tqdm(total=total, desc=desc, initial=initial,
                             leave=False, dynamic_ncols=True)
 
+    # within an epoch -------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch, self.epoch_start = epoch, time.monotonic()
+
+    def begin(self, stage: str, total: Optional[int]) -> None:
+        """A pass over ``total`` batches starts (``stage``: ``train``,
+        ``eval``)."""
+        self.stage_start = time.monotonic()
+        if self.quiet or self.bar is None:
+            return
+        from tqdm import tqdm
+        self.batch_bar = tqdm(total=total, desc=f"epoch {self.epoch} "
+                              f"{stage}", leave=False, dynamic_ncols=True,
+                              position=1, unit="batch")
+
+    def advance(self, stage: str, done: int, total: Optional[int]) -> None:
+        """``done`` batches of the pass are through."""
+        if self.quiet:
+            return
+        if self.batch_bar is not None:
+            self.batch_bar.update(1)
+            return
+        now = time.monotonic()
+        if now - self.last_time < self.seconds:
+            return
+        elapsed = now - self.stage_start
+        text = f"{done}" if total is None else \
+            f"{done}/{total} ({100 * done / max(total, 1):.0f}%)"
+        left = ""
+        if total is not None and done:
+            left = (f", {stage} pass ends in "
+                    f"{_duration(elapsed / done * (total - done))}")
+        log.info("%s epoch %d/%d %s batch %s, %s%s", self.desc, self.epoch,
+                 self.total, stage, text, _rate(done, elapsed, "batch"),
+                 left)
+        self.last_time = now
+
+    def end(self, stage: str) -> None:
+        if self.batch_bar is not None:
+            self.batch_bar.close()
+            self.batch_bar = None
+
+    # per epoch -------------------------------------------------------
     def update(self, epoch: int, row: Dict[str, float]) -> None:
         if self.quiet:
             return
@@ -114,34 +193,110 @@ class Progress:
         if epoch % self.every and now - self.last_time < self.seconds \
                 and epoch != self.total:
             return
-        rate = (epoch - self.last_epoch) / max(now - self.last_time, 1e-9)
-        log.info("%s epoch %d/%d  loss %.4f  val %.4f  %.1f epochs/s",
-                 self.desc, epoch, self.total, row["train_loss"], row["val"],
-                 rate)
+        epochs = epoch - self.last_epoch
+        left = ""
+        if epoch < self.total and epochs > 0:
+            per_epoch = (now - self.last_time) / epochs
+            left = (f", at most {self.total - epoch} epochs "
+                    f"({_duration(per_epoch * (self.total - epoch))}) left")
+        log.info("%s epoch %d/%d  loss %.4f  val %.4f  %s%s", self.desc,
+                 epoch, self.total, row["train_loss"], row["val"],
+                 _rate(epochs, now - self.last_time, "epoch"), left)
         self.last_time, self.last_epoch = now, epoch
 
     def close(self) -> None:
+        if self.batch_bar is not None:
+            self.batch_bar.close()
         if self.bar is not None:
             self.bar.close()
+
+
+#: The progress of the running :func:`fit` (innermost last), which
+#: :func:`track` reports to.
+_ACTIVE: List[Progress] = []
+
+
+def track(batches: Iterable[T], stage: str = "train") -> Iterator[T]:
+    """``batches``, reporting each one to the progress of the running
+    :func:`fit` (a bar on a terminal, a log line at least every 30 s
+    otherwise); a plain pass outside ``fit``.  Recipes wrap their batch
+    loops in it."""
+    if not _ACTIVE:
+        yield from batches
+        return
+    progress = _ACTIVE[-1]
+    try:
+        total: Optional[int] = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    progress.begin(stage, total)
+    try:
+        for done, item in enumerate(batches, 1):
+            yield item
+            progress.advance(stage, done, total)
+    finally:
+        progress.end(stage)
+
+
+def _eligible(scores: Mapping[str, float]) -> bool:
+    """An epoch can be the best only with a finite validation metric and
+    (where reported) loss: NaN logits still give an accuracy."""
+    return math.isfinite(scores["val"]) and math.isfinite(
+        scores.get("val_loss", 0.0))
+
+
+def read_checkpoint(path: Path, expected: Optional[Mapping[str, Any]]
+                    = None) -> Optional[Dict[str, Any]]:
+    """The checkpoint at ``path`` (``None`` if there is none), read by rank
+    0 and checked to belong to the run ``expected`` (an
+    :func:`~tgnn_transformers.train.folder.owner` record); every rank gets
+    the state, or raises the same error."""
+    from .folder import ResumeError
+    from .io import CheckpointError
+    state, problem = None, None
+    if distributed.is_main() and path.exists():
+        try:
+            state = load_checkpoint(path)
+            if expected is not None:
+                check_owner(state, expected, path)
+        except (CheckpointError, ResumeError) as exc:
+            state, problem = None, exc
+    state, problem = distributed.broadcast((state, problem))
+    if problem is not None:
+        raise problem
+    return state
 
 
 def fit(recipe: Recipe, *, epochs: int, patience: int,
         checkpoint: Optional[Path] = None, resume: bool = False,
         checkpoint_every: int = 1, desc: str = "", quiet: bool = False,
         on_epoch_end: Optional[Callable[[int], None]] = None,
+        owner: Optional[Mapping[str, Any]] = None,
+        on_history: Optional[Callable[[List[Dict[str, float]]], None]]
+        = None, log_every: float = 30.0,
         export: Optional[Path] = None) -> FitResult:
     """Trains until ``epochs`` or until the validation metric has not
     improved for ``patience`` epochs; the test metric is the one at the best
     validation epoch (best in the metric's direction,
-    ``recipe.higher_is_better``; ties go to the lower validation loss).
+    ``recipe.higher_is_better``; ties go to the lower validation loss).  An
+    epoch whose validation metric or loss is not finite is never the best.
 
     With ``checkpoint``, the full state (model, optimizer, RNG, history,
-    early-stopping state) is written atomically every ``checkpoint_every``
-    epochs; ``resume=True`` continues from it, ending exactly where an
-    uninterrupted run ends.  With ``export`` and a recipe that has an
-    :attr:`Recipe.export`, its result is written there (atomically, with
-    a checksum) at every new best epoch; a resumed run repeats the epochs
-    after its checkpoint exactly, so it rewrites the same file.
+    early-stopping state, and ``owner``: the record of the run it belongs
+    to) is written atomically every ``checkpoint_every`` epochs;
+    ``resume=True`` continues from it (after checking that it belongs to
+    ``owner``), ending exactly where an uninterrupted run ends.
+
+    A training loss that is NaN or infinite raises
+    :class:`NonFiniteLossError` naming the run (``desc``) and the epoch; the
+    checkpoint of the last finite epoch is kept.  ``on_history(rows)`` is
+    called after every epoch with the history so far; progress is logged
+    at least every ``log_every`` seconds (see :class:`Progress`).
+
+    With ``export`` and a recipe that has an :attr:`Recipe.export`, its
+    result is written there (atomically, with a checksum) at every new best
+    epoch; a resumed run repeats the epochs after its checkpoint exactly,
+    so it rewrites the same file.
     """
     start, history = 1, []
     sign = 1.0 if recipe.higher_is_better else -1.0
@@ -149,10 +304,7 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
             "epoch": 0, "test": float("nan")}
     state = None
     if resume and checkpoint is not None:
-        # Rank 0 reads; every rank continues from what it read.
-        state = distributed.broadcast(
-            load_checkpoint(checkpoint)
-            if distributed.is_main() and checkpoint.exists() else None)
+        state = read_checkpoint(checkpoint, owner)
     if state is not None:
         recipe.model.load_state_dict(state["model"])
         recipe.optimizer.load_state_dict(state["optimizer"])
@@ -162,18 +314,33 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
         start, history, best = state["epoch"] + 1, state["history"], \
             state["best"]
         log.info("%s resumed after epoch %d", desc, state["epoch"])
-    progress = Progress(epochs, desc, quiet, initial=start - 1)
+    saved = start - 1 if state is not None else None
+    progress = Progress(epochs, desc, quiet, initial=start - 1,
+                        seconds=log_every)
+    _ACTIVE.append(progress)
     try:
         for epoch in range(start, epochs + 1):
             if best["epoch"] > 0 and epoch - best["epoch"] > patience:
                 break
-            loss = recipe.train_epoch()
+            progress.start_epoch(epoch)
+            loss = float(recipe.train_epoch())
+            # every rank stops, or none (a NaN on one rank makes the sum NaN)
+            if not math.isfinite(distributed.sum_across_ranks(loss)[0]):
+                kept = (f"the checkpoint of epoch {saved} is kept in "
+                        f"{checkpoint}" if saved is not None and checkpoint
+                        is not None else "no checkpoint was written")
+                raise NonFiniteLossError(
+                    f"{desc or 'training'}: the training loss is {loss} at "
+                    f"epoch {epoch}; the run stopped ({kept}). Lower the "
+                    "learning rate (--lr), clip gradients (--clip-grad) or "
+                    "train in fp32")
             scores = recipe.evaluate()
-            row = {"epoch": epoch, "train_loss": float(loss), **scores}
+            row = {"epoch": epoch, "train_loss": loss, **scores}
             history.append(row)
-            better = sign * scores["val"] > sign * best["val"] or (
-                scores["val"] == best["val"]
-                and scores["val_loss"] < best["val_loss"])
+            better = _eligible(scores) and (
+                sign * scores["val"] > sign * best["val"] or (
+                    scores["val"] == best["val"]
+                    and scores["val_loss"] < best["val_loss"]))
             if better:
                 best = {"val": scores["val"], "val_loss": scores["val_loss"],
                         "epoch": epoch, "test": scores["test"]}
@@ -190,11 +357,17 @@ def fit(recipe: Recipe, *, epochs: int, patience: int,
                                                None else
                                                recipe.scheduler.state_dict()),
                                  "rng": _rng_state(), "epoch": epoch,
-                                 "history": history, "best": best},
+                                 "history": history, "best": best,
+                                 "owner": None if owner is None else
+                                 dict(owner)},
                                 checkpoint)
+                saved = epoch
+            if on_history is not None:
+                on_history(history)
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     finally:
+        _ACTIVE.remove(progress)
         progress.close()
     return FitResult(best["epoch"], best["val"], best["test"], history,
                      history[-1]["epoch"] if history else 0)

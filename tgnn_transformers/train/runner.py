@@ -1,8 +1,9 @@
 """Runs a configured experiment over seeds (or folds) and writes its
-results: ``metrics.json``, ``history.csv``, ``curves.png``."""
+results: ``metrics.json``, ``history.csv`` (after every epoch),
+``curves.png``; the run folder is held by a lock and every file read back
+is checked to belong to the run (:mod:`tgnn_transformers.train.folder`)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -16,25 +17,18 @@ import torch
 
 from ..models import get_task
 from . import distributed
-from .config import recipe_module
-from .io import (load_checkpoint, save_checkpoint, strict_json, write_csv,
-                 write_json)
+from .config import ConfigurationError, recipe_module
 from .device import device_info, resolve_device
-from .loop import fit, seed_everything
+from .folder import (ERROR_FILE, MODELS_DIR, RUN_FILE, ResumeError,
+                     RunFolderError, RunLock, check_resumable, owner, prepare_folder)
+from .io import save_checkpoint, write_csv, write_json
+from .loop import fit, read_checkpoint, seed_everything
 
 log = logging.getLogger("tgnn_transformers.train")
 
-#: The configuration and package version a run was started with.
-RUN_FILE = "run.json"
-#: What a failed run leaves: the exception and its traceback.
-ERROR_FILE = "error.json"
-#: Where the runs whose recipe exports something (the language model:
-#: best weights and vocabulary) leave it, one ``<run>.pt`` each.
-MODELS_DIR = "models"
-
-
-class ResumeError(ValueError):
-    """``--resume`` on a run started with other settings."""
+__all__ = ["run_experiment", "ResumeError", "RunFolderError",
+           "check_resumable", "summarize", "environment", "RUN_FILE",
+           "ERROR_FILE", "MODELS_DIR"]
 
 
 def environment() -> Dict[str, Any]:
@@ -85,7 +79,9 @@ def plot_curves(history: List[Dict[str, Any]], path: Path,
         from ..inspect import plot_training_curves
         fig = plot_training_curves(history, path, metric, higher_is_better)
     except ImportError:
-        log.warning("matplotlib is not installed: skipping %s", path.name)
+        log.warning("matplotlib is not installed (pip install "
+                    "'tgnn_transformers[plot]'): %s is not drawn; the other "
+                    "results are written", path.name)
         return False
     import matplotlib.pyplot as plt
     plt.close(fig)
@@ -93,20 +89,30 @@ def plot_curves(history: List[Dict[str, Any]], path: Path,
 
 
 def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
-                   quiet: bool = False, root: Optional[str] = None,
-                   mirror: Optional[str] = None,
-                   on_epoch_end: Optional[Callable[[str, int], None]] = None
-                   ) -> Dict[str, Any]:
+                   overwrite: bool = False, quiet: bool = False,
+                   root: Optional[str] = None, mirror: Optional[str] = None,
+                   on_epoch_end: Optional[Callable[[str, int], None]] = None,
+                   log_every: float = 30.0) -> Dict[str, Any]:
     """Trains every run (seed or fold) of ``config`` and writes the results
-    into ``out``.  With ``resume``, finished runs are read back and an
-    interrupted run continues from its checkpoint.
+    into ``out``.
+
+    The folder holds one run at a time (a lock file; a second run into it
+    raises :class:`RunFolderError` naming the holder).  A folder that
+    already holds a run is refused unless ``resume`` (continue it: finished
+    runs are read back, an interrupted one continues from its checkpoint;
+    only with the same configuration, else :class:`ResumeError`) or
+    ``overwrite`` (its files are deleted first).  Every checkpoint read back
+    must belong to this configuration and run.  ``history.csv`` is
+    rewritten after every epoch; progress is logged at least every
+    ``log_every`` seconds.
 
     Under ``torchrun`` (``WORLD_SIZE`` above 1) every process calls this:
     each trains on its shard of the data, and only rank 0 reads and writes
     ``out`` (the others receive what it read).
     """
     out = Path(out)
-    record = {"config": dict(config), "tgnn_transformers": _version()}
+    version = _version()
+    record = owner(config, version)
     # A missing GPU is an error before any data is loaded.
     device = resolve_device(config.get("device", "auto"))
     task = get_task(config["task"])
@@ -116,22 +122,21 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
                          f"{distributed.env_world_size()})")
     created = distributed.setup(device)
     main = distributed.is_main()
-    if resume:
-        problem = None
-        if main:
-            try:
-                check_resumable(out, record)
-            except ResumeError as exc:
-                problem = str(exc)
-        problem = distributed.broadcast(problem)
-        if problem is not None:
-            raise ResumeError(problem)
+    lock = RunLock(out) if main else None
+    problem = None
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(record, out / RUN_FILE)
+        try:
+            lock.acquire()
+            prepare_folder(out, record, resume=resume, overwrite=overwrite)
+        except ValueError as exc:  # RunFolderError, ResumeError
+            lock.release()
+            problem = exc
+    problem = distributed.broadcast(problem)
+    if problem is not None:
+        raise problem
     try:
         metrics = _run_all(config, out, device, resume, quiet or not main,
-                           root, mirror, on_epoch_end)
+                           root, mirror, on_epoch_end, log_every, version)
     except Exception as exc:
         if main:
             # A failed run leaves its reason, not an empty folder.
@@ -142,6 +147,9 @@ def run_experiment(config: Dict[str, Any], out: Path, *, resume: bool = False,
         # collective, and destroying the group under them can block; the
         # process exits and torchrun stops the rest.
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     if main:
         (out / ERROR_FILE).unlink(missing_ok=True)
     if created:
@@ -154,47 +162,33 @@ def _version() -> str:
     return tgnn_transformers.__version__
 
 
-def check_resumable(out: Path, record: Dict[str, Any]) -> None:
-    """Raises :class:`ResumeError` unless the run recorded in ``out`` has
-    exactly this configuration and package version."""
-    path = out / RUN_FILE
-    if not path.exists():
-        if (out / "checkpoints").exists():
-            raise ResumeError(f"{out} has checkpoints but no {RUN_FILE} "
-                              "recording their configuration: cannot "
-                              "resume it honestly; start a new run")
-        return
-    recorded = json.loads(path.read_text())
-    now = json.loads(json.dumps(strict_json(record), default=str))
-    before = {**recorded.get("config", {}),
-              "tgnn_transformers": recorded.get("tgnn_transformers")}
-    after = {**now["config"], "tgnn_transformers": now["tgnn_transformers"]}
-    differ = sorted(k for k in set(before) | set(after)
-                    if before.get(k) != after.get(k))
-    if differ:
-        lines = ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
-                          for k in differ)
-        raise ResumeError(f"--resume: the run in {out} was started with "
-                          f"other settings ({lines}); resume it with the "
-                          "recorded settings or use a new --out")
-
-
 def _run_all(config, out, device, resume, quiet, root, mirror,
-             on_epoch_end):
+             on_epoch_end, log_every, version):
     ckpt_dir = out / "checkpoints"
     started = time.time()
     main = distributed.is_main()
     recipes = recipe_module(config["task"])
     dataset = distributed.in_turn(
         lambda: recipes.load(config, root=root, mirror=mirror))
+    check_data = getattr(recipes, "check_data", None)
+    if check_data is not None:
+        # facts only known once the data is loaded, before any training
+        try:
+            check_data(dataset, config)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
     results, history = [], []
+
+    def write_history(rows):
+        if main:
+            write_csv(history + [{"run": name, **row} for row in rows],
+                      out / "history.csv")
+
     for run in recipes.runs(config):
         name = _run_name(run)
+        expected = owner(config, version, run)
         done = ckpt_dir / f"{name}.done.pt"
-        state = None
-        if resume:
-            state = distributed.broadcast(
-                load_checkpoint(done) if main and done.exists() else None)
+        state = read_checkpoint(done, expected) if resume else None
         if state is not None:
             log.info("%s already finished, reading its result", name)
         else:
@@ -208,9 +202,11 @@ def _run_all(config, out, device, resume, quiet, root, mirror,
                          checkpoint=ckpt_dir / f"{name}.pt", resume=resume,
                          checkpoint_every=config["checkpoint_every"],
                          desc=f"{config['dataset']}/{config['model']} {name}",
-                         quiet=quiet, on_epoch_end=callback,
+                         quiet=quiet, on_epoch_end=callback, owner=expected,
+                         on_history=write_history, log_every=log_every,
                          export=out / MODELS_DIR / f"{name}.pt")
-            state = {"run": run, "best_epoch": result.best_epoch,
+            state = {"owner": expected, "run": run,
+                     "best_epoch": result.best_epoch,
                      "val": result.best_val, "test": result.test,
                      "epochs_run": result.epochs_run,
                      "history": result.history,

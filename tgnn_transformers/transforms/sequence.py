@@ -99,7 +99,7 @@ class SequenceToGraph(BaseTransform):
                  seed: int = 0, virtual_token: int = 0):
         check_pattern_arguments(pattern, window=window, dilation=dilation,
                                 num_global=num_global,
-                                num_random=num_random)
+                                num_random=num_random, seed=seed)
         self.pattern = pattern
         self.kwargs = dict(window=window, dilation=dilation,
                            num_global=num_global, num_random=num_random,

@@ -9,6 +9,7 @@ forward-only (inputs that need gradients are refused).
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import List, Tuple
 
 import torch
@@ -98,11 +99,21 @@ def flex_attention_padded(q: Tensor, k: Tensor, v: Tensor, mask,
                           scale: float) -> Tensor:
     """``[B, H, L, C]`` attention under the block mask (compiled on GPUs,
     where eager FlexAttention would materialise the scores; eager on the
-    CPU)."""
+    CPU, on purpose: ``backend="flex"`` there serves parity checks, and
+    compiling it would cost far more than the scores it saves, so torch's
+    notice that it runs uncompiled is not shown)."""
     if q.is_cuda:
         return _compiled_flex()(q, k, v, block_mask=mask, scale=scale)
     from torch.nn.attention.flex_attention import flex_attention
-    return flex_attention(q, k, v, block_mask=mask, scale=scale)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message=_UNCOMPILED_NOTICE)
+        return flex_attention(q, k, v, block_mask=mask, scale=scale)
+
+
+#: The start of torch's notice when FlexAttention runs without
+#: ``torch.compile`` (it materialises the scores), issued once per process.
+_UNCOMPILED_NOTICE = r"flex_attention called without torch\.compile"
 
 
 class FlexBackend(AttentionBackend):

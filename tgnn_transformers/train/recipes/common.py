@@ -13,7 +13,7 @@ from torch_geometric.loader import DataLoader
 from ...nn import average_log_degree, degree_histogram
 from .. import distributed
 from ..distributed import ShardSampler
-from ..loop import Recipe
+from ..loop import Recipe, track
 
 
 def seed_runs(config: Mapping[str, Any]) -> List[Dict[str, int]]:
@@ -153,7 +153,7 @@ def minibatch_recipe(model: torch.nn.Module, optimizer, precision,
         nonlocal train_accuracy
         net.train()
         tally = Tally()
-        for batch in loaders["train"]:
+        for batch in track(loaders["train"], "train"):
             optimizer.zero_grad()
             out, y = forward(net, batch)
             loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
@@ -171,7 +171,7 @@ def minibatch_recipe(model: torch.nn.Module, optimizer, precision,
         tallies = []
         for name in ("val", "test"):
             tally = Tally()
-            for batch in loaders[name]:
+            for batch in track(loaders[name], name):
                 tally.add(*forward(model, batch))
             tallies.append(tally)
         (val, val_loss), (test, _) = reduce_tallies(*tallies)

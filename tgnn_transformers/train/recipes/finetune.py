@@ -18,6 +18,13 @@ from .text import load  # noqa: F401  (the same text data sets)
 runs = seed_runs
 
 
+def check_config(config: Dict[str, Any], explicit: Dict[str, str]) -> None:
+    """``pooling: auto`` is the mean for pretrained sentence encoders (the
+    pooling they were trained with), recorded in the configuration."""
+    if config["pooling"] == "auto":
+        config["pooling"] = "mean"
+
+
 def build(splits, config: Mapping[str, Any], run: Dict[str, int]) -> Recipe:
     return finetune_recipe(splits, config)
 

@@ -30,6 +30,30 @@ def load(config: Mapping[str, Any], root=None, mirror=None):
     return graphs
 
 
+def check_config(config: Dict[str, Any], explicit: Dict[str, str]) -> None:
+    """``folds`` no larger than the data set's graphs (known from
+    :data:`~tgnn_transformers.data.SOURCES` before any data loads; see
+    :func:`check_data` for the rest): a fold without graphs would average
+    an empty test set in."""
+    from ...data import get_source
+    graphs = get_source(config["dataset"]).facts.get("num_graphs")
+    if graphs is not None:
+        _check_folds(config["folds"], graphs, config["dataset"])
+
+
+def check_data(dataset, config: Mapping[str, Any]) -> None:
+    """:func:`check_config`'s check on the loaded graphs, before any
+    training (for data sets whose size is not known in advance)."""
+    _check_folds(config["folds"], len(dataset), config["dataset"])
+
+
+def _check_folds(folds: int, graphs: int, name: str) -> None:
+    if folds > graphs:
+        raise ValueError(f"option 'folds' of the graph task must be at most "
+                         f"the number of graphs of {name} ({graphs}), got "
+                         f"{folds}: a fold without graphs has no test set")
+
+
 def runs(config: Mapping[str, Any]) -> List[Dict[str, int]]:
     """One run per fold (with the first seed)."""
     return [{"seed": config["seeds"][0], "fold": fold}

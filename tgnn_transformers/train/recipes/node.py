@@ -19,7 +19,7 @@ from .. import distributed
 from ..config import model_options
 from ..device import run_setup
 from ..distributed import ShardSampler
-from ..loop import Recipe
+from ..loop import Recipe, track
 from ..sampling import neighbor_loader, sampled_blocks
 from .common import Tally, _delta, _optimizer, reduce_tallies, roc_auc
 
@@ -318,7 +318,7 @@ def _sampled_node_epoch(net, optimizer, precision, data: Data,
     def train_epoch() -> float:
         net.train()
         tally = Tally()
-        for batch in loader:
+        for batch in track(loader, "train"):
             seeds = batch.batch_size
             x = select_rows(features, batch.n_id).to(device)
             batch_pe = None if pe is None else pe[batch.n_id].to(device)
