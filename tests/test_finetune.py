@@ -1,6 +1,5 @@
 """`tgnn finetune`: a pretrained encoder with a head, trained through the
 Sparse GIN adapter, LoRA at its budget, the head alone or in full."""
-import json
 import os
 
 import pytest

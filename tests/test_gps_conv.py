@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch_geometric.nn import GATConv, GCNConv, GINConv
 from torch_geometric.nn import GPSConv as PyGGPSConv
 from torch_geometric.nn import MLP

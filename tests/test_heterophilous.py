@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from fixtures import write_heterophilous
 from tgnn_transformers.cli import main
 from tgnn_transformers.data import SOURCES, get_source, load_dataset
-from tgnn_transformers.train import resolve_config, run_experiment
+from tgnn_transformers.train import resolve_config
 from tgnn_transformers.train.recipes import node_recipe, node_splits, roc_auc
 from tgnn_transformers.train.recipes.node import binary_scores, runs
 from tgnn_transformers.train.runner import run_seed

@@ -3,7 +3,6 @@ leave strict, readable files."""
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import signal

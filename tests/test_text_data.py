@@ -1,7 +1,6 @@
 """Text readers (SST-2, TREC in Latin-1, R8), the vocabulary and the
 sentence-graph dataset, on the offline mirror."""
 import pytest
-import torch
 
 from tgnn_transformers.data import (DataSourceError, SentenceGraphDataset,
                                     Vocabulary, load_text_splits,
