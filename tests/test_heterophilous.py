@@ -110,7 +110,7 @@ def test_runs_are_splits_times_seeds():
 @pytest.mark.parametrize("dataset, splits, words", [
     ("minesweeper", [10], ["'minesweeper'", "10 split(s), 0-9", "[10]"]),
     ("cora", [1], ["'cora'", "1 split(s), 0", "[1]"]),
-    ("tolokers", [1, 1], ["each split once", "[1, 1]"]),
+    ("tolokers", [1, 1], ["repeats 1", "each value counts once", "[1, 1]"]),
 ])
 def test_bad_splits_name_the_data_set_and_its_splits(dataset, splits,
                                                      words):
