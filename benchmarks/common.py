@@ -1,7 +1,11 @@
 """Timing and memory helpers shared by the benchmark scripts.
 
 Time: median of ``repeats`` runs after ``warmup`` runs, all in this process
-so ratios compare like with like.  Memory: the peak resident-set increase of
+so ratios compare like with like.  :func:`time_interleaved` runs the
+contenders of one comparison in alternating rounds (a slow spell of a
+shared machine hits all of them) and reads the process's CPU time as well
+as the wall clock: on a loaded machine the wall clock also counts the time
+other processes held the core, the CPU time of a one-thread run does not.  Memory: the peak resident-set increase of
 a fresh process that runs the workload once (CPU), or the increase of
 ``torch.cuda.max_memory_allocated`` over one run in this process (GPU: the
 allocator's counter is exact, and a fresh process per reading would spend
@@ -66,6 +70,71 @@ def time_it(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1,
         gc.collect()
     return {"median_s": statistics.median(times), "min_s": min(times),
             "repeats": repeats}
+
+
+def load_average() -> Optional[list]:
+    """The 1, 5 and 15 minute load averages (None where unknown)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+#: A contender of :func:`time_interleaved`: a callable, or ``(setup, run)``
+#: where ``setup()`` (not timed) returns the argument of ``run``.
+Contender = Any
+
+
+def time_interleaved(contenders: Dict[str, Contender], repeats: int = 5,
+                     warmup: int = 1, device: str = "cpu",
+                     inner: int = 1) -> Dict[str, Dict[str, float]]:
+    """Times every contender ``repeats`` times in alternating rounds (round
+    ``r`` runs each once, in a rotated order) after ``warmup`` rounds; each
+    reading is the mean of ``inner`` back-to-back calls.
+
+    Returns per contender ``median_s`` / ``min_s`` of the wall clock and,
+    on the CPU, ``cpu_median_s`` / ``cpu_min_s`` of the process's CPU time
+    (all threads; equal to the wall clock of a one-thread run on an idle
+    core), plus ``repeats`` and ``inner``."""
+    names = list(contenders)
+    steps = {}
+    for name, contender in contenders.items():
+        setup, run = (contender if isinstance(contender, tuple)
+                      else (None, contender))
+        steps[name] = (setup, run)
+
+    def once(name):
+        setup, run = steps[name]
+        args = [setup() for _ in range(inner)] if setup else None
+        _sync(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i in range(inner):
+            run(args[i]) if setup else run()
+        _sync(device)
+        return ((time.perf_counter() - wall) / inner,
+                (time.process_time() - cpu) / inner)
+
+    for _ in range(warmup):
+        for name in names:
+            once(name)
+    walls = {name: [] for name in names}
+    cpus = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            gc.collect()
+            wall, cpu = once(name)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    out = {}
+    for name in names:
+        out[name] = {"median_s": statistics.median(walls[name]),
+                     "min_s": min(walls[name]), "repeats": repeats,
+                     "inner": inner}
+        if not device.startswith("cuda"):
+            out[name].update(cpu_median_s=statistics.median(cpus[name]),
+                             cpu_min_s=min(cpus[name]))
+    return out
 
 
 def _status_kb(field: str) -> int:

@@ -135,3 +135,77 @@ def test_graph_index_cache_follows_in_place_edits():
     edge_index[1, 0] = 0
     b = graph_index(edge_index, 3, 3)
     assert b is not a and b.dst.tolist() == [0, 0, 1]
+
+
+def test_dense_gradients_pass_gradcheck_on_ragged_batches():
+    """The padding's own backward (a row gather each way) against finite
+    differences, with an empty sequence and one of a single token."""
+    from tgnn_transformers.functional import complete_edge_index
+    lengths = torch.tensor([3, 0, 1, 4])
+    batch = torch.repeat_interleave(torch.arange(4), lengths)
+    for causal in (False, True):
+        edge_index = complete_edge_index(lengths, causal=causal)
+        args = [torch.randn(8, 2, 3, dtype=torch.float64, requires_grad=True)
+                for _ in range(3)]
+
+        def f(q, k, v):
+            return edge_attention(q, k, v, edge_index, batch=batch,
+                                  backend="dense").out
+
+        torch.autograd.gradcheck(f, args)
+
+
+@pytest.mark.parametrize("pattern", ["full", "causal"])
+def test_non_finite_values_stay_in_their_sequence(pattern):
+    """A padding row repeats a real row of its own sequence, so a NaN in
+    one sequence reaches no other (nor an empty one's neighbours)."""
+    batch = token_batch(pattern, [3, 0, 4, 2])
+    q, k, v = (torch.randn(9, 2, 4, requires_grad=True) for _ in range(3))
+    poisoned = [t.detach().clone() for t in (q, k, v)]
+    for t in poisoned:
+        t[2] = float("nan")  # the last token of the first sequence
+    poisoned = [t.requires_grad_() for t in poisoned]
+    clean = batch.batch != 0
+    dense = edge_attention(*poisoned, batch.edge_index, batch=batch.batch,
+                           backend="dense").out
+    sparse = edge_attention(q, k, v, batch.edge_index, batch=batch.batch,
+                            backend="sparse").out
+    assert torch.isnan(dense[~clean]).all()
+    torch.testing.assert_close(dense[clean], sparse[clean])
+    grads = torch.autograd.grad(dense[clean].sum(), poisoned)
+    expected = torch.autograd.grad(sparse[clean].sum(), (q, k, v))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got[clean], want[clean])
+
+
+def test_padded_layout_is_kept_by_lengths():
+    """A new graph of lengths seen before reuses their layout (its index
+    tensors), and the layout pads and unpads exactly."""
+    from tgnn_transformers.functional import layout as layouts
+    lengths = torch.tensor([2, 5, 0, 3])
+    first = layouts.padded_layout(lengths, 10)
+    assert layouts.padded_layout(lengths.clone(), 10) is first
+    assert layouts.padded_layout(lengths, 10, multiple=4) is not first
+    assert first.max_len == 5 and first.ragged
+    x = torch.randn(10, 2, 3)
+    padded = first.pad(x)
+    assert padded.shape == (4, 2, 5, 3)
+    assert torch.equal(first.unpad(padded), x)
+    # every padding row repeats a row of its own sequence (the empty one:
+    # the sequence before it)
+    rows = padded.transpose(1, 2)
+    assert torch.equal(rows[0, 2:], x[1].expand(3, 2, 3))
+    assert torch.equal(rows[2], x[6].expand(5, 2, 3))
+    equal = layouts.padded_layout(torch.tensor([3, 3]), 6)
+    y = torch.randn(6, 2, 3)
+    assert equal.pad(y)._base is y  # a view, no copy
+
+    batch = token_batch("full", [4, 6])
+    q = torch.randn(10, 2, 4)
+    edge_attention(q, q, q, batch.edge_index, batch=batch.batch)
+    kept = dict(layouts._LAYOUTS)
+    again = edge_attention(q, q, q, batch.edge_index.clone(),
+                           batch=batch.batch)
+    assert dict(layouts._LAYOUTS) == kept
+    torch.testing.assert_close(again.out, edge_attention(
+        q, q, q, batch.edge_index, backend="sparse").out)

@@ -126,7 +126,11 @@ def test_padded_layout_rounded_to_a_block_round_trips():
     x = torch.randn(136, 2, 3)
     padded = layout.pad(x)
     assert padded.shape == (3, 2, 256, 3)
-    assert torch.equal(padded[0, :, 5:], torch.zeros(2, 251, 3))
+    # a padding row repeats its sequence's last token (finite, and never
+    # seen: its key is masked, its query's output dropped)
+    assert torch.equal(padded[0, :, 5:], x[4].unsqueeze(1).expand(2, 251, 3))
+    assert torch.equal(padded[2, :, 1:], x[135].unsqueeze(1).expand(2, 255,
+                                                                    3))
     assert torch.equal(layout.unpad(padded), x)
 
 

@@ -1,12 +1,17 @@
 import itertools
+from collections import Counter
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch_geometric.data import Batch, Data
 
 from tgnn_transformers.functional import (complete_edge_index,
                                           recognize_sequence_pattern,
+                                          recognize_token_pattern,
                                           sequence_edge_index)
+from tgnn_transformers.functional.patterns import window_edge_index
 from tgnn_transformers.transforms import (SequenceToGraph, from_padded,
                                           sequence_to_graph, to_padded)
 
@@ -110,6 +115,112 @@ def test_recognizer():
     assert recognize_sequence_pattern(full, batch, 8)[0] == "full"
     full[0, 0] = 1
     assert recognize_sequence_pattern(full, batch, 8)[0] is None
+
+
+def _pattern_pairs(lengths, kind, window=0, dilation=1):
+    """The edges ``(j, i)`` of a token batch, written out from the
+    pattern's definition, sequence by sequence."""
+    pairs, start = set(), 0
+    for n in lengths:
+        for i, j in itertools.product(range(n), repeat=2):
+            if kind == "full" or (kind == "causal" and j <= i) or (
+                    kind == "window" and abs(i - j) <= window * dilation
+                    and (i - j) % dilation == 0):
+                pairs.add((start + j, start + i))
+        start += n
+    return pairs
+
+
+def _reference_pattern(pairs, lengths):
+    """The kind recognition must report for the multiset ``pairs``, by
+    brute force: full, then causal, then any window (one with an edge
+    ``j > i``: a window of self-loops alone is not looked for)."""
+    if any(count > 1 for count in pairs.values()):
+        return None
+    edges = set(pairs)
+    for kind in ("full", "causal"):
+        if edges == _pattern_pairs(lengths, kind):
+            return kind
+    longest = max(lengths, default=0)
+    for dilation in range(1, longest + 1):
+        for window in range(1, longest + 1):
+            candidate = _pattern_pairs(lengths, "window", window, dilation)
+            if any(j > i for j, i in candidate) and edges == candidate:
+                return "window"
+    return None
+
+
+MUTATIONS = ("none", "shuffle", "swap", "move", "duplicate", "drop",
+             "across", "reverse")
+
+
+@settings(max_examples=300)
+@given(lengths=st.lists(st.integers(0, 6), min_size=1, max_size=4),
+       kind=st.sampled_from(["full", "causal", "window"]),
+       window=st.integers(1, 3), dilation=st.integers(1, 2),
+       mutation=st.sampled_from(MUTATIONS), seed=st.integers(0, 1000),
+       int32=st.booleans())
+def test_recognition_matches_the_pattern_definitions(
+        lengths, kind, window, dilation, mutation, seed, int32):
+    """recognize_token_pattern against the edge multiset compared with
+    every pattern's definition: the kind, the edges of what it reports,
+    and whether the edges come in the canonical order."""
+    sizes = torch.tensor(lengths)
+    num_nodes = int(sizes.sum())
+    edges = (window_edge_index(sizes, window, dilation) if kind == "window"
+             else complete_edge_index(sizes, causal=kind == "causal"))
+    gen = torch.Generator().manual_seed(seed)
+    num_edges = edges.size(1)
+    pick = (lambda: int(torch.randint(0, num_edges, (1, ),
+                                      generator=gen)))  # noqa: E731
+    if mutation == "shuffle":
+        edges = edges[:, torch.randperm(num_edges, generator=gen)]
+    elif mutation == "swap" and num_edges > 1:
+        a, b = pick(), pick()
+        edges[:, [a, b]] = edges[:, [b, a]]
+    elif mutation == "move" and num_edges and num_nodes > 1:
+        e = pick()
+        edges[0, e] = (edges[0, e] + 1) % num_nodes
+    elif mutation == "duplicate" and num_edges > 1:
+        edges[:, pick()] = edges[:, pick()].clone()
+    elif mutation == "drop" and num_edges:
+        e = pick()
+        edges = torch.cat([edges[:, :e], edges[:, e + 1:]], dim=1)
+    elif mutation == "across" and len(lengths) > 1 and num_nodes > 1:
+        edges = torch.cat([edges, torch.tensor([[0], [num_nodes - 1]])],
+                          dim=1)
+    elif mutation == "reverse":
+        edges = edges.flip(0)
+    edges = edges.to(torch.int32 if int32 else torch.long)
+    batch = torch.repeat_interleave(torch.arange(len(lengths)), sizes)
+    found = recognize_token_pattern(edges, batch, num_nodes)
+    pairs = Counter(map(tuple, edges.t().tolist()))
+    expected = _reference_pattern(pairs, lengths)
+    if expected is None:
+        assert found is None
+        return
+    assert found is not None and found.kind == expected
+    assert set(pairs) == _pattern_pairs(lengths, found.kind, found.window,
+                                        found.dilation)
+    canonical = sorted(pairs, key=lambda p: (p[1], p[0]))
+    assert found.ordered == (list(map(tuple, edges.t().tolist())) ==
+                             canonical)
+    # the lengths come from the batch vector (trailing empty sequences
+    # leave no trace in it)
+    assert torch.equal(found.lengths, torch.bincount(batch))
+
+
+def test_recognition_turns_away_other_graphs_by_their_edge_count():
+    """A graph whose edge count is no complete or causal batch's is not
+    compared edge by edge with either."""
+    lengths = torch.tensor([4, 3])
+    batch = torch.repeat_interleave(torch.arange(2), lengths)
+    full = complete_edge_index(lengths)
+    assert recognize_token_pattern(full, batch, 7).kind == "full"
+    assert recognize_token_pattern(full[:, 1:], batch, 7) is None
+    # one sequence without a batch vector
+    assert recognize_token_pattern(complete_edge_index(
+        torch.tensor([5]), causal=True), None, 5).kind == "causal"
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -122,6 +122,16 @@ def as_score_bias(bias: Optional[Tensor],
     return bias
 
 
+def batch_is_sorted(batch: Tensor) -> bool:
+    """Whether the graph ids never decrease (each graph's nodes stored
+    together, as PyG's ``Batch`` does); one device sync per batch vector,
+    not one per call (cached)."""
+    if batch.numel() < 2:
+        return True
+    return cached_on(batch, "batch_sorted",
+                     lambda: not bool((batch[1:] < batch[:-1]).any()))
+
+
 def check_batch(batch: Optional[Tensor], num_nodes: int) -> None:
     if batch is None:
         return
@@ -130,10 +140,8 @@ def check_batch(batch: Optional[Tensor], num_nodes: int) -> None:
                          f"id per node), got {list(batch.shape)}")
     if batch.dtype not in (torch.long, torch.int32):
         raise TypeError(f"batch must hold integers, got {batch.dtype}")
-    if tracing() or batch.numel() < 2:
+    if tracing():
         return
-    # one device sync per batch vector, not one per call (cached)
-    if not cached_on(batch, "batch_sorted",
-                     lambda: not bool((batch[1:] < batch[:-1]).any())):
+    if not batch_is_sorted(batch):
         raise ValueError("batch must be sorted (nodes of each graph stored "
                          "contiguously, as PyG's Batch does)")

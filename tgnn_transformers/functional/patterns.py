@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._cache import cached_on
-from ._checks import check_choice
+from ._checks import batch_is_sorted, check_choice
 
 #: The token-graph patterns of :func:`sequence_edge_index` and
 #: :class:`~tgnn_transformers.transforms.SequenceToGraph`.
@@ -419,47 +419,100 @@ def _sorted_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
                       edge_index[0].long()).values
 
 
-def _candidates(edge_index: Tensor, lengths: Tensor) -> List[TokenPattern]:
-    candidates = [TokenPattern("full", lengths),
-                  TokenPattern("causal", lengths)]
+def _in_runs(edge_index: Tensor, degree: Tensor, first_source: Tensor
+             ) -> bool:
+    """Whether ``edge_index`` is, in this order, for each target ``i =
+    0, 1, ...`` a run of ``degree[i] >= 1`` edges from the sources
+    ``first_source[i], first_source[i] + 1, ...`` (the canonical order of
+    complete and causal graphs; ``degree.sum() == E`` is the caller's).
+
+    Checked without building the expected edges: the targets never
+    decrease and each run begins and ends on its own target (so holds only
+    it), each run begins on its first source and steps by one.  Three
+    integer passes over the edges; a miss usually shows in the first
+    ``O(N)`` gathers."""
+    source, target = edge_index[0], edge_index[1]
+    start = lengths_to_ptr(degree)
+    first, last = start[:-1], start[1:] - 1
+    node = torch.arange(degree.numel(), device=degree.device,
+                        dtype=target.dtype)
+    if not (torch.equal(target[first], node) and torch.equal(
+            target[last], node) and torch.equal(
+                source[first], first_source.to(source.dtype))):
+        return False
+    if target.numel() < 2:
+        return True
+    if not bool((target[1:] >= target[:-1]).all()):
+        return False
+    step = source[1:] - source[:-1]
+    step[first[1:] - 1] = 1  # where a new run begins, any step will do
+    return bool((step == 1).all())
+
+
+def _window_candidate(edge_index: Tensor, lengths: Tensor,
+                      longest: int) -> Optional[TokenPattern]:
     delta = (edge_index[0] - edge_index[1]).long()
     positive = delta[delta > 0]
-    if positive.numel():
-        dilation = int(positive.min())
-        # no wider than the longest sequence: the window's edge list is
-        # built for the comparison and must stay within the batch's size
-        window = min(int(delta.abs().max()) // dilation,
-                     (int(lengths.max()) - 1) // dilation)
-        candidates.append(TokenPattern("window", lengths, window, dilation))
-    return candidates
+    if not positive.numel():
+        return None
+    dilation = int(positive.min())
+    # no wider than the longest sequence: the window's edge list is built
+    # for the comparison and must stay within the batch's size
+    window = min(int(delta.abs().max()) // dilation,
+                 (longest - 1) // dilation)
+    return TokenPattern("window", lengths, window, dilation)
 
 
 def _recognize(edge_index: Tensor, batch: Optional[Tensor],
                num_nodes: int) -> Optional[TokenPattern]:
-    lengths = graph_lengths(batch, num_nodes, edge_index.device)
-    if batch is not None and batch.numel() > 1 and bool(
-            (batch[1:] < batch[:-1]).any()):
+    if batch is not None and not batch_is_sorted(batch):
         return None  # sequences must be contiguous blocks of nodes
-    if batch is not None and edge_index.size(1) and bool(
-            (batch[edge_index[0]] != batch[edge_index[1]]).any()):
-        return None  # an edge between two sequences
-    in_degree = torch.bincount(edge_index[1].long(), minlength=num_nodes)
-    keys = None
-    for candidate in _candidates(edge_index, lengths):
-        # O(N) first: a pattern whose in-degrees differ is never built (a
-        # complete graph of 64k tokens, or the "window" of an arbitrary
-        # graph, would not fit in memory).
-        if not torch.equal(_pattern_degree(candidate, num_nodes), in_degree):
-            continue
+    lengths = graph_lengths(batch, num_nodes, edge_index.device)
+    sizes = lengths.tolist()
+    num_edges = edge_index.size(1)
+    in_degree = None
+
+    def match(candidate: TokenPattern, degree: Tensor
+              ) -> Optional[TokenPattern]:
+        # equal in-degrees first (O(E)), then the edges themselves: in the
+        # canonical order, or in another (equal sorted keys, which also
+        # rule out duplicate edges, which would weigh differently)
+        nonlocal in_degree
+        if in_degree is None:
+            in_degree = torch.bincount(edge_index[1].long(),
+                                       minlength=num_nodes)
+        if not torch.equal(degree, in_degree):
+            return None
         expected = pattern_edge_index(candidate).to(edge_index.device)
         if torch.equal(expected, edge_index.to(expected.dtype)):
             return candidate
-        # (equal sorted keys also rule out duplicate edges, which would
-        # weigh differently)
-        keys = _sorted_keys(edge_index, num_nodes) if keys is None else keys
-        if torch.equal(_sorted_keys(expected, num_nodes), keys):
+        if torch.equal(_sorted_keys(expected, num_nodes),
+                       _sorted_keys(edge_index, num_nodes)):
             return candidate._replace(ordered=False)
-    return None
+        return None
+
+    # Complete and causal batches: the edge count alone turns most other
+    # graphs away, and the canonical order is checked without building it.
+    for kind, count in (("full", sum(n * n for n in sizes)),
+                        ("causal", sum(n * (n + 1) // 2 for n in sizes))):
+        if count != num_edges:
+            continue
+        ptr, graph, position = token_positions(lengths.long(), num_nodes)
+        degree = lengths.long()[graph] if kind == "full" else position + 1
+        if _in_runs(edge_index, degree, ptr[graph]):
+            return TokenPattern(kind, lengths)
+        found = match(TokenPattern(kind, lengths), degree)
+        if found is not None:
+            return found
+    if num_edges == 0:
+        return None
+    candidate = _window_candidate(edge_index, lengths, max(sizes, default=0))
+    if candidate is None:
+        return None
+    degree = _pattern_degree(candidate, num_nodes)
+    if int(degree.sum()) != num_edges:
+        return None
+    return match(candidate, degree)
 
 
 def recognize_token_pattern(edge_index: Tensor, batch: Optional[Tensor],

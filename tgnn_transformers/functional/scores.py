@@ -162,6 +162,10 @@ class ScoreOptions:
         return _sparsify(alpha, edge_index, self)
 
 
+#: the softmax, nothing sparsified (shared: the options are frozen)
+_DEFAULT_SCORES = ScoreOptions()
+
+
 def as_score_options(scores: Optional[ScoreOptions] = None,
                      **options) -> ScoreOptions:
     """``scores``, or a :class:`ScoreOptions` made from the keyword form
@@ -169,7 +173,7 @@ def as_score_options(scores: Optional[ScoreOptions] = None,
     default).  Giving both is an error."""
     given = {k: v for k, v in options.items() if v is not None}
     if scores is None:
-        return ScoreOptions(**given)
+        return ScoreOptions(**given) if given else _DEFAULT_SCORES
     if not isinstance(scores, ScoreOptions):
         raise TypeError(f"scores must be a ScoreOptions, got "
                         f"{type(scores).__name__}")

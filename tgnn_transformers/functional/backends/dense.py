@@ -4,14 +4,15 @@ the padded ``[B, H, L, C]`` layout, no per-edge tensors)."""
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from .._cache import cached_on
 from .._checks import tracing
-from ..layout import PaddedLayout
+from ..layout import PaddedLayout, padded_layout
+from ..patterns import TokenPattern
 from .base import AttentionBackend, AttentionCall, Capabilities, EdgeAttention
 
 #: Default of :func:`dense_masked_max_bytes` when ``TGNN_DENSE_MAX_BYTES``
@@ -39,10 +40,21 @@ def dense_masked_max_bytes() -> int:
     return value
 
 
-def _layout(call: AttentionCall, lengths: Tensor) -> PaddedLayout:
+def _plan(call: AttentionCall) -> Optional[Tuple[TokenPattern,
+                                                PaddedLayout]]:
+    """The call's complete or causal token pattern and its padded layout,
+    or None for any other graph; one lookup per call, kept on the graph
+    (the layout also by its lengths: a new graph of the same lengths,
+    the next batch, reuses it)."""
     num_nodes = call.query.size(0)
-    return cached_on(call.edge_index, "padded_layout",
-                     lambda: PaddedLayout(lengths, num_nodes), call.batch,
+
+    def build():
+        pattern = call.token_pattern()
+        if pattern is None or pattern.kind == "window":
+            return None
+        return pattern, padded_layout(pattern.lengths, num_nodes)
+
+    return cached_on(call.edge_index, "dense_plan", build, call.batch,
                      num_nodes)
 
 
@@ -68,20 +80,20 @@ class DenseBackend(AttentionBackend):
         return []
 
     def graph_refusals(self, call: AttentionCall) -> List[str]:
-        pattern = call.token_pattern()
-        if pattern is None or pattern.kind == "window":
+        plan = _plan(call)
+        if plan is None:
             return ["the graph is not a batch of complete or causal token "
                     "graphs"]
-        reason = _too_large(_layout(call, pattern.lengths),
-                            call.query.size(1), call.query.element_size(),
+        pattern, layout = plan
+        reason = _too_large(layout, call.query.size(1),
+                            call.query.element_size(),
                             pattern.kind == "causal")
         return [reason] if reason else []
 
     def run(self, call: AttentionCall) -> EdgeAttention:
-        pattern = call.token_pattern()
-        layout = _layout(call, pattern.lengths)
+        pattern, layout = _plan(call)
         causal = pattern.kind == "causal"
-        q, k, v = (layout.pad(t) for t in (call.query, call.key, call.value))
+        q, k, v = layout.pad(call.query, call.key, call.value)
         scale = call.scale
         if isinstance(scale, Tensor):  # SDPA takes a Python float scale only
             q, scale = q * scale, 1.0
