@@ -232,4 +232,6 @@ def test_bad_arguments():
         GINAttentionConv(4, 2, top_k=0)
     with pytest.raises(ValueError, match="normalization"):
         GINAttentionConv(4, 2, normalization="sparsemax")
-    assert "sharpen=True" in repr(GINAttentionConv(4, 2))
+    with pytest.warns(UserWarning, match="hidden width of 1"):
+        conv = GINAttentionConv(4, 2)
+    assert "sharpen=True" in repr(conv)

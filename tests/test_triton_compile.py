@@ -8,8 +8,13 @@ also compiled ahead of time, through Triton's own passes and ``ptxas``
 """
 import inspect
 import itertools
+import os
 
 import pytest
+
+# Fusion on, as every Triton release so far defaults to; set, so that
+# Triton 3.9 does not warn that its default will change.
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 triton = pytest.importorskip("triton")
 pytest.importorskip("triton.backends.nvidia")
