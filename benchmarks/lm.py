@@ -892,6 +892,8 @@ def _claim_answer(by_run: Dict[str, List[Dict[str, Any]]], base: str
                        if v is False]
             outcome = ("the claim does not hold (" + ", ".join(against) +
                        " the other way)")
+        elif len(rs) < 2 and len(ref) < 2:
+            outcome = "one seed each: no answer"
         else:
             outcome = "the claim is not shown (differences within noise)"
         lines.append(f"- `{label}` ({seeds}): " + "; ".join(words) +
