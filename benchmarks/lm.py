@@ -524,6 +524,7 @@ def steptime(args) -> None:
         for _ in range(args.warmup):
             steps[label]()
     times: Dict[str, List[float]] = {label: [] for label in runs}
+    load_before = os.getloadavg()
     for _ in range(args.rounds):
         for label, step in steps.items():
             for _ in range(args.block):
@@ -535,7 +536,9 @@ def steptime(args) -> None:
     for label, median in medians.items():
         ratio = f", {median / base:.2f}x reference" if base else ""
         print(f"{label}: median step {median * 1e3:.2f} ms{ratio}")
-    record = {"config": dataclasses.asdict(config), "machine": machine(),
+    record = {"config": dataclasses.asdict(config),
+              "machine": {**machine(), "load_average": {
+                  "start": load_before, "end": os.getloadavg()}},
               "rounds": args.rounds, "block": args.block,
               "median_step_s": medians,
               "ratio_to_reference": {k: v / base for k, v in medians.items()}
@@ -824,15 +827,78 @@ def _same_setting(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return {**defaults, **a} == {**defaults, **b}
 
 
-def _difference(a: List[float], b: List[float]) -> str:
-    """``mean(a) - mean(b)`` and that difference over its standard error
-    (Welch), e.g. ``+0.0950 (9.1 se)``."""
+def _compare(a: List[float], b: List[float]
+             ) -> Tuple[float, Optional[float]]:
+    """``mean(a) - mean(b)`` and its standard error (Welch; ``None`` when
+    neither side has two values)."""
     diff = statistics.fmean(a) - statistics.fmean(b)
     var = sum(statistics.variance(x) / len(x) for x in (a, b)
               if len(x) > 1)
-    se = math.sqrt(var) if var > 0 else float("nan")
-    return f"{diff:+.4f} ({diff / se:+.1f} se)" if se == se else \
-        f"{diff:+.4f}"
+    return diff, (math.sqrt(var) if var > 0 else None)
+
+
+def _difference(a: List[float], b: List[float]) -> str:
+    """``mean(a) - mean(b)`` and that difference over its standard error
+    (Welch), e.g. ``+0.0950 (9.1 se)``."""
+    diff, se = _compare(a, b)
+    return f"{diff:+.4f} ({diff / se:+.1f} se)" if se else f"{diff:+.4f}"
+
+
+#: a difference of the means counts as one (not noise) from this many
+#: standard errors on
+SIGNIFICANT_SE = 2.0
+
+
+def _claim_answer(by_run: Dict[str, List[Dict[str, Any]]], base: str
+                  ) -> List[str]:
+    """The paper's first claim (a model has lower training and validation
+    loss and a smaller gap than ``base``) answered in words for every other
+    model, from the final evaluations: each difference is called lower or
+    higher when it is at least :data:`SIGNIFICANT_SE` standard errors from
+    zero, else within the seed-to-seed noise."""
+    lines = []
+    ref = by_run[base]
+    measures = (("training loss", lambda r: r["final_eval"]["train"]),
+                ("validation loss", lambda r: r["final_eval"]["val"]),
+                ("gap", lambda r: r["final_eval"]["val"] -
+                 r["final_eval"]["train"]))
+    for label, rs in by_run.items():
+        if label in (base, "reference"):
+            continue
+        words, verdicts = [], []
+        for name, value in measures:
+            diff, se = _compare([value(r) for r in rs],
+                                [value(r) for r in ref])
+            if se is None:
+                words.append(f"{name} {diff:+.4f} (no error bar)")
+                verdicts.append(None)
+                continue
+            t = diff / se
+            lower = "smaller" if name == "gap" else "lower"
+            higher = "larger" if name == "gap" else "higher"
+            if abs(t) >= SIGNIFICANT_SE:
+                verdict = lower if diff < 0 else higher
+                verdicts.append(diff < 0)
+            else:
+                verdict = "within noise"
+                verdicts.append(None)
+            words.append(f"{name} {diff:+.4f} ({verdict}, {t:+.1f} se)")
+        seeds = f"{len(rs)} seed{'s' if len(rs) > 1 else ''} against " \
+            f"{len(ref)}"
+        if all(v is True for v in verdicts):
+            outcome = "the claim holds"
+        elif any(v is False for v in verdicts):
+            against = [name for (name, _), v in zip(measures, verdicts)
+                       if v is False]
+            outcome = ("the claim does not hold (" + ", ".join(against) +
+                       " the other way)")
+        elif len(rs) < 2 and len(ref) < 2:
+            outcome = "one seed each: no answer"
+        else:
+            outcome = "the claim is not shown (differences within noise)"
+        lines.append(f"- `{label}` ({seeds}): " + "; ".join(words) +
+                     f": {outcome}.")
+    return lines
 
 
 def report(args) -> None:
@@ -931,12 +997,21 @@ def report(args) -> None:
                 f"{_difference([final(r, 'val') for r in rs], [final(r, 'val') for r in ref])} | "  # noqa: E501
                 f"{_difference([final(r, 'train') for r in rs], [final(r, 'train') for r in ref])} | "  # noqa: E501
                 f"{_difference([gap(r) for r in rs], [gap(r) for r in ref])} |")  # noqa: E501
+    if args.experiment == "claim" and base in by_run:
+        lines += ["", f"Answer (the paper's first claim: lower training "
+                  f"and validation loss and a smaller gap than `{base}`; "
+                  f"final eval, difference of the means, called only at "
+                  f"{SIGNIFICANT_SE:g} standard errors or more):", ""]
+        lines += _claim_answer(by_run, base)
     steptime_file = folder / "steptime.json"
     if steptime_file.is_file():
         timed = json.loads(steptime_file.read_text())
         ratios = timed.get("ratio_to_reference") or {}
+        load = timed["machine"].get("load_average")
+        under = (f"; load average {load['start'][0]:.1f} -> "
+                 f"{load['end'][0]:.1f}" if load else "")
         lines += ["", f"Interleaved step times ({timed['rounds']} rounds of "
-                  f"{timed['block']} steps per run, `steptime`): " +
+                  f"{timed['block']} steps per run, `steptime`{under}): " +
                   ", ".join(f"{k} {v * 1e3:.1f} ms" +
                             (f" ({ratios[k]:.2f}x)" if k in ratios else "")
                             for k, v in timed["median_step_s"].items())]

@@ -135,11 +135,38 @@ def test_report_borrows_runs_of_the_same_configuration(bench, tmp_path):
     assert "| mha (cpu) | 1 |" in summary
     assert "| gin-attention | +0.1000 (+7.1 se) | +0.1000 (+7.1 se) | " \
         "+0.0000" in summary
+    # the claim answered in words from the same differences
+    assert "- `gin-attention` (2 seeds against 2): training loss +0.1000 " \
+        "(higher, +7.1 se); validation loss +0.1000 (higher, +7.1 se); " \
+        "gap +0.0000 (within noise, " in summary
+    assert ": the claim does not hold (training loss, validation loss the " \
+        "other way)." in summary
     other = _record("mha", 5, 1.9, 0.1, config={"block_size": 256})
     (tmp_path / "cpu" / "mha_seed5.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="another configuration"):
         bench.main(["report", "--experiment", "claim", "--with", "cpu",
                     "--out", str(tmp_path)])
+
+
+def test_claim_answer_calls_only_clear_differences(bench):
+    def runs(label, trains, gaps):
+        records = []
+        for seed, (train, gap) in enumerate(zip(trains, gaps)):
+            record = _record(label, seed, train + gap, 0.1)
+            record["final_eval"].update(train=train, val=train + gap)
+            records.append(record)
+        return records
+    by_run = {"mha": runs("mha", [1.80, 1.81, 1.79], [0.14, 0.15, 0.13]),
+              "lower": runs("lower", [1.70, 1.71, 1.69], [0.10, 0.11, 0.09]),
+              "noisy": runs("noisy", [1.70, 1.90, 1.80], [0.14, 0.16, 0.12])}
+    lower, noisy = bench._claim_answer(by_run, "mha")
+    assert lower.startswith("- `lower` (3 seeds against 3): training loss "
+                            "-0.1000 (lower, ")
+    assert "gap -0.0400 (smaller, " in lower
+    assert lower.endswith(": the claim holds.")
+    assert "(within noise, " in noisy
+    assert noisy.endswith("the claim is not shown (differences within "
+                          "noise).")
 
 
 def test_the_2023_configuration(bench):
