@@ -1116,6 +1116,23 @@ def test_a_batched_task_logs_batches_within_its_epochs(env, caplog):
     assert any("val batch" in line for line in lines), lines
 
 
+def test_the_language_model_logs_steps_within_an_evaluation_interval(
+        env, caplog):
+    """An lm "epoch" is one evaluation interval (minutes at nanoGPT's
+    sizes): its steps and its estimate batches are progress too."""
+    text = env / "tiny.txt"
+    text.write_text("to be, or not to be, that is the question. " * 20)
+    config = resolve_config("lm", f"text:{text}", "mha", {
+        "max_iters": 4, "eval_interval": 2, "eval_iters": 2,
+        "block_size": 8, "batch_size": 2, "hidden": 8, "heads": 2,
+        "num_layers": 1})
+    with caplog.at_level(logging.INFO, logger="tgnn_transformers.train"):
+        run_experiment(config, env / "lm", log_every=1e-9)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("train batch 1/2" in line for line in lines), lines
+    assert any("val batch" in line for line in lines), lines
+
+
 # ==========================================================================
 # 9. Noise that looks like failure
 # ==========================================================================

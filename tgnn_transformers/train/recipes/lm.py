@@ -47,7 +47,7 @@ from ...models import build_model
 from ...models.language_model import check_head_options
 from ..config import model_options
 from ..device import run_setup
-from ..loop import Recipe
+from ..loop import Recipe, track
 from .common import seed_runs
 
 runs = seed_runs
@@ -162,7 +162,8 @@ def lm_recipe(corpus: CharCorpus, config: Mapping[str, Any],
         step = scheduler.last_epoch
         steps = min(interval, total - step)
         losses = []
-        for _ in range(steps):
+        # one progress tick per step: an evaluation interval can be minutes
+        for _ in track(range(steps), "train"):
             x, y = corpus.batch("train", batch_size, block, device=device)
             with precision.autocast():
                 logits, _ = model(x)
@@ -179,7 +180,7 @@ def lm_recipe(corpus: CharCorpus, config: Mapping[str, Any],
     def estimate(split: str) -> float:
         generator = torch.Generator().manual_seed(EVAL_SEED + seed)
         total_loss = 0.0
-        for _ in range(config["eval_iters"]):
+        for _ in track(range(config["eval_iters"]), split):
             x, y = corpus.batch(split, batch_size, block, generator,
                                 device=device)
             with precision.autocast():
