@@ -113,3 +113,10 @@ def test_paper_preset_keeps_the_published_last_layer(name):
     config = resolve_config("node", "cora", "graph-transformer",
                             {"attention": name}, preset="paper")
     assert "output_layer" not in config
+
+
+@pytest.mark.parametrize("task", ["text", "lm"])
+def test_tasks_without_a_conv_stack_refuse_an_mha_output_layer(task):
+    with pytest.raises(ValueError, match=r"output_layer.*'same'.*'mha'"):
+        build_model(task, "gin-attention", 30, 3 if task == "text" else
+                    None, hidden=8, heads=2, output_layer="mha")

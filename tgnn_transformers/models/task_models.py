@@ -578,6 +578,12 @@ class TextClassifier(torch.nn.Module):
                              "task's transformer blocks are residual "
                              "already (their norm and ffn_multiplier are "
                              "the text task's own options)")
+        if resolved.get("output_layer", "same") != "same":
+            raise ValueError("output_layer chooses the last conv of a conv "
+                             "stack; the text task classifies pooled "
+                             "transformer blocks with a linear head: it "
+                             "needs output_layer='same', got "
+                             f"{resolved['output_layer']!r}")
         hidden, heads = resolved["hidden"], resolved["heads"]
         self.pos_kind, self.pooling = head["pos"], head["pooling"]
         if self.pooling == "auto":
