@@ -240,7 +240,7 @@ def confirmation_cells(rows: List[Dict[str, Any]]
 
 
 def _confirmation_table(table) -> List[str]:
-    lines = ["## Confirmation: 10 seeds, one run, the PyG baselines in it",
+    lines = ["## Confirmation: one sweep, the PyG baselines in it", 
              "",
              "Accuracy (%), mean ± sample std over the seeds in `runs` "
              "(public split; seeds 0..n-1, each seeded as `tgnn train "
