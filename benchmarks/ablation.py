@@ -218,17 +218,23 @@ def _stats(values: List[float]) -> Tuple[float, float]:
 def confirmation_cells(rows: List[Dict[str, Any]]
                        ) -> Dict[Tuple[str, str], Dict[str, Any]]:
     """(data set, configuration) -> its runs under the configuration's
-    current specification (seeds below ``SEEDS``)."""
+    current specification: on each data set the seeds below ``SEEDS``
+    that every configuration with runs there has, so that the rows of a
+    data set compare the same seeds (a sweep stopped mid-seed)."""
     by_spec: Dict[Tuple[str, str], Dict[int, Dict]] = {}
     for r in rows:
         by_spec.setdefault((r["dataset"], r["spec_hash"]), {})[r["seed"]] = r
     out = {}
-    for config in CONFIGS:
-        for dataset in DATASETS:
-            key = spec_hash(resolve(config, dataset))
-            runs = [r for s, r in sorted(by_spec.get((dataset, key),
-                                                     {}).items())
-                    if s < SEEDS]
+    for dataset in DATASETS:
+        found = {c.name: by_spec.get((dataset, spec_hash(resolve(
+            c, dataset))), {}) for c in CONFIGS}
+        seeds = set(range(SEEDS))
+        for runs in found.values():
+            if runs:
+                seeds &= set(runs)
+        for config in CONFIGS:
+            runs = [r for s, r in sorted(found[config.name].items())
+                    if s in seeds]
             if runs:
                 out[(dataset, config.name)] = {
                     "config": config, "runs": runs,

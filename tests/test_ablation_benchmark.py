@@ -67,3 +67,18 @@ def test_cells_use_the_current_specification_and_sample_std(bench,
     mean, std = cell["val"]
     assert mean == pytest.approx(81.0)
     assert std == pytest.approx(1.4142, abs=1e-3)  # sample std
+
+
+def test_rows_of_a_data_set_compare_the_same_seeds(bench, tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    names = {"gcn": 3, "gat": 2}  # the sweep stopped inside seed 2
+    for name, seeds in names.items():
+        key = bench.spec_hash(bench.resolve(bench.config_by_name()[name],
+                                            "cora"))
+        for seed in range(seeds):
+            bench.append_run({"dataset": "cora", "config": name,
+                              "seed": seed, "spec_hash": key, "val": 0.8,
+                              "test": 0.8, "cpu_seconds": 1.0}, runs)
+    cells = bench.confirmation_cells(bench.read_runs(runs))
+    assert [r["seed"] for r in cells[("cora", "gcn")]["runs"]] == [0, 1]
+    assert [r["seed"] for r in cells[("cora", "gat")]["runs"]] == [0, 1]
