@@ -370,6 +370,11 @@ class CausalLanguageModel(torch.nn.Module):
                              f"transformer blocks: model must be one of "
                              f"{', '.join(ATTENTION_CONVS)}; got "
                              f"{spec.name!r}")
+        if options.get("output_layer", "same") != "same":
+            raise ValueError("output_layer chooses the last conv of a conv "
+                             "stack; the lm task's transformer blocks end "
+                             "in the token head: it needs output_layer="
+                             f"'same', got {options['output_layer']!r}")
         pattern, window, dilation = check_head_options(head)
         kwargs = options.variant()
         if kwargs.get("delta") is None:  # PNA: the training graph's

@@ -135,6 +135,14 @@ OPTIONS: Dict[str, Option] = _options(
            "each residual sum), conv stacks (on each residual branch and "
            "before the head with residual, else after each hidden conv)",
            choices=("layer", "rms", "batch", None)),
+    Option("output_layer", str, "same",
+           "GIN-/PNA-Attention conv stacks (plain form): the last layer, "
+           "which maps to the outputs (class logits): a conv of the model "
+           "itself (same), or a plain multi-head attention conv (mha), so "
+           "the outputs are an attention-weighted average of linear maps "
+           "of the neighbours, as in GAT, instead of a per-head MLP of the "
+           "aggregate (benchmarks/results/ablation.md)",
+           choices=("same", "mha")),
     Option("residual", bool, False,
            "conv stacks: Platonov et al.'s residual form, an input linear "
            "layer, x + FFN(conv(norm(x))) per layer, a final norm and a "
@@ -323,6 +331,14 @@ class ModelSpec:
                 f"block to each layer of a residual stack: it needs "
                 f"residual=True (or ffn_multiplier=0), got ffn_multiplier="
                 f"{resolved['ffn_multiplier']} with residual=False")
+        if resolved.get("output_layer", "same") != "same" and \
+                resolved.get("residual"):
+            raise ValueError(
+                f"option 'output_layer' of {owner} chooses the last conv of"
+                f" a plain stack; a residual stack ends in a linear head: "
+                f"it needs residual=False (or output_layer='same'), got "
+                f"output_layer={resolved['output_layer']!r} with "
+                f"residual=True")
         if "threshold_mode" in resolved:
             try:
                 ScoreOptions(**{k: resolved[k] for k in SCORES})
@@ -365,6 +381,9 @@ ATTENTION_SHARED = MULTI_HEAD + ("attention_dropout", "root_weight",
 #: What every conv stack takes besides its convs' options: the residual
 #: form of Platonov et al. (ICLR 2023) and its norm and feed-forward block.
 STACK = ("residual", "norm", "ffn_multiplier")
+#: The stack option of the convs whose own last layer is a per-head MLP of
+#: the aggregate (GIN-, PNA-Attention): which conv maps to the outputs.
+OUTPUT_LAYER = ("output_layer", )
 #: A conv stack has no norm and no feed-forward block unless asked; PyG's
 #: GCN, GAT and GIN have no root weight unless asked.
 _STACK_DEFAULTS = {"norm": None, "ffn_multiplier": 0.0}
@@ -374,7 +393,9 @@ SCORES = ScoreOptions.field_names()
 
 #: The published code's ("xgpt", Graph-Aware-Transformers) configuration of
 #: each graph-aware conv, as far as it differs from the defaults or matters;
-#: ``tgnn train --preset paper`` applies it under the explicit flags.
+#: ``tgnn train --preset paper`` applies it under the explicit flags (with
+#: the conv itself as a stack's last layer, whatever a data set's defaults
+#: say: :func:`_paper`).
 PAPER_PRESETS: Dict[str, Dict[str, Any]] = {
     # GINLayer: eps x + A x, Linear -> Dropout(0.1) -> RMSNorm -> SiLU ->
     # Linear of width int(0.5 C), values = the hidden states' head slices,
@@ -391,6 +412,12 @@ PAPER_PRESETS: Dict[str, Dict[str, Any]] = {
                           mlp_rounding="floor", include_self=False,
                           normalization="softmax", threshold_mode="drop"),
 }
+
+
+def _paper(model: str) -> Dict[str, Dict[str, Any]]:
+    """The ``paper`` preset of a graph-aware conv model: the conv options
+    of :data:`PAPER_PRESETS` and the conv itself as the last layer."""
+    return {"paper": {**PAPER_PRESETS[model], "output_layer": "same"}}
 
 
 def _attention_conv(cls: type, **fixed) -> ConvFactory:
@@ -487,10 +514,10 @@ MODELS: Dict[str, ModelSpec] = _specs(
               "attention", ATTENTION_SHARED + ("mlp_multiplier", "mlp_norm",
                                                 "mlp_dropout", "mlp_rounding",
                                                 "gin_form", "value_proj")
-              + SCORES + STACK,
+              + SCORES + STACK + OUTPUT_LAYER,
               _attention_conv(GINAttentionConv, out_proj=False), _OURS,
               tasks=_WITH_LM,
-              presets={"paper": PAPER_PRESETS["gin-attention"]},
+              presets=_paper("gin-attention"),
               defaults=_STACK_DEFAULTS),
     ModelSpec("pna-attention", PNAAttentionConv,
               "attention-weighted PNA aggregators with degree scalers",
@@ -499,10 +526,10 @@ MODELS: Dict[str, ModelSpec] = _specs(
                                                 "mixer_multiplier",
                                                 "mlp_norm", "mlp_rounding",
                                                 "include_self", "value_proj")
-              + SCORES + STACK,
+              + SCORES + STACK + OUTPUT_LAYER,
               _attention_conv(PNAAttentionConv, out_proj=False), _OURS,
               tasks=_WITH_LM,
-              presets={"paper": PAPER_PRESETS["pna-attention"]},
+              presets=_paper("pna-attention"),
               defaults=_STACK_DEFAULTS),
     ModelSpec("graph-transformer", GraphTransformer,
               "pre-norm transformer blocks around an attention conv",
@@ -552,7 +579,8 @@ MODELS: Dict[str, ModelSpec] = _specs(
 VARIANT_OPTIONS: Tuple[str, ...] = tuple(dict.fromkeys(
     name for spec in MODELS.values()
     if spec.family == "attention" and spec.make_conv is not None
-    for name in spec.options if name not in ATTENTION_SHARED + STACK))
+    for name in spec.options
+    if name not in ATTENTION_SHARED + STACK + OUTPUT_LAYER))
 
 #: The local convs of a gps model: every conv-stack model (or none).
 OPTIONS["local"] = Option(

@@ -26,7 +26,7 @@ ModelArg = Union[str, ModelOptions]
 
 #: The options a conv stack uses itself; the rest go to every conv.
 STACK_OPTIONS = ("hidden", "num_layers", "dropout", "heads", "out_heads",
-                 "residual", "norm", "ffn_multiplier")
+                 "residual", "norm", "ffn_multiplier", "output_layer")
 
 
 def model_options(model: ModelArg, options: Dict[str, Any],
@@ -48,6 +48,14 @@ def _conv_options(options: ModelOptions) -> Dict[str, Any]:
     return {k: v for k, v in options.items() if k not in STACK_OPTIONS}
 
 
+def _output_conv(conv_options: Dict[str, Any]):
+    """The factory and options of a plain ``mha`` conv as a stack's last
+    layer: the options of ``conv_options`` that ``mha`` takes."""
+    mha = get_model("mha")
+    return mha.make_conv, {k: v for k, v in conv_options.items()
+                           if k in mha.options}
+
+
 class ConvStack(torch.nn.Module):
     r"""``num_layers`` convs of one registry model.
 
@@ -56,6 +64,11 @@ class ConvStack(torch.nn.Module):
     layers of multi-head models concatenate ``heads`` heads of
     ``hidden // heads`` channels; the last layer maps to ``out_channels``
     (averaging ``out_heads`` heads), as in the GAT paper's Cora model.
+    With ``output_layer="mha"`` (GIN-, PNA-Attention) that last layer is a
+    plain :class:`~tgnn_transformers.nn.MultiHeadAttentionConv` (the same
+    ``attention_dropout``, ``root_weight`` and ``edge_dim``) instead of
+    one of the model's own convs, whose per-head MLP of the aggregate
+    would produce the outputs.
 
     Residual (``residual=True``), the form of Platonov et al. (ICLR 2023,
     "A critical look at the evaluation of GNNs under heterophily"): every
@@ -118,8 +131,11 @@ class ConvStack(torch.nn.Module):
                     layer_heads, out = heads, hidden // heads
                     self.norms.append(make_norm(norm, hidden) or
                                       torch.nn.Identity())
-                self.convs.append(self.spec.make_conv(
-                    width, out, layer_heads, not last, **conv_options))
+                make_conv, layer_options = self.spec.make_conv, conv_options
+                if last and options.get("output_layer", "same") == "mha":
+                    make_conv, layer_options = _output_conv(conv_options)
+                self.convs.append(make_conv(
+                    width, out, layer_heads, not last, **layer_options))
                 width = hidden
         self.out_channels = out_channels
 
@@ -562,6 +578,12 @@ class TextClassifier(torch.nn.Module):
                              "task's transformer blocks are residual "
                              "already (their norm and ffn_multiplier are "
                              "the text task's own options)")
+        if resolved.get("output_layer", "same") != "same":
+            raise ValueError("output_layer chooses the last conv of a conv "
+                             "stack; the text task classifies pooled "
+                             "transformer blocks with a linear head: it "
+                             "needs output_layer='same', got "
+                             f"{resolved['output_layer']!r}")
         hidden, heads = resolved["hidden"], resolved["heads"]
         self.pos_kind, self.pooling = head["pos"], head["pooling"]
         if self.pooling == "auto":
