@@ -108,11 +108,12 @@ def _duration(seconds: float) -> str:
 def _rate(count: float, seconds: float, unit: str) -> str:
     """``12.3 units/s``, or ``4.5 s/unit`` below one per second (a slow
     epoch is not ``0.0 epochs/s``)."""
+    units = {"batch": "batches"}.get(unit, unit + "s")
     if count <= 0 or seconds <= 0:
-        return f"- {unit}s/s"
+        return f"- {units}/s"
     per_second = count / seconds
     if per_second >= 1:
-        return f"{per_second:.1f} {unit}s/s"
+        return f"{per_second:.1f} {units}/s"
     return f"{seconds / count:.1f} s/{unit}"
 
 
