@@ -1069,6 +1069,10 @@ def test_a_log_line_at_least_every_n_seconds_inside_an_epoch(monkeypatch,
     assert len(ends) == 2
     assert all("s/epoch" in line and "0.0 epochs/s" not in line
                for line in ends), ends  # a slow epoch is seconds per epoch
+    # the epoch's rate spans the whole epoch (10 batches, 40 s a clock
+    # reading), not the time since the last line within it
+    assert all(float(line.split(" s/epoch")[0].split()[-1]) >= 400
+               for line in ends), ends
 
 
 def test_a_bar_of_the_batches_on_a_terminal(monkeypatch):

@@ -132,6 +132,9 @@ class Progress:
         self.bar = self.batch_bar = None
         self.epoch = initial
         self.last_time, self.last_epoch = time.monotonic(), initial
+        # when a line was last logged (the every-``seconds`` rule); the
+        # epoch rate is measured from ``last_time``, the last epoch line
+        self.last_log = self.last_time
         self.epoch_start = self.last_time
         self.stage_start = self.last_time
         if not quiet and _terminal_width(sys.stderr) > 0:
@@ -162,7 +165,7 @@ class Progress:
             self.batch_bar.update(1)
             return
         now = time.monotonic()
-        if now - self.last_time < self.seconds:
+        if now - self.last_log < self.seconds:
             return
         elapsed = now - self.stage_start
         text = f"{done}" if total is None else \
@@ -174,7 +177,7 @@ class Progress:
         log.info("%s epoch %d/%d %s batch %s, %s%s", self.desc, self.epoch,
                  self.total, stage, text, _rate(done, elapsed, "batch"),
                  left)
-        self.last_time = now
+        self.last_log = now
 
     def end(self, stage: str) -> None:
         if self.batch_bar is not None:
@@ -191,7 +194,7 @@ class Progress:
                                  val=f"{row['val']:.4f}")
             return
         now = time.monotonic()
-        if epoch % self.every and now - self.last_time < self.seconds \
+        if epoch % self.every and now - self.last_log < self.seconds \
                 and epoch != self.total:
             return
         epochs = epoch - self.last_epoch
@@ -203,7 +206,8 @@ class Progress:
         log.info("%s epoch %d/%d  loss %.4f  val %.4f  %s%s", self.desc,
                  epoch, self.total, row["train_loss"], row["val"],
                  _rate(epochs, now - self.last_time, "epoch"), left)
-        self.last_time, self.last_epoch = now, epoch
+        self.last_time = self.last_log = now
+        self.last_epoch = epoch
 
     def close(self) -> None:
         if self.batch_bar is not None:
