@@ -33,6 +33,15 @@ def data_mirror() -> Path:
     return path
 
 
+@pytest.fixture
+def env(tmp_path, data_mirror, monkeypatch):
+    """A temporary folder whose ``root/`` is the data root, data copied
+    from the mirror (what a run of ``tgnn train`` reads)."""
+    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
+    return tmp_path
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

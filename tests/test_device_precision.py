@@ -9,13 +9,6 @@ from tgnn_transformers.cli import main
 from tgnn_transformers.train.device import Precision, resolve_device
 
 
-@pytest.fixture
-def env(tmp_path, data_mirror, monkeypatch):
-    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
-    return tmp_path
-
-
 @pytest.mark.parametrize("model", ["mha", "gin-attention"])
 def test_bf16_autocast_node_run_on_cpu(model, env):
     out = env / "out"

@@ -41,13 +41,6 @@ from tgnn_transformers.train.io import (CheckpointError, load_checkpoint,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def env(tmp_path, data_mirror, monkeypatch):
-    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
-    return tmp_path
-
-
 def small(**overrides):
     return resolve_config("node", "cora", "mha",
                           {"epochs": 3, "hidden": 8, "heads": 2, **overrides})

@@ -87,13 +87,6 @@ def test_cli_bad_input_exits_2_with_one_line_before_any_work(
     assert not out.exists()  # nothing was started
 
 
-@pytest.fixture
-def env(tmp_path, data_mirror, monkeypatch):
-    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
-    return tmp_path
-
-
 def small(**overrides):
     return resolve_config("node", "cora", "mha",
                           {"epochs": 4, "hidden": 8, "heads": 2, **overrides})

@@ -34,13 +34,6 @@ import _distributed_workers as workers  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def env(tmp_path, data_mirror, monkeypatch):
-    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
-    return tmp_path
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

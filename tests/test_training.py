@@ -11,13 +11,6 @@ from tgnn_transformers.cli import build_parser, main
 from tgnn_transformers.train import resolve_config, run_experiment
 
 
-@pytest.fixture
-def env(tmp_path, data_mirror, monkeypatch):
-    monkeypatch.setenv("TGNN_DATA_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("TGNN_DATA_MIRROR", str(data_mirror))
-    return tmp_path
-
-
 def check_outputs(out, runs):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["runs"]) == runs

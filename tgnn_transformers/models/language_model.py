@@ -365,11 +365,7 @@ class CausalLanguageModel(torch.nn.Module):
         not: the blocks use the transformer form); ``pattern`` is one of
         :data:`TASK_PATTERNS`."""
         spec, head = options.spec, options.head
-        if spec.family != "attention" or spec.make_conv is None:
-            raise ValueError(f"the lm task runs an attention conv inside "
-                             f"transformer blocks: model must be one of "
-                             f"{', '.join(ATTENTION_CONVS)}; got "
-                             f"{spec.name!r}")
+        spec.check_block_attention("lm")
         if options.get("output_layer", "same") != "same":
             raise ValueError("output_layer chooses the last conv of a conv "
                              "stack; the lm task's transformer blocks end "

@@ -263,6 +263,17 @@ class ModelSpec:
         """The default of option ``name`` for this model."""
         return self.defaults.get(name, OPTIONS[name].default)
 
+    def check_block_attention(self, task: str) -> None:
+        """Raises a ``ValueError`` unless this model is an attention conv a
+        transformer block can hold (what the ``text`` and ``lm`` tasks
+        build)."""
+        if self.family != "attention" or self.make_conv is None:
+            from ..nn.graph_transformer import ATTENTION_CONVS
+            raise ValueError(f"the {task} task runs an attention conv "
+                             f"inside transformer blocks: model must be one"
+                             f" of {', '.join(ATTENTION_CONVS)}; got "
+                             f"{self.name!r}")
+
     def accepted(self, options: Mapping[str, Any] = {}) -> Tuple[str, ...]:
         """The option names this model takes, given the options chosen so
         far (a graph transformer also takes its attention conv's options; a

@@ -568,11 +568,7 @@ class TextClassifier(torch.nn.Module):
                                      SinusoidalPositionalEncoding)
         resolved = model_options(model, options, self.HEAD_OPTIONS, "text")
         spec, head = resolved.spec, resolved.head
-        if spec.family != "attention" or spec.make_conv is None:
-            raise ValueError(f"the text task runs an attention conv inside "
-                             f"transformer blocks: model must be one of mha,"
-                             f" gin-attention, pna-attention; got "
-                             f"{spec.name!r}")
+        spec.check_block_attention("text")
         if resolved.get("residual"):
             raise ValueError("residual=True shapes conv stacks; the text "
                              "task's transformer blocks are residual "
