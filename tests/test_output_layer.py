@@ -120,3 +120,17 @@ def test_tasks_without_a_conv_stack_refuse_an_mha_output_layer(task):
     with pytest.raises(ValueError, match=r"output_layer.*'same'.*'mha'"):
         build_model(task, "gin-attention", 30, 3 if task == "text" else
                     None, hidden=8, heads=2, output_layer="mha")
+
+
+@pytest.mark.parametrize("name", ["gin-attention", "pna-attention"])
+def test_a_conv_takes_its_preset_without_the_stacks_options(name):
+    from tgnn_transformers import GINAttentionConv, PNAAttentionConv
+    spec = get_model(name)
+    conv_options = spec.conv_preset("paper")
+    assert "output_layer" in spec.preset("paper")
+    assert "output_layer" not in conv_options
+    cls = GINAttentionConv if name == "gin-attention" else PNAAttentionConv
+    extra = {"delta": 1.0} if name == "pna-attention" else {}
+    conv = cls(8, 4, heads=2, **conv_options, **extra)
+    out = conv(torch.randn(5, 8), torch.tensor([[0, 1, 2], [1, 2, 3]]))
+    assert out.shape == (5, 8)

@@ -309,6 +309,13 @@ class ModelSpec:
                 f"{name!r}")
         return dict(presets[name])
 
+    def conv_preset(self, name: str) -> Dict[str, Any]:
+        """The options preset ``name`` gives the conv itself, as keyword
+        arguments of its class (those of the stack around it, such as
+        ``output_layer``, left out)."""
+        return {k: v for k, v in self.preset(name).items()
+                if k in VARIANT_OPTIONS}
+
     def resolve(self, options: Mapping[str, Any],
                 head: Tuple[str, ...] = (),
                 task: Optional[str] = None) -> "ModelOptions":
