@@ -37,7 +37,8 @@ def test_config_checks_text_options():
 
 
 def test_text_classifier_rejects_baselines_and_pools():
-    with pytest.raises(ValueError, match="mha, gin-attention"):
+    with pytest.raises(ValueError, match="text task runs mha, gin-attention,"
+                       " pna-attention"):
         build_model("text", "gcn", 50, 3)
     model = build_model("text", "mha", 50, 3, hidden=16, heads=2,
                         pooling="mean", pos="learned").eval()

@@ -12,10 +12,12 @@ from .registry import (MODELS, OPTIONS, ModelOptions, ModelSpec, Option,
 from .task_models import (ConvStack, GraphClassifier, LinkPredictor,
                           NodeClassifier, TextClassifier, TransformerStack,
                           build_encoder)
-from .tasks import TASKS, TaskSpec, build_model, get_task, task_options
+from .tasks import (TASKS, TaskSpec, build_model, check_model_task, get_task,
+                    task_options)
 
 __all__ = ["build_model", "build_encoder", "MODELS", "OPTIONS", "ModelSpec",
            "ModelOptions", "Option", "get_model", "model_names",
            "models_table", "TASKS", "TaskSpec", "get_task", "task_options",
+           "check_model_task",
            "ConvStack", "TransformerStack", "NodeClassifier",
            "GraphClassifier", "LinkPredictor", "TextClassifier"]

@@ -239,8 +239,10 @@ class ModelSpec:
     compared_on: Tuple[str, ...] = ("node", "graph")
     """tasks on which the accuracy report runs it (a baseline is run where
     its paper reports the published anchor)"""
-    tasks: Tuple[str, ...] = ("node", "graph", "link", "text")
-    """the tasks whose heads can run it"""
+    tasks: Tuple[str, ...] = ("node", "graph", "link")
+    """the tasks whose heads can run it (the text and lm tasks hold an
+    attention conv in transformer blocks: only the attention convs name
+    them)"""
     presets: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, hash=False, compare=False)
     """named option sets (``tgnn train --preset NAME``), e.g. ``"paper"``:

@@ -135,6 +135,18 @@ def get_task(name: str) -> TaskSpec:
     return TASKS[check_choice("task", name, TASKS)]
 
 
+def check_model_task(model: str, task: str) -> None:
+    """Raises a ``ValueError`` unless registry model ``model`` runs on
+    ``task``, naming the tasks it runs on and the models the task runs."""
+    spec = get_model(model)
+    if task not in spec.tasks:
+        from .registry import MODELS
+        runs = ", ".join(n for n, s in MODELS.items() if task in s.tasks)
+        raise ValueError(f"model {model!r} runs on the "
+                         f"{' or '.join(spec.tasks)} task, not {task!r} "
+                         f"(the {task} task runs {runs})")
+
+
 def task_options(task: str) -> Tuple[str, ...]:
     """The option names a task's model head takes on top of the model's."""
     return get_task(task).head_options
@@ -170,11 +182,8 @@ def build_model(task: str, model: Union[str, ModelOptions],
             raise TypeError("build_model got resolved ModelOptions and "
                             f"keyword options {', '.join(sorted(options))}")
         options, model = model, model.model
+    check_model_task(model, task)
     model_spec = get_model(model)
-    if task not in model_spec.tasks:
-        raise ValueError(f"model {model!r} runs on the "
-                         f"{' or '.join(model_spec.tasks)} task, not "
-                         f"{task!r}")
     if not spec.classes and num_classes is not None:
         raise ValueError(f"the {task} task has no classes ({spec.summary})"
                          f": num_classes must be None, got {num_classes}")
@@ -189,4 +198,5 @@ def build_model(task: str, model: Union[str, ModelOptions],
     return spec.make(resolved, in_channels, num_classes)
 
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "task_options", "build_model"]
+__all__ = ["TaskSpec", "TASKS", "get_task", "task_options", "build_model",
+           "check_model_task"]

@@ -10,7 +10,8 @@ from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..data import dataset_key
-from ..models import OPTIONS, ModelOptions, get_model, get_task
+from ..models import (OPTIONS, ModelOptions, check_model_task, get_model,
+                      get_task)
 from ..options import (AT_LEAST_ONE, POSITIVE, Option, OptionValues, Range)
 
 _FRACTION = Range(0, 1, open_low=True, open_high=True)
@@ -216,9 +217,7 @@ def resolve_config(task: str, dataset: str, model: str,
     task_spec = get_task(task)
     spec = get_model(model)
     dataset = dataset_key(dataset)
-    if task not in spec.tasks:
-        raise ValueError(f"model {model!r} runs on the "
-                         f"{' or '.join(spec.tasks)} task, not {task!r}")
+    check_model_task(model, task)
     task_spec.check_dataset(dataset)
     source = config_file or "the packaged defaults.json"
     table = load_defaults(config_file)
