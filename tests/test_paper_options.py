@@ -612,7 +612,7 @@ def test_preset_builds_the_papers_layers():
     assert convs and all(c.gin_form == "eps" and c.lin_value is None and
                          isinstance(c.mlp.norm, HeadwiseRMSNorm) and
                          c.mlp.dropout == 0.1 for c in convs)
-    config = resolve_config("text", "trec", "graph-transformer",
+    config = resolve_config("node", "cora", "graph-transformer",
                             {"attention": "pna-attention"}, preset="paper")
     assert config["aggregators"] == ["sum", "mean", "max", "var"]
     assert config["include_self"] is False
