@@ -279,3 +279,20 @@ def test_pe_on_the_graph_and_node_tasks_from_the_cli(tmp_path, data_mirror,
         "lap-4-*.pt"))) == 1
     assert np.isfinite(json.loads((out / "metrics.json").read_text())[
         "test"]["mean"])
+
+
+def test_cached_encodings_are_not_raw_files(fixture_root, tmp_path):
+    """Writing an encoding leaves the data set's processed files valid: the
+    next load neither reprocesses nor rehashes the raw files."""
+    from tgnn_transformers.data import sources
+    root, dataset = fixture_root
+    positional_encodings("minesweeper", [dataset[0]], "rw", 4, root)
+    folder = root / "heterophilous" / "minesweeper"
+    processed = sorted(p for p in (folder / "processed").rglob("*")
+                       if p.is_file() and p.suffix == ".pt")
+    stamps = [p.stat().st_mtime_ns for p in processed]
+    assert processed and not any(
+        "encodings" in p for p in sources.raw_fingerprint(folder))
+    mirror = tmp_path / "mirror"
+    load_dataset("minesweeper", root=root, mirror=mirror)
+    assert [p.stat().st_mtime_ns for p in processed] == stamps

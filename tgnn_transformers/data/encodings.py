@@ -14,7 +14,8 @@ from torch import Tensor
 
 from ..transforms.positional import (ENCODING_VERSION,
                                      graph_positional_encoding)
-from .sources import PathLike, data_root, get_source
+from .sources import (PathLike, current_fingerprint, data_root,
+                      get_source)
 
 log = logging.getLogger("tgnn_transformers.data")
 
@@ -23,20 +24,12 @@ ENCODINGS_FOLDER = "encodings"
 
 
 def _raw_identity(folder: Path) -> List[List]:
-    """``[relative path, size, sha256]`` of every file below ``folder``'s
-    ``raw/`` (the data set's identity: a changed file recomputes)."""
-    raw = folder / "raw"
-    files = sorted(p for p in raw.rglob("*") if p.is_file()) \
-        if raw.is_dir() else []
-    identity = []
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        identity.append([str(path.relative_to(folder)), path.stat().st_size,
-                         digest.hexdigest()])
-    return identity
+    """``[relative path, size, sha256]`` of every raw file of ``folder``
+    (the data set's identity: a changed file recomputes); the hashes come
+    from the fingerprint :func:`~tgnn_transformers.data.load_dataset`
+    keeps, so an unchanged data set reads no file."""
+    return [[name, size, digest] for name, (size, _, digest)
+            in sorted(current_fingerprint(folder).items())]
 
 
 def encoding_cache_path(name: str, kind: str, dim: int,

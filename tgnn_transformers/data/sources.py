@@ -264,14 +264,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: The folders of a data set that hold what the package derives from its
+#: raw files (PyG's ``processed/``, the cached graph encodings).
+DERIVED_FOLDERS = ("processed", "encodings")
+
+
 def _raw_paths(folder: Path) -> List[Path]:
-    """The raw files of a data set folder: everything but ``processed/``
-    (derived) and ogb's release marker (written by the loader)."""
+    """The raw files of a data set folder: everything but the derived
+    folders (:data:`DERIVED_FOLDERS`) and ogb's release marker (written by
+    the loader)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if p.is_file() and
-                  "processed" not in p.relative_to(folder).parts and
-                  not p.name.startswith("RELEASE_v"))
+                  not set(p.relative_to(folder).parts) & set(DERIVED_FOLDERS)
+                  and not p.name.startswith("RELEASE_v"))
 
 
 def raw_fingerprint(folder: Path,
@@ -302,6 +308,16 @@ def _read_fingerprint(path: Path) -> Optional[Dict[str, Any]]:
     return value if isinstance(value, dict) else None
 
 
+def current_fingerprint(folder: Path) -> Dict[str, Any]:
+    """:func:`raw_fingerprint` of a data set folder, reusing the hashes of
+    the fingerprint ``processed/`` records (no file is read when nothing
+    changed)."""
+    stored = _read_fingerprint(folder / "processed" / FINGERPRINT_FILE)
+    valid = stored is not None and all(
+        isinstance(v, list) and len(v) == 3 for v in stored.values())
+    return raw_fingerprint(folder, stored if valid else None)
+
+
 def _drop_stale_processed(source: Source, root: Path) -> Dict[str, Any]:
     """Removes ``processed/`` unless it records the raw files as they are
     now (a raw file changed, or it predates fingerprints); returns the raw
@@ -311,8 +327,7 @@ def _drop_stale_processed(source: Source, root: Path) -> Dict[str, Any]:
     stored = _read_fingerprint(processed / FINGERPRINT_FILE)
     hashes = {k: v[2] for k, v in (stored or {}).items()
               if isinstance(v, list) and len(v) == 3}
-    now = raw_fingerprint(folder, stored if stored is not None and
-                          len(hashes) == len(stored) else None)
+    now = current_fingerprint(folder)
     if processed.exists() and (stored is None or hashes != {
             k: v[2] for k, v in now.items()}):
         shutil.rmtree(processed, ignore_errors=True)
