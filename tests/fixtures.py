@@ -1,7 +1,9 @@
 """Small data sets written in the exact upstream file formats, for the
-sources that cannot be downloaded here (PubMed, OGB)."""
+sources that cannot be downloaded here (PubMed, OGB); and a wait for a
+training process's checkpoint."""
 import gzip
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,19 @@ def write_heterophilous(folder: Path, name: str, num_nodes: int = 60,
              node_labels=rng.integers(0, num_classes, num_nodes).astype(
                  np.int64),
              edges=edges.astype(np.int64), **masks)
+
+
+def wait_for_checkpoint(process, checkpoint: Path, epoch: int,
+                        timeout: float = 300.0) -> None:
+    """Returns once ``process`` (a ``tgnn train`` subprocess) has written
+    ``checkpoint`` at ``epoch`` or later, or has ended, or ``timeout``
+    seconds have passed (the caller asserts which)."""
+    from tgnn_transformers.train.io import CheckpointError, load_checkpoint
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if load_checkpoint(checkpoint)["epoch"] >= epoch:
+                return
+        except CheckpointError:
+            pass  # not written yet
+        time.sleep(0.05)

@@ -37,6 +37,7 @@ from tgnn_transformers.train import (NonFiniteLossError, Recipe, ResumeError,
 from tgnn_transformers.train.folder import LOCK_FILE, RunLock
 from tgnn_transformers.train.io import (CheckpointError, load_checkpoint,
                                         save_checkpoint)
+from fixtures import wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -694,14 +695,7 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes(env):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoint = out / "checkpoints" / "seed0.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if load_checkpoint(checkpoint)["epoch"] >= 2:
-                break
-        except CheckpointError:
-            pass
-        time.sleep(0.05)
+    wait_for_checkpoint(process, checkpoint, 2)
     assert process.poll() is None, "the run ended before Ctrl-C"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

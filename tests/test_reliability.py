@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tgnn_transformers.train.io import (CheckpointError, load_checkpoint,
                                         save_checkpoint, write_json)
 from tgnn_transformers.train.loop import Progress
 from tgnn_transformers.train.runner import ResumeError, summarize
+from fixtures import wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,14 +200,7 @@ def test_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(env):
          str(cut)], env=dict(os.environ), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     checkpoint = cut / "checkpoints" / "seed0.pt"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if load_checkpoint(checkpoint)["epoch"] >= 3:
-                break
-        except CheckpointError:
-            pass  # not written yet
-        time.sleep(0.05)
+    wait_for_checkpoint(process, checkpoint, 3)
     killed = process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
