@@ -138,3 +138,38 @@ def test_max_min_without_edges_are_zero_with_zero_gradients(num_src,
     out.sum().backward()
     assert torch.equal(value.grad, torch.zeros_like(value))
     assert edge_value.grad.shape == (0, 2, 3)
+
+
+@pytest.mark.parametrize("kinds", [["max", "min"], ["max"], ["min"],
+                                   ["min", "max"]])
+def test_row_pass_extremes_equal_the_scatter_reduction(monkeypatch, kinds):
+    # The CPU path reduces each target's edges in one pass (torch's CSR
+    # max / min product, max and min together); the scatter path gathers
+    # the messages.  Same values, same winners (first edge of a tie,
+    # between different sources too), same gradients; empty targets 0.
+    from tgnn_transformers.functional import aggregate
+    torch.manual_seed(3)
+    n, heads, channels = 8, 2, 3
+    edge_index = random_simple_graph(n, 24, isolated=2)
+    edge_index = torch.cat([edge_index, edge_index[:, :3]], dim=1)
+    value = torch.randint(-2, 3, (n, heads, channels)).double()  # ties
+    alpha = torch.rand(edge_index.size(1), heads, dtype=torch.float64) + .1
+    grad = torch.randn(n, heads, len(kinds), channels, dtype=torch.float64)
+
+    def run():
+        v = value.clone().requires_grad_()
+        out = attention_aggregate(v, alpha, edge_index, n, kinds)
+        (out * grad).sum().backward()
+        return out, v.grad
+
+    calls = []
+    original = aggregate._row_extremes
+    monkeypatch.setattr(aggregate, "_row_extremes",
+                        lambda *a: calls.append(1) or original(*a))
+    row_out, row_grad = run()
+    assert calls, "the CPU row pass was not taken"
+    monkeypatch.setattr(aggregate, "_CSR_REDUCE", None)
+    scatter_out, scatter_grad = run()
+    assert len(calls) == 1
+    torch.testing.assert_close(row_out, scatter_out)
+    torch.testing.assert_close(row_grad, scatter_grad)

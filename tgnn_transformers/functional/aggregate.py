@@ -28,53 +28,114 @@ def _safe_sqrt(var: Tensor) -> Tensor:
                        torch.zeros_like(var))
 
 
+def _row_extremes_available(value: Tensor, edge_value: Optional[Tensor],
+                            keep_all: bool, num_edges: int) -> bool:
+    """Whether torch's CSR max / min product can serve: CPU (it has no
+    CUDA kernel), unmasked edges (the product has one pattern for all
+    heads; a per-head mask would need one product per head), no edge term
+    (it takes node rows only) and at least one edge (without edges it
+    records no winners)."""
+    return (keep_all and edge_value is None and value.device.type == "cpu"
+            and num_edges > 0 and _CSR_REDUCE is not None)
+
+
+# torch's sparse-dense product with a max / min reduction (the CPU kernel
+# written for PyG): one pass over each target's edges, all heads and
+# channels at once, recording each output's winning edge.  The public
+# ``torch.sparse.mm(A, x, "amax")`` wraps it with a backward that is slower
+# than sending each gradient to its winner, so the op is called directly.
+_CSR_REDUCE = getattr(torch.ops.aten, "_sparse_mm_reduce_impl", None)
+
+
+def _row_extremes(value: Tensor, index: GraphIndex, kinds: tuple):
+    """``(best, winner)`` of each ``kind`` reduction of ``value[src]`` over
+    each target's edges, both ``[N_dst, H, C]``; the winner is a CSR edge
+    position (``num_edges`` for a target without edges, whose best is 0)."""
+    rows = value.detach().flatten(1)
+    if kinds == ("max", "min"):
+        # min(v) = -max(-v): both in one pass over the edges (25 % less
+        # time than two products on a 1M-edge graph).
+        rows, reduce = torch.cat([rows, -rows], dim=1), "amax"
+    else:
+        (kind,) = kinds
+        reduce = "a" + kind
+    ones = rows.new_ones(index.num_edges)
+    # The op records the winners only when a gradient is wanted.
+    with torch.enable_grad():
+        best, winner = _CSR_REDUCE(index.csr(ones), rows.requires_grad_(),
+                                   reduce)
+    shape = (index.num_dst,) + tuple(value.shape[1:])
+    best = best.detach()
+    if len(kinds) == 1:
+        return [(best.view(shape), winner.view(shape))]
+    width = best.size(1) // 2
+    return [(best[:, :width].reshape(shape), winner[:, :width].reshape(shape)),
+            (-best[:, width:].reshape(shape),
+             winner[:, width:].reshape(shape))]
+
+
+def _scattered_extremes(message: Tensor, keep: Tensor, dst: Tensor,
+                        num_nodes: int, kind: str, keep_all: bool):
+    """``(best, winner)`` as :func:`_row_extremes`, from the gathered
+    ``[E, H, C]`` messages (any device, masks and edge terms)."""
+    num_edges = message.size(0)
+    target = dst.view(-1, 1, 1).expand_as(message)
+    shape = (num_nodes,) + tuple(message.shape[1:])
+    skip = float("-inf") if kind == "max" else float("inf")
+    masked = message if keep_all else message.masked_fill(~keep, skip)
+    best = message.new_full(shape, skip).scatter_reduce_(
+        0, target, masked, "a" + kind)
+    # The winning edge of each output element: the hits are about one per
+    # element, so list them rather than scan all edges again; the first
+    # edge wins a tie.
+    edge, *rest = (masked == best.index_select(0, dst)).nonzero(
+        as_tuple=True)
+    element = dst[edge]
+    for axis, size in zip(rest, shape[1:]):
+        element = element * size + axis
+    winner = torch.full((best.numel(),), num_edges, dtype=torch.long,
+                        device=message.device)
+    winner = winner.scatter_reduce_(0, element, edge, "amin")
+    empty = torch.isinf(best)
+    return (best.masked_fill(empty, 0.0),
+            winner.view(shape).masked_fill(empty, num_edges))
+
+
 class _NeighbourExtremes(torch.autograd.Function):
     """Elementwise max / min of the messages ``value[src] (+ edge_value)``
-    over each target's edges with ``keep``, from one gather of the messages,
-    recording each output's winning edge; the backward sends each output's
-    gradient straight to that edge's source (and edge term), so no
-    ``[E, H, C]`` gradient is built.  Ties go to the first edge (a valid
-    subgradient; ``torch_scatter.scatter_max`` also sends it to a single
-    edge, ``scatter_reduce`` splits it)."""
+    over each target's edges with ``keep``, recording each output's winning
+    edge; the backward sends each output's gradient straight to that
+    edge's source (and edge term), so no ``[E, H, C]`` gradient is built.
+    Ties go to the first edge (a valid subgradient;
+    ``torch_scatter.scatter_max`` also sends it to a single edge,
+    ``scatter_reduce`` splits it).
+
+    On the CPU without masks or edge terms, torch's CSR max / min product
+    reduces each target's edges in one pass (no ``[E, H, C]`` message
+    tensor); otherwise the messages are gathered once and reduced by
+    scatter."""
 
     @staticmethod
     def forward(ctx, value: Tensor, edge_value: Optional[Tensor],
-                keep: Tensor, src: Tensor, dst: Tensor, num_nodes: int,
-                kinds: tuple):
-        message = value.index_select(0, src)
-        if edge_value is not None:
-            message += edge_value
-        num_edges = message.size(0)
-        target = dst.view(-1, 1, 1).expand_as(message)
-        shape = (num_nodes,) + tuple(message.shape[1:])
+                keep: Tensor, index: GraphIndex, kinds: tuple):
         # Softmax weights are all positive unless dropout or a threshold
         # removed edges: skip the masked copy then.
         keep_all = bool(keep.all())
-        outs, winners = [], []
-        for kind in kinds:
-            skip = float("-inf") if kind == "max" else float("inf")
-            masked = message if keep_all else message.masked_fill(~keep,
-                                                                  skip)
-            best = message.new_full(shape, skip).scatter_reduce_(
-                0, target, masked, "a" + kind)
-            # The winning edge of each output element: the hits are about
-            # one per element, so list them rather than scan all edges
-            # again; the first edge wins a tie.
-            edge, *rest = (masked == best.index_select(0, dst)).nonzero(
-                as_tuple=True)
-            element = dst[edge]
-            for axis, size in zip(rest, shape[1:]):
-                element = element * size + axis
-            winner = torch.full((best.numel(),), num_edges,
-                                dtype=torch.long, device=message.device)
-            winner = winner.scatter_reduce_(0, element, edge, "amin")
-            empty = torch.isinf(best)
-            outs.append(best.masked_fill(empty, 0.0))
-            winners.append(winner.view(shape).masked_fill(empty, num_edges))
-        ctx.save_for_backward(src, *winners)
+        if _row_extremes_available(value, edge_value, keep_all,
+                                   index.num_edges):
+            results = _row_extremes(value, index, kinds)
+        else:
+            message = value.index_select(0, index.src)
+            if edge_value is not None:
+                message += edge_value
+            results = [_scattered_extremes(message, keep, index.dst,
+                                           index.num_dst, kind, keep_all)
+                       for kind in kinds]
+        outs, winners = zip(*results)
+        ctx.save_for_backward(index.src, *winners)
         ctx.num_src = value.size(0)
         ctx.has_edge_value = edge_value is not None
-        ctx.num_edges = num_edges
+        ctx.num_edges = index.num_edges
         return tuple(outs)
 
     @staticmethod
@@ -90,13 +151,14 @@ class _NeighbourExtremes(torch.autograd.Function):
                 continue
             rows = grad.shape[1:]
             part = grad.new_zeros((num_src + 1,) + rows).scatter_add(
-                0, source[winner], grad)[:-1]
+                0, source.index_select(0, winner.flatten()).view_as(winner),
+                grad)[:-1]
             grad_value = part if grad_value is None else grad_value + part
             if ctx.has_edge_value:
                 part = grad.new_zeros((num_edges + 1,) + rows).scatter_add(
                     0, winner, grad)[:-1]
                 grad_edge = part if grad_edge is None else grad_edge + part
-        return grad_value, grad_edge, None, None, None, None, None
+        return grad_value, grad_edge, None, None, None
 
 
 def attention_aggregate(value: Tensor, alpha: Tensor, edge_index: Tensor,
@@ -215,8 +277,7 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
         if kind not in cache:  # max and min share one pass
             kinds = tuple(k for k in ("max", "min") if k in names)
             cache.update(zip(kinds, _NeighbourExtremes.apply(
-                value, edge_value, weight > 0, index.src, dst, num_nodes,
-                kinds)))
+                value, edge_value, weight > 0, index, kinds)))
         return cache[kind]
 
     compute = {
