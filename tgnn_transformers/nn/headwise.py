@@ -6,6 +6,7 @@ every head ``h``, computed as one batched product.
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,46 @@ class HeadwiseLinear(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.einsum("nhi,hio->nho", x, self.weight)
+        return out + self.bias if self.bias is not None else out
+
+    def forward_scaled(self, head: Optional[Tensor], x: Tensor,
+                       factors: Sequence[Optional[Tensor]]) -> Tensor:
+        r"""``forward`` of the concatenation ``[head | f_1 x | ... | f_S x]``
+        (over the last axis) without building it.
+
+        Each ``f_s`` is a per-node factor (``[N]``, or ``None`` for 1), so
+        :math:`(f_s x) W_s = f_s (x W_s)`: one product of ``x`` with the
+        blocks :math:`W_1 \dots W_S` side by side, then a weighted sum of
+        ``S`` outputs of width ``out_channels``, not a product with an
+        input ``S`` times as wide built by copying (PNA's degree scalers).
+
+        Args:
+            head: ``[N, H, C_head]`` leading input, or ``None``.
+            x: ``[N, H, C_x]`` input that every factor scales.
+            factors: ``S`` per-node factors; ``C_head + S * C_x`` must be
+                ``in_channels``.
+        """
+        width, count = x.size(-1), len(factors)
+        lead = 0 if head is None else head.size(-1)
+        if lead + count * width != self.in_channels:
+            raise ValueError(
+                f"forward_scaled expects {self.in_channels} input channels, "
+                f"got {lead} + {count} x {width}")
+        blocks = self.weight[:, lead:].reshape(self.heads, count, width,
+                                               self.out_channels)
+        parts = torch.einsum("nhi,hsio->nhso", x, blocks)
+        if all(f is None for f in factors):
+            out = parts.sum(2)
+        else:
+            ones = x.new_ones(x.size(0))
+            scale = torch.stack([ones if f is None else f.to(x.dtype)
+                                 for f in factors], dim=1)
+            # A broadcast product, not einsum: einsum makes this a batched
+            # product of N tiny matrices, several times slower.
+            out = (parts * scale.view(x.size(0), 1, count, 1)).sum(2)
+        if head is not None:
+            out = out + torch.einsum("nhi,hio->nho", head,
+                                     self.weight[:, :lead])
         return out + self.bias if self.bias is not None else out
 
     def extra_repr(self) -> str:
@@ -140,7 +181,15 @@ class HeadwiseMLP(torch.nn.Module):
                 module.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.lin1(x)
+        return self._after_first(self.lin1(x))
+
+    def forward_scaled(self, head: Optional[Tensor], x: Tensor,
+                       factors: Sequence[Optional[Tensor]]) -> Tensor:
+        """``forward`` of ``[head | f_1 x | ... | f_S x]`` without building
+        it (see :meth:`HeadwiseLinear.forward_scaled`)."""
+        return self._after_first(self.lin1.forward_scaled(head, x, factors))
+
+    def _after_first(self, x: Tensor) -> Tensor:
         if self.dropout > 0:
             x = F.dropout(x, self.dropout, self.training)
         if self.norm is not None:

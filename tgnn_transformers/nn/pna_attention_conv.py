@@ -211,18 +211,15 @@ class PNAAttentionConv(AttentionConvBase):
         super().reset_parameters()
         self.mixer.reset_parameters()
 
-    def _scale(self, aggregated: Tensor, degrees: Tensor) -> Tensor:
-        """``[N, H, A, C]`` -> ``[N, H, S * A, C]``."""
-        log_deg = torch.log(degrees.clamp(min=1).to(aggregated.dtype) +
-                            1).view(-1, 1, 1, 1)
+    def _scale_factors(self, degrees: Tensor, dtype: torch.dtype):
+        """The per-node factor of each scaler (``None`` for identity)."""
+        log_deg = torch.log(degrees.clamp(min=1).to(dtype) + 1)
         factors = {
-            "identity": None,
+            "identity": lambda: None,
             "amplification": lambda: log_deg / self.delta,
             "attenuation": lambda: self.delta / log_deg,
         }
-        outs = [aggregated if factors[s] is None else aggregated * factors[s]()
-                for s in self.scalers]
-        return torch.cat(outs, dim=2)
+        return [factors[s]() for s in self.scalers]
 
     def reduction(self):
         return self.aggregators
@@ -232,7 +229,8 @@ class PNAAttentionConv(AttentionConvBase):
         # Read from the CSR index the kernel has built (and cached).
         degrees = in_degree(attended.edge_index, attended.value.size(0),
                             num_dst)
-        features = self._scale(attended.attention.out, degrees)
+        aggregated = attended.attention.out.flatten(2)  # [N, H, A * C]
+        self_value = None
         if self.include_self:
             self_value = attended.self_value
             if self_value is None:
@@ -243,10 +241,12 @@ class PNAAttentionConv(AttentionConvBase):
                                      "inputs")
                 self_value = self._values(attended.x_dst,
                                           "x[1] (target features)")
-            features = torch.cat([self_value.unsqueeze(2), features], dim=2)
-        # flatten, not reshape(N, H, -1): a graph with 0 nodes has no
-        # elements to infer the -1 from.
-        return self.mixer(features.flatten(2))
+        # The mixer's input is [v_i | S_1(d) a_i | ... | S_S(d) a_i]; each
+        # scaler is a per-node number, so the mixer applies it after its
+        # first product instead of copying the aggregates once per scaler.
+        return self.mixer.forward_scaled(
+            self_value, aggregated,
+            self._scale_factors(degrees, aggregated.dtype))
 
     def _extra_repr_args(self) -> List[str]:
         args = [f"aggregators={list(self.aggregators)}",
