@@ -27,23 +27,58 @@ class KeyValueCache:
     """
 
     def __init__(self):
-        self.key: Optional[Tensor] = None
-        self.value: Optional[Tensor] = None
+        # Buffers with room to grow; the cache is their first ``_size``
+        # rows, so a decoding step writes one row instead of copying the
+        # whole cache (torch.cat).
+        self._keys: Optional[Tensor] = None
+        self._values: Optional[Tensor] = None
+        self._size = 0
+
+    @property
+    def key(self) -> Optional[Tensor]:
+        """The cached ``[S, H, C]`` keys (``None`` before the first call)."""
+        return None if self._keys is None else self._keys[:self._size]
+
+    @property
+    def value(self) -> Optional[Tensor]:
+        """The cached ``[S, H, C]`` values."""
+        return None if self._values is None else self._values[:self._size]
 
     @property
     def size(self) -> int:
         """Number of cached nodes."""
-        return 0 if self.key is None else self.key.size(0)
+        return self._size
 
     def extend(self, key: Tensor, value: Tensor) -> Tuple[Tensor, Tensor]:
         """Appends the new nodes' ``[N, H, C]`` keys and values; returns all
         keys and values, cached ones first."""
-        if self.key is None:
-            self.key, self.value = key, value
-        else:
-            self.key = torch.cat([self.key, key])
-            self.value = torch.cat([self.value, value])
+        new_size = self._size + key.size(0)
+        if key.requires_grad or value.requires_grad:
+            # Writing into a buffer would put earlier steps' outputs under
+            # in-place writes that autograd refuses: concatenate instead.
+            keys, values = ((key, value) if self._keys is None else
+                            (torch.cat([self.key, key]),
+                             torch.cat([self.value, value])))
+            self._keys, self._values, self._size = keys, values, new_size
+            return keys, values
+        if self._keys is None or new_size > self._keys.size(0) or \
+                self._keys.requires_grad or self._keys.dtype != key.dtype \
+                or self._keys.device != key.device:
+            capacity = max(new_size, 2 * self._size, 16)
+            self._keys = self._grown(self.key, key, capacity)
+            self._values = self._grown(self.value, value, capacity)
+        self._keys[self._size:new_size] = key
+        self._values[self._size:new_size] = value
+        self._size = new_size
         return self.key, self.value
+
+    @staticmethod
+    def _grown(cached: Optional[Tensor], new: Tensor,
+               capacity: int) -> Tensor:
+        buffer = new.new_empty((capacity, ) + tuple(new.shape[1:]))
+        if cached is not None:
+            buffer[:cached.size(0)] = cached
+        return buffer
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"

@@ -50,6 +50,23 @@ def _uniform_in_degree(edge_index: Tensor, num_dst: int) -> Optional[int]:
     return k if bool((targets == rows[:, None]).all()) else None
 
 
+def source_run(edge_index: Tensor) -> Optional[int]:
+    """``s`` when ``edge_index``'s sources are ``s, s + 1, ..`` in order
+    (one target's row of consecutive cached nodes: a sequence decoded
+    alone), else ``None`` (cached per ``edge_index``)."""
+    return cached_on(edge_index, "source_run",
+                     lambda: _source_run(edge_index[0]))
+
+
+def _source_run(sources: Tensor) -> Optional[int]:
+    if sources.numel() == 0:
+        return None
+    first = int(sources[0])
+    steps = torch.arange(first, first + sources.numel(),
+                         device=sources.device, dtype=sources.dtype)
+    return first if bool(torch.equal(sources, steps)) else None
+
+
 class RowsBackend(AttentionBackend):
     """SDPA over each target's gathered sources, for graphs of uniform
     in-degree listed by target.  ``backend="auto"`` tries it for bipartite
@@ -91,14 +108,20 @@ class RowsBackend(AttentionBackend):
     def run(self, call: AttentionCall) -> EdgeAttention:
         num_dst = call.query.size(0)
         k = uniform_in_degree(call.edge_index, num_dst)
-        sources = call.edge_index[0]
-        # [N, H, 1, C] queries over [N, H, k, C] rows of keys and values
-        # (index_select: one gather, cheaper than advanced indexing).
+        # [N, H, 1, C] queries over [N, H, k, C] rows of keys and values:
+        # one target over consecutive sources (a sequence decoded alone)
+        # reads them in place, others gather them (index_select: one
+        # gather, cheaper than advanced indexing).
         query = call.query.unsqueeze(2)
-        key = call.key.index_select(0, sources).view(
-            num_dst, k, *call.key.shape[1:]).transpose(1, 2)
-        value = call.value.index_select(0, sources).view(
-            num_dst, k, *call.value.shape[1:]).transpose(1, 2)
+        first = source_run(call.edge_index) if num_dst == 1 else None
+        if first is not None:
+            key, value = (x[first:first + k] for x in (call.key, call.value))
+        else:
+            sources = call.edge_index[0]
+            key, value = (x.index_select(0, sources)
+                          for x in (call.key, call.value))
+        key = key.view(num_dst, k, *call.key.shape[1:]).transpose(1, 2)
+        value = value.view(num_dst, k, *call.value.shape[1:]).transpose(1, 2)
         scale = call.scale
         if isinstance(scale, Tensor):  # SDPA takes a Python float scale only
             query, scale = query * scale, 1.0
