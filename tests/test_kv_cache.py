@@ -71,3 +71,31 @@ def test_cache_checks_its_inputs():
     with pytest.raises(ValueError, match="not an \\(x_src, x_dst\\) pair"):
         conv((torch.randn(2, F), torch.randn(1, F)), _step_edges(0),
              pos=(torch.arange(2), torch.arange(1)), cache=KeyValueCache())
+
+
+def test_cache_grows_and_returns_every_appended_row_in_order():
+    # The buffer doubles past its capacity; what extend returns is the
+    # concatenation of every call's keys and values (the reference).
+    torch.manual_seed(0)
+    cache, keys, values = KeyValueCache(), [], []
+    for size in (5, 1, 1, 20, 1, 40):
+        key, value = torch.randn(size, 2, 3), torch.randn(size, 2, 4)
+        keys.append(key)
+        values.append(value)
+        got_key, got_value = cache.extend(key, value)
+        assert torch.equal(got_key, torch.cat(keys))
+        assert torch.equal(got_value, torch.cat(values))
+        assert cache.size == got_key.size(0)
+    assert torch.equal(cache.key, torch.cat(keys))
+
+
+def test_cache_keeps_gradients_flowing_to_every_step():
+    # With gradients (keys computed from parameters) the cache
+    # concatenates: earlier steps' keys stay in the graph.
+    cache = KeyValueCache()
+    weight = torch.randn(3, requires_grad=True)
+    for _ in range(3):
+        key = (torch.ones(1, 1, 3) * weight)
+        cache.extend(key, key * 2)
+    (cache.key.sum() + cache.value.sum()).backward()
+    assert torch.equal(weight.grad, torch.full((3, ), 9.0))

@@ -122,3 +122,27 @@ def test_rows_refuse_gathering_beyond_the_memory_limit(monkeypatch):
     with pytest.raises(ValueError, match="gathered keys and values need"):
         edge_attention(q, k, k, step, backend="rows")
     assert select_backend("auto", _call(q, k, k, step)).name == "sparse"
+
+
+@given(k=st.integers(1, 6), first=st.integers(0, 4), extra=st.integers(0, 3),
+       seed=st.integers(0, 2**16))
+def test_one_target_over_consecutive_sources_reads_them_in_place(
+        k, first, extra, seed):
+    # A sequence decoded alone: one target whose sources are the cached
+    # nodes first .. first + k - 1 (read as a slice, not gathered).
+    gen = torch.Generator().manual_seed(seed)
+    num_src = first + k + extra
+    edge_index = torch.stack([torch.arange(first, first + k),
+                              torch.zeros(k, dtype=torch.long)])
+    q = torch.randn(1, 2, 3, generator=gen, dtype=torch.float64)
+    key = torch.randn(num_src, 2, 3, generator=gen, dtype=torch.float64)
+    value = torch.randn(num_src, 2, 4, generator=gen, dtype=torch.float64)
+    out = edge_attention(q, key, value, edge_index, backend="rows").out
+    torch.testing.assert_close(out, by_hand(q, key, value, edge_index,
+                                            3**-0.5))
+    # Not consecutive (a repeat): gathered, still right.
+    if k > 1:
+        edge_index[0, -1] = first
+        out = edge_attention(q, key, value, edge_index, backend="rows").out
+        torch.testing.assert_close(out, by_hand(q, key, value, edge_index,
+                                                3**-0.5))
