@@ -181,6 +181,42 @@ def test_attention_aggregate_on_cuda_matches_cpu(reduce):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("reduce", [("max", "min"), ("mean", "std"),
+                                    ("sum", "mean", "min", "max", "var")])
+def test_one_pass_triton_aggregation_on_cuda_matches_cpu(reduce):
+    # Without edge terms, CUDA aggregates in one Triton pass; the CPU
+    # composes CSR products.  A hub row of 3000 edges spans many blocks.
+    from tgnn_transformers.functional import attention_aggregate
+    from tgnn_transformers.functional import triton_aggregate as tagg
+    torch.manual_seed(0)
+    n, e = 400, 5000
+    pair = torch.randperm(n * n)[:e]
+    edge_index = torch.stack([pair // n, pair % n])
+    edge_index = torch.cat([edge_index, torch.stack([
+        torch.randperm(n).repeat(8)[:3000], torch.zeros(3000,
+                                                        dtype=torch.long)])],
+        dim=1)
+    value = torch.randn(n, 4, 32)
+    alpha = torch.rand(edge_index.size(1), 4)
+    alpha[::7] = 0.0
+    assert tagg.triton_aggregate_available(value.cuda())
+    results = {}
+    for device in ("cpu", "cuda"):
+        v = value.to(device).requires_grad_()
+        a = alpha.to(device).requires_grad_()
+        outs = attention_aggregate(v, a, edge_index.to(device), n,
+                                   reduce=reduce)
+        grads = torch.autograd.grad(outs.square().sum(), (v, a),
+                                    allow_unused=True)
+        results[device] = [None if t is None else t.cpu()
+                           for t in (outs, *grads)]
+    for a, b in zip(results["cuda"], results["cpu"]):
+        if b is None:
+            assert a is None
+        else:
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cli_trains_on_cuda(precision, tmp_path, data_mirror, monkeypatch):
     import json

@@ -260,3 +260,128 @@ def backward_by_source(Q, K, V, EK, EV, B, SCALE, DST, POS, ROW, START,
     # channel (not per edge)
     tl.atomic_add(DK + (row * H + h) * C + offs_c, dk, mask=mask_c)
     tl.atomic_add(DV + (row * H + h) * CV + offs_v, dv, mask=mask_v)
+
+
+# --------------------------------------------------------------------------
+# attention-weighted aggregation (triton_aggregate.py)
+# --------------------------------------------------------------------------
+
+@triton.jit
+def _first_extreme(v, keep, offs_e, NUM_EDGES, IS_MAX: tl.constexpr):
+    """The block's max (or min) of ``v`` over the kept lanes, per channel,
+    and the first edge reaching it (``NUM_EDGES`` where nothing is kept)."""
+    skip = float("-inf") if IS_MAX else float("inf")
+    masked = tl.where(keep, v, skip)
+    if IS_MAX:
+        best = tl.max(masked, 0)
+    else:
+        best = tl.min(masked, 0)
+    hit = keep & (masked == best[None, :])
+    first = tl.min(tl.where(hit, offs_e[:, None], NUM_EDGES), 0)
+    return best, first
+
+
+@triton.jit
+def aggregate_forward(V, W, SRC, ROW, START, END, SUM, SQ, TOTAL, MAX, MIN,
+                      ARGMAX, ARGMIN, NUM_EDGES, H, C,
+                      NEED_SUM: tl.constexpr, NEED_SQ: tl.constexpr,
+                      NEED_EXT: tl.constexpr, BLOCK_E: tl.constexpr,
+                      BLOCK_C: tl.constexpr):
+    # One target row and head: every statistic of the reductions in one
+    # pass over the row's edges (sum of w v, of w v^2, of w; max and min of
+    # v over edges with w > 0, with their first winning edge).
+    item, h, row, start, end = _program(ROW, START, END)
+    offs_c, mask_c = _lanes(BLOCK_C, C)
+    lanes = tl.arange(0, BLOCK_E)
+    acc = tl.zeros([BLOCK_C], tl.float32)
+    sq = tl.zeros([BLOCK_C], tl.float32)
+    total = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
+    hi = tl.full([BLOCK_C], float("-inf"), tl.float32)
+    lo = tl.full([BLOCK_C], float("inf"), tl.float32)
+    arg_hi = tl.full([BLOCK_C], NUM_EDGES, tl.int64)
+    arg_lo = tl.full([BLOCK_C], NUM_EDGES, tl.int64)
+    for e0 in range(start, end, BLOCK_E):
+        offs_e, mask_e, j, vc = _edge_block(SRC, e0, lanes, end, mask_c)
+        w = _per_edge(W, offs_e, mask_e, h, H)
+        v = _gather(V, j, vc, h, H, C, offs_c)
+        if NEED_SUM:
+            acc += tl.sum(w[:, None] * v, 0)
+            total += tl.sum(w, 0)
+        if NEED_SQ:
+            sq += tl.sum(w[:, None] * v * v, 0)
+        if NEED_EXT:
+            keep = vc & (w > 0)[:, None]
+            edges = offs_e.to(tl.int64)
+            block_hi, first_hi = _first_extreme(v, keep, edges, NUM_EDGES,
+                                                True)
+            block_lo, first_lo = _first_extreme(v, keep, edges, NUM_EDGES,
+                                                False)
+            # strictly better only: an earlier block keeps a tie
+            arg_hi = tl.where(block_hi > hi, first_hi, arg_hi)
+            hi = tl.maximum(hi, block_hi)
+            arg_lo = tl.where(block_lo < lo, first_lo, arg_lo)
+            lo = tl.minimum(lo, block_lo)
+    at = (row * H + h) * C + offs_c
+    if NEED_SUM:
+        tl.store(SUM + at, acc, mask=mask_c)
+        tl.store(TOTAL + row * H + h, total)
+    if NEED_SQ:
+        tl.store(SQ + at, sq, mask=mask_c)
+    if NEED_EXT:
+        tl.store(MAX + at, tl.where(arg_hi < NUM_EDGES, hi, 0.0),
+                 mask=mask_c)
+        tl.store(MIN + at, tl.where(arg_lo < NUM_EDGES, lo, 0.0),
+                 mask=mask_c)
+        tl.store(ARGMAX + at, arg_hi, mask=mask_c)
+        tl.store(ARGMIN + at, arg_lo, mask=mask_c)
+
+
+@triton.jit
+def aggregate_backward_by_source(V, W, DST, POS, ROW, START, END, GSUM, GSQ,
+                                 GTOTAL, GMAX, GMIN, ARGMAX, ARGMIN, DV, DW,
+                                 H, C, HAS_GSUM: tl.constexpr,
+                                 HAS_GSQ: tl.constexpr,
+                                 HAS_GTOTAL: tl.constexpr,
+                                 HAS_GMAX: tl.constexpr,
+                                 HAS_GMIN: tl.constexpr,
+                                 NEED_DW: tl.constexpr,
+                                 BLOCK_E: tl.constexpr,
+                                 BLOCK_C: tl.constexpr):
+    # One work item of one source row j: its outgoing edges in CSC order
+    # (weights and winners are at CSR positions).  dv_j sums over them
+    # with no per-edge atomics; each edge's weight gradient is written
+    # once.
+    item, h, row, start, end = _program(ROW, START, END)
+    offs_c, mask_c = _lanes(BLOCK_C, C)
+    v_j = _row(V, row, h, H, C, offs_c, mask_c)
+    lanes = tl.arange(0, BLOCK_E)
+    dv = tl.zeros([BLOCK_C], tl.float32)
+    for e0 in range(start, end, BLOCK_E):
+        offs, mask_e, i, vc = _edge_block(DST, e0, lanes, end, mask_c)
+        pos = tl.load(POS + offs, mask=mask_e, other=0)
+        w = _per_edge(W, pos, mask_e, h, H)
+        dw = tl.zeros([BLOCK_E], tl.float32)
+        if HAS_GSUM:
+            g = _gather(GSUM, i, vc, h, H, C, offs_c)
+            dv += tl.sum(w[:, None] * g, 0)
+            dw += tl.sum(g * v_j[None, :], 1)
+        if HAS_GSQ:
+            g = _gather(GSQ, i, vc, h, H, C, offs_c)
+            dv += tl.sum(2.0 * w[:, None] * v_j[None, :] * g, 0)
+            dw += tl.sum(g * (v_j * v_j)[None, :], 1)
+        if HAS_GTOTAL:
+            dw += _per_edge(GTOTAL, i, mask_e, h, H)
+        won = (pos.to(tl.int64))[:, None]
+        at = (i[:, None] * H + h) * C + offs_c[None, :]
+        if HAS_GMAX:
+            winner = tl.load(ARGMAX + at, mask=vc, other=-1)
+            g = _gather(GMAX, i, vc, h, H, C, offs_c)
+            dv += tl.sum(tl.where(winner == won, g, 0.0), 0)
+        if HAS_GMIN:
+            winner = tl.load(ARGMIN + at, mask=vc, other=-1)
+            g = _gather(GMIN, i, vc, h, H, C, offs_c)
+            dv += tl.sum(tl.where(winner == won, g, 0.0), 0)
+        if NEED_DW:
+            tl.store(DW + pos * H + h, dw, mask=mask_e)
+    # a split source row has several items: one add per item and channel
+    tl.atomic_add(DV + (row * H + h) * C + offs_c, dv, mask=mask_c)

@@ -6,12 +6,13 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._checks import check_choice
+from ._checks import check_choice, tracing
 from ._precision import (autocast_disabled, compute_dtype, result_dtype,
                          upcast_all)
 from .softmax import segment_sum
 from .sparse_ops import (GraphIndex, edge_weighted_sum, graph_index,
                          spmm)
+from .triton_aggregate import triton_aggregate_available, triton_moments
 
 #: The ``reduce`` choices of :func:`attention_aggregate`.
 REDUCTIONS = ("sum", "mean", "max", "min", "var", "std")
@@ -230,6 +231,20 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
     num_nodes, dst = index.num_dst, index.dst
     weight = alpha.unsqueeze(-1)
     cache = {}
+    if edge_value is None and not tracing() and \
+            triton_aggregate_available(value):
+        # Every statistic the reductions need in one pass over the edges.
+        wants = set(names)
+        moments = triton_moments(
+            value, alpha, index,
+            need_sum=bool(wants & {"sum", "mean", "var", "std"}),
+            need_second=bool(wants & {"var", "std"}),
+            need_extremes=bool(wants & {"max", "min"}))
+        found = {"sum": moments.weighted_sum, "second": moments.second,
+                 "max": moments.maximum, "min": moments.minimum,
+                 "total": None if moments.total is None else
+                 moments.total.unsqueeze(-1)}
+        cache.update((k, v) for k, v in found.items() if v is not None)
 
     def message() -> Tensor:
         # Only edge-valued variances need per-edge messages here.
@@ -239,6 +254,8 @@ def aggregate_csr(value: Tensor, alpha: Tensor, index: GraphIndex,
         return cache["message"]
 
     def weighted(power: int) -> Tensor:
+        if power == 2 and cache.get("second") is not None:
+            return cache["second"]
         if edge_value is not None:
             m = edge_value if power == 1 else message() * message()
             out = edge_weighted_sum(alpha, m, index)
