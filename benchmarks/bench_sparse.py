@@ -163,6 +163,9 @@ def main(argv=None):
                         help="the package's kernels to time (triton: CUDA)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
                         help="inputs and weights of every layer")
+    parser.add_argument("--name", default="sparse",
+                        help="results file name under results/ (device and "
+                        "dtype suffixes are added)")
     args = parser.parse_args(argv)
     extra = dict(backends=args.backends, dtype=args.dtype)
     rows = []
@@ -179,7 +182,7 @@ def main(argv=None):
                             **extra)
     suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
     suffix += "" if args.dtype == "fp32" else "_" + args.dtype
-    path = write_result(f"sparse{suffix}", {"machine": machine(),
+    path = write_result(f"{args.name}{suffix}", {"machine": machine(),
                                             "in_channels": IN,
                                             "heads": HEADS, "channels": CH,
                                             "rows": rows})
