@@ -44,8 +44,8 @@ def _sparse_attention(call: AttentionCall) -> EdgeAttention:
             edge_value=edge_value, bias=bias, scale=scale))
     if inner == dtype:
         return result
-    return EdgeAttention(result.out.to(dtype), result.alpha.to(dtype),
-                         result.edge_index)
+    alpha = None if result.alpha is None else result.alpha.to(dtype)
+    return EdgeAttention(result.out.to(dtype), alpha, result.edge_index)
 
 
 def _edge_path(call: AttentionCall) -> EdgeAttention:
@@ -79,6 +79,8 @@ def _edge_path(call: AttentionCall) -> EdgeAttention:
         alpha, p=dropout_p, training=dropout_p > 0)
     out = aggregate_csr(value, weights, index, call.reduce,
                         edge_value=edge_value)
-    if alpha_out is None:
+    if alpha_out is None and call.need_weights:
+        # Only on request: in input order the weights are one more [E, H]
+        # tensor (and its permutation) for every call.
         alpha_out = index.to_input_order(alpha)
     return EdgeAttention(out, alpha_out, edges_out)
