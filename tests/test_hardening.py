@@ -690,10 +690,14 @@ def test_ctrl_c_exits_130_keeps_the_checkpoint_and_resumes(env):
     out = env / "run"
     args = CORA[:-1] + ["--epochs", "400", "--patience", "400",
                         "--out", str(out)]
+    # A shell without job control starts background jobs with SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler: the
+    # child gets the default disposition back, however the suite was run.
     process = subprocess.Popen(
         [sys.executable, "-m", "tgnn_transformers", *args],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = out / "checkpoints" / "seed0.pt"
     wait_for_checkpoint(process, checkpoint, 2)
     assert process.poll() is None, "the run ended before Ctrl-C"
