@@ -3,6 +3,9 @@
 (the package's implementation before 0.x: autograd through
 ``scatter_reduce``), and PNA-Attention against PyG's ``PNAConv``.
 
+On CUDA, ``ours_composed`` is the package without its one-pass Triton
+aggregation (``functional/triton_aggregate.py``), in the same run.
+
 Workloads: a batch of complete token graphs (16 sentences of 120 tokens,
 the R8 text task's shape) and a synthetic power-law graph of 1M edges; 4
 heads of 32 channels.  Forward + backward time, median of repeats, same
@@ -64,8 +67,9 @@ def extremes_contenders(num_nodes: int, edge_index, device: str):
             total = total + best.masked_fill(torch.isinf(best), 0).sum()
         total.backward()
 
-    return {"ours": ours, "pyg_aggregation": pyg,
-            "torch_scatter_reduce": scatter_reduce}
+    contenders = {"ours": ours, "pyg_aggregation": pyg,
+                  "torch_scatter_reduce": scatter_reduce}
+    return with_composed(contenders, device)
 
 
 def pna_contenders(num_nodes: int, edge_index, device: str):
@@ -83,7 +87,26 @@ def pna_contenders(num_nodes: int, edge_index, device: str):
             conv(x, edge_index).sum().backward()
         return step
 
-    return {"ours": run(ours), "pyg_pnaconv": run(pyg)}
+    return with_composed({"ours": run(ours), "pyg_pnaconv": run(pyg)},
+                         device)
+
+
+def with_composed(contenders, device: str):
+    """On CUDA, also ours without the one-pass Triton aggregation (the
+    CSR products and the gathered max / min it replaces), same run."""
+    if not device.startswith("cuda"):
+        return contenders
+    from tgnn_transformers.functional import aggregate
+
+    def composed():
+        available = aggregate.triton_aggregate_available
+        aggregate.triton_aggregate_available = lambda value: False
+        try:
+            contenders["ours"]()
+        finally:
+            aggregate.triton_aggregate_available = available
+
+    return {**contenders, "ours_composed": composed}
 
 
 def main() -> None:

@@ -298,8 +298,9 @@ def aggregate_forward(V, W, SRC, ROW, START, END, SUM, SQ, TOTAL, MAX, MIN,
     total = tl.sum(tl.zeros([BLOCK_E], tl.float32), 0)
     hi = tl.full([BLOCK_C], float("-inf"), tl.float32)
     lo = tl.full([BLOCK_C], float("inf"), tl.float32)
-    arg_hi = tl.full([BLOCK_C], NUM_EDGES, tl.int64)
-    arg_lo = tl.full([BLOCK_C], NUM_EDGES, tl.int64)
+    # (zeros + a runtime value: tl.full wants a compile-time one)
+    arg_hi = tl.zeros([BLOCK_C], tl.int64) + NUM_EDGES
+    arg_lo = tl.zeros([BLOCK_C], tl.int64) + NUM_EDGES
     for e0 in range(start, end, BLOCK_E):
         offs_e, mask_e, j, vc = _edge_block(SRC, e0, lanes, end, mask_c)
         w = _per_edge(W, offs_e, mask_e, h, H)
