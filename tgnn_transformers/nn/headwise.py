@@ -44,11 +44,13 @@ class HeadwiseLinear(torch.nn.Module):
 
     def forward_scaled(self, head: Optional[Tensor], x: Tensor,
                        factors: Sequence[Optional[Tensor]]) -> Tensor:
-        r"""``forward`` of the concatenation ``[head | f_1 x | ... | f_S x]``
-        (over the last axis) without building it.
+        r"""``forward`` of ``head`` and every ``f_s * x`` concatenated, without
+        building the concatenation.
 
-        Each ``f_s`` is a per-node factor (``[N]``, or ``None`` for 1), so
-        :math:`(f_s x) W_s = f_s (x W_s)`: one product of ``x`` with the
+        The input stands for :math:`[h, f_1 x, \dots, f_S x]` (over the
+        last axis).  Each ``f_s`` is a per-node factor (``[N]``, or
+        ``None`` for 1), so :math:`(f_s x) W_s = f_s (x W_s)`: one product
+        of ``x`` with the
         blocks :math:`W_1 \dots W_S` side by side, then a weighted sum of
         ``S`` outputs of width ``out_channels``, not a product with an
         input ``S`` times as wide built by copying (PNA's degree scalers).
@@ -185,8 +187,9 @@ class HeadwiseMLP(torch.nn.Module):
 
     def forward_scaled(self, head: Optional[Tensor], x: Tensor,
                        factors: Sequence[Optional[Tensor]]) -> Tensor:
-        """``forward`` of ``[head | f_1 x | ... | f_S x]`` without building
-        it (see :meth:`HeadwiseLinear.forward_scaled`)."""
+        """``forward`` of ``head`` and every ``f_s * x`` concatenated,
+        without building the concatenation (see
+        :meth:`HeadwiseLinear.forward_scaled`)."""
         return self._after_first(self.lin1.forward_scaled(head, x, factors))
 
     def _after_first(self, x: Tensor) -> Tensor:
