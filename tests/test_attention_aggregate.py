@@ -173,3 +173,18 @@ def test_row_pass_extremes_equal_the_scatter_reduction(monkeypatch, kinds):
     assert len(calls) == 1
     torch.testing.assert_close(row_out, scatter_out)
     torch.testing.assert_close(row_grad, scatter_grad)
+
+
+def test_extremes_under_inference_mode_equal_the_recorded_pass():
+    # The CPU pass asks torch's op for its winners through a gradient
+    # request; under inference_mode (no autograd at all) it must still run.
+    torch.manual_seed(0)
+    edge_index = random_simple_graph(6, 15, isolated=1)
+    value = torch.randn(6, 2, 3)
+    alpha = torch.rand(edge_index.size(1), 2) + 0.1
+    expected = attention_aggregate(value, alpha, edge_index, 6,
+                                   ["max", "min"])
+    with torch.inference_mode():
+        out = attention_aggregate(value, alpha, edge_index, 6,
+                                  ["max", "min"])
+    torch.testing.assert_close(out, expected)
