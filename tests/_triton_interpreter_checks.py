@@ -163,7 +163,7 @@ def test_fp32_matches_dense_reference_and_sparse_path(case, monkeypatch):
         items = ta.work_items(edge_index, index)
         assert items.slot_row.numel() >= 2  # the hub row was split
     if case == "skewed_sources":
-        items = ta.work_items_by_source(edge_index, index)
+        items = ta.work_items_by_source(index)
         assert items.slot_row.numel() >= 2  # the hub's source row too
 
 

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from ._cache import cached_on
 from .sparse_ops import GraphIndex
+from . import triton_attention
 from .triton_attention import (WorkItems, _blocks, _dummy, _launch,
-                               build_work_items)
+                               build_work_items, work_items_by_source)
 
 
 class Moments(NamedTuple):
@@ -54,13 +55,14 @@ def _kernels():
 
 
 def _row_items(index: GraphIndex) -> WorkItems:
-    # One item per target row (max and min do not merge across split
-    # items), longest first; cached with the index.
-    longest = int((index.dst_ptr[1:] - index.dst_ptr[:-1]).max()) \
-        if index.num_dst else 1
-    return cached_on(index.dst_ptr, "triton_aggregate_items",
-                     lambda: build_work_items(index.dst_ptr,
-                                              split=max(longest, 1)))
+    """One item per target row (max and min do not merge across split
+    items), longest first; cached with the index."""
+    def build() -> WorkItems:
+        degree = index.dst_ptr[1:] - index.dst_ptr[:-1]
+        longest = int(degree.max()) if index.num_dst else 1
+        return build_work_items(index.dst_ptr, split=max(longest, 1))
+    return cached_on(index.dst_ptr, "triton_aggregate_items", build,
+                     triton_attention.BLOCK_E)
 
 
 class _TritonAggregate(torch.autograd.Function):
@@ -137,9 +139,11 @@ class _TritonAggregate(torch.autograd.Function):
 
 
 def _or_dummy(t: Optional[Tensor], like: Optional[Tensor] = None) -> Tensor:
+    """``t``, or a one-element placeholder for a pointer the kernel does
+    not read (``t`` absent or empty)."""
     if t is not None and t.numel() > 0:
         return t
-    return torch.zeros(1, device=(t if like is None else like).device)
+    return _dummy(t if like is None else like)
 
 
 def triton_aggregate_available(value: Tensor) -> bool:
@@ -163,9 +167,7 @@ def triton_moments(value: Tensor, weight: Tensor, index: GraphIndex, *,
     by_source = None
     if torch.is_grad_enabled() and (value.requires_grad or
                                     weight.requires_grad):
-        by_source = cached_on(index.src_ptr, "triton_aggregate_by_source",
-                              lambda: build_work_items(index.src_ptr,
-                                                       empty_rows=False))
+        by_source = work_items_by_source(index)
     out = _TritonAggregate.apply(value, weight, index, by_source, need_sum,
                                  need_second, need_extremes)
     pick = lambda t, need: t if need else None  # noqa: E731

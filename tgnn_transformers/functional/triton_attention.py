@@ -146,13 +146,14 @@ def work_items(edge_index: Tensor, index: GraphIndex) -> WorkItems:
                      index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
 
 
-def work_items_by_source(edge_index: Tensor,
-                         index: GraphIndex) -> WorkItems:
-    """Work items over the source rows (the ``"by_source"`` backward)."""
-    return cached_on(edge_index, "triton_work_items_by_source",
+def work_items_by_source(index: GraphIndex) -> WorkItems:
+    """Work items over the source rows (the ``"by_source"`` backwards of
+    the attention and the aggregation kernels), cached with the graph's
+    index."""
+    return cached_on(index.src_ptr, "triton_work_items_by_source",
                      lambda: build_work_items(index.src_ptr,
                                               empty_rows=False),
-                     index.num_src, index.num_dst, ROW_SPLIT, BLOCK_E)
+                     ROW_SPLIT, BLOCK_E)
 
 
 # --------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def triton_attention(query: Tensor, key: Tensor, value: Tensor,
     if BACKWARD == "by_source" and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad
             for t in (query, key, value, edge_key, edge_value, bias)):
-        items_by_source = work_items_by_source(edge_index, index)
+        items_by_source = work_items_by_source(index)
     out, alpha = _TritonAttention.apply(query, key, value, edge_key,
                                         edge_value, bias, scale_t, index,
                                         items, items_by_source, need_weights)

@@ -365,12 +365,7 @@ class CausalLanguageModel(torch.nn.Module):
         not: the blocks use the transformer form); ``pattern`` is one of
         :data:`TASK_PATTERNS`."""
         spec, head = options.spec, options.head
-        spec.check_block_attention("lm")
-        if options.get("output_layer", "same") != "same":
-            raise ValueError("output_layer chooses the last conv of a conv "
-                             "stack; the lm task's transformer blocks end "
-                             "in the token head: it needs output_layer="
-                             f"'same', got {options['output_layer']!r}")
+        spec.check_block_attention("lm", options)
         pattern, window, dilation = check_head_options(head)
         kwargs = options.variant()
         if kwargs.get("delta") is None:  # PNA: the training graph's

@@ -265,16 +265,23 @@ class ModelSpec:
         """The default of option ``name`` for this model."""
         return self.defaults.get(name, OPTIONS[name].default)
 
-    def check_block_attention(self, task: str) -> None:
+    def check_block_attention(self, task: str,
+                              options: Mapping[str, Any] = {}) -> None:
         """Raises a ``ValueError`` unless this model is an attention conv a
         transformer block can hold (what the ``text`` and ``lm`` tasks
-        build)."""
+        build), with ``options`` that do not shape a conv stack."""
         if self.family != "attention" or self.make_conv is None:
             from ..nn.graph_transformer import ATTENTION_CONVS
             raise ValueError(f"the {task} task runs an attention conv "
                              f"inside transformer blocks: model must be one"
                              f" of {', '.join(ATTENTION_CONVS)}; got "
                              f"{self.name!r}")
+        if options.get("output_layer", "same") != "same":
+            raise ValueError(f"output_layer chooses the last conv of a conv "
+                             f"stack; the {task} task's transformer blocks "
+                             f"end in the task's own head: it needs "
+                             f"output_layer='same', got "
+                             f"{options['output_layer']!r}")
 
     def accepted(self, options: Mapping[str, Any] = {}) -> Tuple[str, ...]:
         """The option names this model takes, given the options chosen so

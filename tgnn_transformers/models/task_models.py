@@ -568,18 +568,12 @@ class TextClassifier(torch.nn.Module):
                                      SinusoidalPositionalEncoding)
         resolved = model_options(model, options, self.HEAD_OPTIONS, "text")
         spec, head = resolved.spec, resolved.head
-        spec.check_block_attention("text")
+        spec.check_block_attention("text", resolved)
         if resolved.get("residual"):
             raise ValueError("residual=True shapes conv stacks; the text "
                              "task's transformer blocks are residual "
                              "already (their norm and ffn_multiplier are "
                              "the text task's own options)")
-        if resolved.get("output_layer", "same") != "same":
-            raise ValueError("output_layer chooses the last conv of a conv "
-                             "stack; the text task classifies pooled "
-                             "transformer blocks with a linear head: it "
-                             "needs output_layer='same', got "
-                             f"{resolved['output_layer']!r}")
         hidden, heads = resolved["hidden"], resolved["heads"]
         self.pos_kind, self.pooling = head["pos"], head["pooling"]
         if self.pooling == "auto":
